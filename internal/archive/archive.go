@@ -1,0 +1,61 @@
+// Package archive keeps the durable copy of every fetched message.
+//
+// Guarantees every implementation gives:
+//   - Put returns only after the bytes are durable (a local file is fsynced
+//     and renamed into place and its directory fsynced; an S3 object is
+//     acknowledged). A crash before that leaves no object under the key, or
+//     the previous complete object: never a partial one.
+//   - The stored bytes equal the bytes read from r, and Info.SHA256 is their
+//     digest, computed while streaming: memory does not grow with size.
+//   - Putting the same key again replaces the object atomically, so a
+//     re-archive after a crash is harmless.
+//
+// What it cannot do: it does not check that r held a whole message; the
+// caller passes a reader that fails on truncation (the POP3 RETR reader does).
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ErrNotFound reports a key with no stored object.
+var ErrNotFound = errors.New("archive: no such message")
+
+// Info describes one stored message.
+type Info struct {
+	Key    string
+	Size   int64
+	SHA256 string // hex
+}
+
+// Meta is descriptive data stored beside the bytes where the backend can
+// (S3 object metadata); it never holds a secret.
+type Meta struct {
+	Mailbox   string
+	UIDL      string
+	MessageID string
+}
+
+// Archive stores raw messages.
+type Archive interface {
+	// Put streams r into key and returns once it is durable.
+	Put(ctx context.Context, key string, meta Meta, r io.Reader) (Info, error)
+	// Open streams the stored bytes of key back.
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
+// KeyFor names the object of one message: <mailbox>/<yyyy>/<mm>/<dd>/<id>.eml,
+// dated by when the message was first seen (UTC), with id derived from the
+// mailbox and UIDL so the same message always gets the same key. UIDLs may
+// hold any printable character, so they are hashed rather than used raw.
+func KeyFor(mailbox, uidl string, firstSeen time.Time) string {
+	sum := sha256.Sum256([]byte(mailbox + "\x00" + uidl))
+	t := firstSeen.UTC()
+	return fmt.Sprintf("%s/%04d/%02d/%02d/%s.eml", mailbox, t.Year(), int(t.Month()), t.Day(), hex.EncodeToString(sum[:12]))
+}

@@ -1,0 +1,707 @@
+package connector
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/archive"
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/message"
+	"github.com/popconnector/popconnector/internal/relay"
+)
+
+// DeletePolicy says what happens on the POP3 server after delivery.
+type DeletePolicy string
+
+const (
+	// DeleteAfterDelivery removes a message once every recipient accepted it.
+	DeleteAfterDelivery DeletePolicy = "delete"
+	// Keep leaves every message on the server.
+	Keep DeletePolicy = "keep"
+	// KeepDays removes a delivered message once it was first seen KeepFor ago.
+	KeepDays DeletePolicy = "keep_days"
+)
+
+// Mailbox is one POP3 maildrop and where its mail goes.
+type Mailbox struct {
+	ID            string
+	Server        string // host, for the trace header
+	DeliverTo     []string
+	Sender        string // envelope sender override; "" = from the message
+	AfterDelivery DeletePolicy
+	KeepFor       time.Duration
+	MaxMessages   int   // fetched per poll; 0 = no limit
+	MaxBytes      int64 // fetched per poll; 0 = no limit
+	PollTimeout   time.Duration
+	Dial          SourceDialer
+}
+
+// Settings are the connector-wide choices.
+type Settings struct {
+	Postmaster       string        // envelope sender of last resort; its domain names generated Message-IDs
+	Hostname         string        // "by" in the trace header
+	RetryInterval    time.Duration // first retry after a failure (seed default 10 min)
+	MaxRetryInterval time.Duration // backoff cap
+	GiveUpAfter      time.Duration // stop automatic attempts this long after first seen
+	DeliveryTimeout  time.Duration // SMTP timeout: time kept in reserve before the deadline
+	LeaseOwner       string        // who holds mailbox leases (host and process)
+}
+
+// Step names a durable step of the pipeline, for crash injection in tests.
+type Step string
+
+// The durable steps, in pipeline order.
+const (
+	StepArchived         Step = "archived"          // archive.Put returned
+	StepArchiveRecorded  Step = "archive-recorded"  // ledger holds the archive key
+	StepRelayed          Step = "relayed"           // SMTP replied to DATA, not yet recorded
+	StepDeliveryRecorded Step = "delivery-recorded" // ledger holds the outcome
+	StepDeleSent         Step = "dele-sent"         // DELE answered, QUIT not yet sent
+	StepQuitOK           Step = "quit-ok"           // QUIT answered +OK, deletion not yet recorded
+)
+
+// Hooks lets tests stop the pipeline after a durable step. When After
+// returns an error the poll ends at once as a crash would: no QUIT, no
+// further ledger write, no lease release.
+type Hooks struct {
+	After func(step Step, mailbox, uid string) error
+}
+
+// ErrCrash is what tests return from Hooks.After to simulate a crash.
+var ErrCrash = errors.New("connector: crash injected")
+
+// Connector polls mailboxes into an archive, a ledger and a relay.
+type Connector struct {
+	Archive   archive.Archive
+	Ledger    ledger.Ledger
+	DialRelay RelayDialer
+	Settings  Settings
+	Logger    *slog.Logger
+	Now       func() time.Time
+	Hooks     Hooks
+}
+
+// Result summarises one poll of one mailbox.
+type Result struct {
+	Mailbox   string
+	OnServer  int
+	Fetched   int   // archived in this poll
+	Bytes     int64 // fetched in this poll
+	Delivered int   // messages every recipient accepted in this poll
+	Deferred  int   // messages left with a temporary failure
+	Rejected  int   // messages left with a permanent rejection
+	GaveUp    int   // messages that passed the give-up age in this poll
+	Deleted   int   // deletions confirmed by QUIT
+	NotDue    int   // waiting for their next attempt
+	// OldestUndelivered is the age of the oldest message not yet delivered.
+	OldestUndelivered time.Duration
+	Stopped           string // why the poll stopped early, if it did
+	Duration          time.Duration
+	Err               error
+}
+
+func (c *Connector) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Connector) log() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// leaseMargin is how much longer a lease lives than the poll deadline, so
+// that a poller is always done (or stopped by its deadline) before another
+// can take the mailbox.
+const leaseMargin = 2 * time.Minute
+
+// cleanupTimeout bounds QUIT and the last ledger writes after the poll
+// deadline has passed.
+const cleanupTimeout = 30 * time.Second
+
+// Poll runs the pipeline once over mb. It never panics; a mailbox-level
+// failure is in Result.Err.
+func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
+	start := c.now()
+	res.Mailbox = mb.ID
+	defer func() {
+		if p := recover(); p != nil {
+			res.Err = fmt.Errorf("connector: mailbox %s: internal error: %v", mb.ID, p)
+		}
+		res.Duration = c.now().Sub(start)
+	}()
+	timeout := mb.PollTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	lease, err := c.Ledger.Lease(ctx, mb.ID, c.Settings.LeaseOwner, timeout+leaseMargin)
+	if err != nil {
+		res.Err = fmt.Errorf("mailbox %s: %w", mb.ID, err)
+		return res
+	}
+	p := &poll{c: c, mb: mb, res: &res, log: c.log().With("mailbox", mb.ID)}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = p.run(pctx)
+	if errors.Is(err, ErrCrash) {
+		res.Err = err
+		return res // a crash leaves the lease to expire
+	}
+	if rerr := lease.Release(context.WithoutCancel(ctx)); rerr != nil {
+		p.log.Warn("lease release failed", "err", rerr)
+	}
+	res.Err = err
+	return res
+}
+
+type poll struct {
+	c   *Connector
+	mb  Mailbox
+	res *Result
+	log *slog.Logger
+
+	src     Source
+	rel     Relay
+	relDown error // set when the relay could not be reached in this poll
+}
+
+func (p *poll) hook(step Step, uid string) error {
+	if p.c.Hooks.After == nil {
+		return nil
+	}
+	if err := p.c.Hooks.After(step, p.mb.ID, uid); err != nil {
+		return fmt.Errorf("after %s of %s: %w", step, uid, err)
+	}
+	return nil
+}
+
+func (p *poll) run(ctx context.Context) (err error) {
+	src, err := p.mb.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: %w", p.mb.ID, err)
+	}
+	p.src = src
+	quitted := false
+	defer func() {
+		if p.rel != nil {
+			if errors.Is(err, ErrCrash) {
+				p.rel.Close()
+			} else if qerr := p.rel.Quit(); qerr != nil {
+				p.rel.Close()
+			}
+		}
+		if quitted {
+			return
+		}
+		if errors.Is(err, ErrCrash) {
+			p.src.Close()
+			return
+		}
+		// Always end with QUIT when the connection allows: no DELE is
+		// outstanding on this path, so QUIT only ends the session cleanly.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if qerr := p.src.Quit(qctx); qerr != nil {
+			p.src.Close()
+		}
+	}()
+
+	msgs, err := src.ListAll(ctx)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: list: %w", p.mb.ID, err)
+	}
+	p.res.OnServer = len(msgs)
+	recs, err := p.c.Ledger.List(ctx, p.mb.ID)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	byUID := make(map[string]*ledger.Record, len(recs))
+	for _, r := range recs {
+		byUID[r.UIDL] = r
+	}
+	onServer := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		onServer[m.UID] = true
+	}
+	if err := p.sweepGone(ctx, recs, onServer); err != nil {
+		return err
+	}
+
+	var toDelete []ServerMessage
+	var toDeleteRecs []*ledger.Record
+	fetched := 0
+	var fetchedBytes int64
+	for _, m := range msgs {
+		if p.res.Stopped == "" {
+			p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
+		}
+		rec := byUID[m.UID]
+		if rec == nil || !rec.Delivered() {
+			if p.res.Stopped != "" {
+				continue // deletions of delivered mail still go ahead
+			}
+			if rec == nil || !rec.Archived() {
+				fetched++
+				fetchedBytes += m.Size
+			}
+			rec, err = p.process(ctx, m, rec)
+			if err != nil {
+				return err
+			}
+			byUID[m.UID] = rec
+		}
+		if rec.Delivered() && p.shouldDelete(rec) {
+			toDelete = append(toDelete, m)
+			toDeleteRecs = append(toDeleteRecs, rec)
+		}
+	}
+	// Mail that was archived but whose server copy has gone (another client
+	// deleted it) is still ours to deliver: the archive is the durable copy.
+	for _, r := range recs {
+		if onServer[r.UIDL] || r.Delivered() || r.Deleted() || !r.Archived() || p.res.Stopped != "" {
+			continue
+		}
+		if p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{}); p.res.Stopped != "" {
+			break
+		}
+		if _, err := p.process(ctx, ServerMessage{UID: r.UIDL, Size: r.Size}, r); err != nil {
+			return err
+		}
+	}
+	p.res.OldestUndelivered = p.oldestUndelivered(byUID)
+
+	if len(toDelete) == 0 {
+		return nil
+	}
+	return p.deleteDelivered(ctx, toDelete, toDeleteRecs, &quitted)
+}
+
+// budgetExhausted says why no further message should be started, or "".
+func (p *poll) budgetExhausted(ctx context.Context, fetched int, bytes int64, next ServerMessage) string {
+	if err := ctx.Err(); err != nil {
+		return "deadline"
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// Keep time for one SMTP exchange and for QUIT.
+		reserve := 2*p.c.Settings.DeliveryTimeout + 5*time.Second
+		if time.Until(dl) < reserve {
+			return "deadline"
+		}
+	}
+	if p.mb.MaxMessages > 0 && fetched >= p.mb.MaxMessages {
+		return "max messages per poll"
+	}
+	// The first message is always fetched, however large, so a message
+	// bigger than the byte budget cannot block the mailbox for ever.
+	if p.mb.MaxBytes > 0 && fetched > 0 && bytes+next.Size > p.mb.MaxBytes {
+		return "max bytes per poll"
+	}
+	return ""
+}
+
+func (p *poll) shouldDelete(rec *ledger.Record) bool {
+	switch p.mb.AfterDelivery {
+	case Keep:
+		return false
+	case KeepDays:
+		return !p.c.now().Before(rec.FirstSeen.Add(p.mb.KeepFor))
+	default:
+		return true
+	}
+}
+
+// sweepGone records as deleted the delivered messages no longer on the
+// server: a DELE whose QUIT +OK was not recorded (crash), or another
+// client's deletion.
+func (p *poll) sweepGone(ctx context.Context, recs []*ledger.Record, onServer map[string]bool) error {
+	var gone []*ledger.Record
+	now := p.c.now()
+	for _, r := range recs {
+		if !onServer[r.UIDL] && r.Delivered() && !r.Deleted() {
+			r.DeletedAt = now
+			gone = append(gone, r)
+		}
+	}
+	return p.putChunked(ctx, gone)
+}
+
+// putChunked writes records that need no atomicity between them in
+// moderate batches.
+func (p *poll) putChunked(ctx context.Context, recs []*ledger.Record) error {
+	const chunk = 25
+	for len(recs) > 0 {
+		n := min(chunk, len(recs))
+		if err := p.c.Ledger.Put(ctx, recs[:n]...); err != nil {
+			return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+		}
+		recs = recs[n:]
+	}
+	return nil
+}
+
+func (p *poll) oldestUndelivered(byUID map[string]*ledger.Record) time.Duration {
+	var oldest time.Time
+	for _, r := range byUID {
+		if r.Delivered() || r.Deleted() {
+			continue
+		}
+		if oldest.IsZero() || r.FirstSeen.Before(oldest) {
+			oldest = r.FirstSeen
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return p.c.now().Sub(oldest)
+}
+
+// process archives m if needed and attempts delivery if due. It returns
+// the record as stored. An error ends the poll.
+func (p *poll) process(ctx context.Context, m ServerMessage, rec *ledger.Record) (*ledger.Record, error) {
+	log := p.log.With("uidl", m.UID)
+	if rec == nil {
+		rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
+	}
+	if !rec.Archived() {
+		if err := p.fetchAndArchive(ctx, m, rec); err != nil {
+			return nil, err
+		}
+		log.Info("archived", "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+	}
+	if rec.GaveUp {
+		return rec, nil
+	}
+	now := p.c.now()
+	if now.Before(rec.NextAttempt) {
+		p.res.NotDue++
+		return rec, nil
+	}
+	if err := p.deliver(ctx, rec, log); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger.Record) error {
+	body, err := p.src.Retr(ctx, m.Num)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
+	}
+	insp := message.NewInspector()
+	key := archive.KeyFor(p.mb.ID, m.UID, rec.FirstSeen)
+	info, err := p.c.Archive.Put(ctx, key, archive.Meta{Mailbox: p.mb.ID, UIDL: m.UID}, io.TeeReader(body, insp))
+	cerr := body.Close()
+	if err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("mailbox %s: archive %s: %w", p.mb.ID, m.UID, err)
+	}
+	p.res.Fetched++
+	p.res.Bytes += info.Size
+	if err := p.hook(StepArchived, m.UID); err != nil {
+		return err
+	}
+	sum := insp.Summary()
+	if sum.ParseError != nil {
+		p.log.Warn("header not parsed cleanly; relaying as is", "uidl", m.UID, "err", sum.ParseError)
+	}
+	rec.ArchiveKey, rec.SHA256, rec.Size = info.Key, info.SHA256, info.Size
+	rec.ArchivedAt = p.c.now().UTC()
+	rec.MessageID = sum.MessageID
+	if rec.MessageID == "" {
+		rec.MessageID = p.generatedMessageID(m.UID)
+		rec.MessageIDAdded = true
+	}
+	rec.Sender = p.envelopeSender(sum)
+	rec.Needs8BitMIME = sum.Has8Bit
+	rec.NeedsSMTPUTF8 = !isASCII(rec.Sender) || !allASCII(p.mb.DeliverTo)
+	if len(rec.Recipients) == 0 {
+		for _, to := range p.mb.DeliverTo {
+			rec.Recipients = append(rec.Recipients, ledger.Recipient{Address: to, Status: ledger.Pending})
+		}
+	}
+	if err := p.c.Ledger.Put(ctx, rec); err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return p.hook(StepArchiveRecorded, m.UID)
+}
+
+// generatedMessageID derives a stable Message-ID from the ledger key, so
+// that every delivery of the same message carries the same one.
+func (p *poll) generatedMessageID(uid string) string {
+	sum := sha256.Sum256([]byte(p.mb.ID + "\x00" + uid))
+	domain := "popconnector.invalid"
+	if at := strings.LastIndexByte(p.c.Settings.Postmaster, '@'); at >= 0 && at < len(p.c.Settings.Postmaster)-1 {
+		domain = p.c.Settings.Postmaster[at+1:]
+	}
+	return fmt.Sprintf("popconn.%s.%s@%s", p.mb.ID, hex.EncodeToString(sum[:12]), domain)
+}
+
+// envelopeSender picks MAIL FROM: the mailbox override, else the
+// Return-Path the ISP recorded (a null <> stays null), else Sender, From,
+// and last the postmaster.
+func (p *poll) envelopeSender(s *message.Summary) string {
+	switch {
+	case p.mb.Sender != "":
+		return p.mb.Sender
+	case s.NullSender:
+		return ""
+	case s.ReturnPath != "":
+		return s.ReturnPath
+	case s.Sender != "":
+		return s.Sender
+	case s.From != "":
+		return s.From
+	default:
+		return p.c.Settings.Postmaster
+	}
+}
+
+func (p *poll) relay(ctx context.Context) (Relay, error) {
+	if p.relDown != nil {
+		return nil, p.relDown
+	}
+	if p.rel != nil {
+		return p.rel, nil
+	}
+	r, err := p.c.DialRelay(ctx)
+	if err != nil {
+		p.relDown = err
+		return nil, err
+	}
+	p.rel = r
+	return r, nil
+}
+
+// deliver sends rec to the recipients that have not accepted it and
+// records every outcome.
+func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger) error {
+	var env relay.Envelope
+	env.From = rec.Sender
+	env.Size = rec.Size
+	env.Needs8BitMIME = rec.Needs8BitMIME
+	env.NeedsSMTPUTF8 = rec.NeedsSMTPUTF8
+	var idx []int
+	for i, rc := range rec.Recipients {
+		if rc.Status != ledger.Accepted {
+			env.To = append(env.To, rc.Address)
+			idx = append(idx, i)
+		}
+	}
+	outcomes, sendErr := p.send(ctx, rec, env)
+	if errors.Is(sendErr, ErrCrash) {
+		return sendErr
+	}
+	if ctxErr := ctx.Err(); sendErr != nil && ctxErr != nil && len(outcomes) == 0 {
+		// The deadline cut the attempt before any outcome: not an attempt.
+		return nil
+	}
+	now := p.c.now().UTC()
+	rec.Attempts++
+	rec.LastAttempt = now
+	anyTemp, anyPerm := false, false
+	var reasons []string
+	for j, i := range idx {
+		rc := &rec.Recipients[i]
+		rc.At = now
+		var o relay.Outcome
+		if j < len(outcomes) {
+			o = outcomes[j]
+		} else {
+			o = relay.Outcome{Address: rc.Address, Err: relay.AsError(orUnknown(sendErr))}
+		}
+		if o.Err == nil {
+			rc.Status, rc.Code, rc.Enhanced, rc.Reply = ledger.Accepted, 250, "", o.Reply
+			continue
+		}
+		rc.Code, rc.Enhanced, rc.Reply = o.Err.Code, o.Err.Enhanced, o.Err.Error()
+		if o.Err.Temporary {
+			rc.Status = ledger.Deferred
+			anyTemp = true
+		} else {
+			rc.Status = ledger.Rejected
+			anyPerm = true
+		}
+		reasons = append(reasons, rc.Address+": "+o.Err.Error())
+	}
+	if err := p.hook(StepRelayed, rec.UIDL); err != nil {
+		return err
+	}
+	switch {
+	case rec.Delivered():
+		rec.NextAttempt, rec.LastError = time.Time{}, ""
+		p.res.Delivered++
+		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(env.To), "reply", firstReply(rec))
+	default:
+		rec.LastError = strings.Join(reasons, "; ")
+		rec.NextAttempt = now.Add(p.retryDelay(rec.Attempts, anyTemp))
+		if p.c.Settings.GiveUpAfter > 0 && now.Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter {
+			rec.GaveUp = true
+			p.res.GaveUp++
+			log.Error("gave up: undelivered past the give-up age; left on the POP3 server", "message_id", rec.MessageID, "first_seen", rec.FirstSeen, "reason", rec.LastError)
+		}
+		if anyTemp {
+			p.res.Deferred++
+			log.Warn("deferred", "message_id", rec.MessageID, "outcome", "deferred", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+		} else if anyPerm {
+			p.res.Rejected++
+			log.Warn("rejected; left on the POP3 server", "message_id", rec.MessageID, "outcome", "rejected", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+		}
+	}
+	if err := p.c.Ledger.Put(ctx, rec); err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return p.hook(StepDeliveryRecorded, rec.UIDL)
+}
+
+func orUnknown(err error) error {
+	if err == nil {
+		return errors.New("no outcome from the SMTP server")
+	}
+	return err
+}
+
+func firstReply(rec *ledger.Record) string {
+	for _, rc := range rec.Recipients {
+		if rc.Reply != "" {
+			return rc.Reply
+		}
+	}
+	return ""
+}
+
+// send opens the archived copy and relays it with the trace header.
+func (p *poll) send(ctx context.Context, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, error) {
+	r, err := p.relay(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
+	if err != nil {
+		// The relay is fine; the archive is not. Temporary: try again later.
+		return nil, fmt.Errorf("archive %s: %w", rec.ArchiveKey, err)
+	}
+	defer body.Close()
+	var prefix strings.Builder
+	var forAddr []string
+	if len(env.To) == 1 {
+		forAddr = env.To // RFC 5321 §4.4: FOR only when there is one recipient
+	}
+	prefix.WriteString(relay.TraceHeader(relay.TraceInfo{
+		From: p.mb.Server, By: p.c.Settings.Hostname, With: "POP3",
+		ID: traceID(rec), For: forAddr, At: p.c.now(),
+	}))
+	if rec.MessageIDAdded {
+		prefix.WriteString("Message-ID: <" + rec.MessageID + ">\r\n")
+	}
+	env.Size += int64(prefix.Len())
+	outcomes, err := r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
+	if err != nil {
+		// The connection is unusable; a later message redials.
+		r.Close()
+		p.rel = nil
+	}
+	return outcomes, err
+}
+
+// retryDelay doubles the retry interval per attempt up to the cap for
+// temporary failures; permanent rejections are retried at the plain interval.
+func (p *poll) retryDelay(attempts int, temporary bool) time.Duration {
+	d := p.c.Settings.RetryInterval
+	if d <= 0 {
+		d = 10 * time.Minute
+	}
+	if !temporary {
+		return d
+	}
+	maxD := p.c.Settings.MaxRetryInterval
+	if maxD <= 0 {
+		maxD = 2 * time.Hour
+	}
+	for i := 1; i < attempts && d < maxD; i++ {
+		d *= 2
+	}
+	return min(d, maxD)
+}
+
+// deleteDelivered sends DELE for delivered messages, then QUIT; only QUIT
+// +OK makes the deletions real, and only then are they recorded.
+func (p *poll) deleteDelivered(ctx context.Context, msgs []ServerMessage, recs []*ledger.Record, quitted *bool) error {
+	nums := make([]int, len(msgs))
+	for i, m := range msgs {
+		nums[i] = m.Num
+	}
+	sort.Ints(nums)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if ctx.Err() == nil {
+		cctx = ctx
+	}
+	deleErr := p.src.Dele(cctx, nums...)
+	if deleErr == nil {
+		if err := p.hook(StepDeleSent, ""); err != nil {
+			return err
+		}
+	}
+	*quitted = true
+	if err := p.src.Quit(cctx); err != nil {
+		p.src.Close()
+		return fmt.Errorf("mailbox %s: QUIT after DELE (deletions not confirmed; the next poll deletes again): %w", p.mb.ID, err)
+	}
+	if deleErr != nil {
+		// Some DELEs may have taken effect; the next poll's sweep records
+		// whichever messages are gone.
+		return fmt.Errorf("mailbox %s: DELE: %w", p.mb.ID, deleErr)
+	}
+	if err := p.hook(StepQuitOK, ""); err != nil {
+		return err
+	}
+	now := p.c.now().UTC()
+	for _, r := range recs {
+		r.DeletedAt = now
+	}
+	if err := p.putChunked(context.WithoutCancel(cctx), recs); err != nil {
+		return err
+	}
+	p.res.Deleted += len(recs)
+	p.log.Info("deleted from the POP3 server", "count", len(recs))
+	return nil
+}
+
+// traceID is the Received: field's ID: the archive object's name, which
+// leads an administrator from Exchange's copy to the archived one.
+func traceID(rec *ledger.Record) string {
+	name := rec.ArchiveKey[strings.LastIndexByte(rec.ArchiveKey, '/')+1:]
+	return strings.TrimSuffix(name, ".eml")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func allASCII(ss []string) bool {
+	for _, s := range ss {
+		if !isASCII(s) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,39 @@
+// Package connector runs the per-mailbox pipeline: lease, list, fetch and
+// archive, deliver, delete, quit. It sees only narrow interfaces (Source,
+// archive.Archive, ledger.Ledger, Relay); the callers choose the
+// implementations (local files, or S3 and DynamoDB).
+//
+// Guarantees, each shown by a test against real servers:
+//
+//   - Archive first: a message is archived durably, and that recorded in the
+//     ledger, before any byte of it is relayed. The relay reads the archived
+//     copy, so what Exchange gets is what the archive holds (plus one
+//     Received: trace field, and a Message-ID field derived from the ledger
+//     key when the message had none).
+//   - No DELE without a recorded delivery: DELE is sent only for messages
+//     whose ledger record shows every recipient accepted, and a deletion is
+//     recorded only after QUIT answered +OK (RFC 1939 §6: before that the
+//     server rolls DELE back). A later run simply DELEs again; it never
+//     relays again.
+//   - A retry sends only to the recipients that have not accepted.
+//   - A temporary failure (4xx, connection lost, timeout, anything unknown)
+//     and a permanent rejection (5xx) both leave the message on the server,
+//     with the reason and the next attempt time in the ledger. Permanent
+//     rejections are retried at the retry interval (the seeds' safe default:
+//     leave rejected mail on the POP3 server until told otherwise).
+//   - A crash at any point loses nothing. The only duplicate possible is a
+//     crash (or lost reply) between the final "." of DATA and recording the
+//     reply in the ledger.
+//   - A second run over an unchanged mailbox relays nothing.
+//   - Work per poll is bounded (messages, bytes, deadline) and the POP3
+//     session ends with QUIT whenever the connection still allows it.
+//   - One poller per mailbox at a time (the ledger lease); mailboxes are
+//     polled in parallel by a bounded number of workers.
+//
+// What it cannot do: it cannot tell whether an SMTP server that accepted
+// DATA but whose 250 reply was lost has delivered the message; it records
+// the attempt as deferred and delivers again (the accepted duplicate). A
+// lease is time-based: a poller stalled past its lease's expiry could
+// overlap the next; the poll deadline is kept below the lease TTL so this
+// needs a stall longer than the margin.
+package connector

@@ -1,0 +1,42 @@
+package connector
+
+import (
+	"context"
+	"io"
+
+	"github.com/popconnector/popconnector/internal/relay"
+)
+
+// ServerMessage is one message as the POP3 server lists it.
+type ServerMessage struct {
+	Num  int    // message number in this session
+	Size int64  // LIST size
+	UID  string // UIDL unique-id
+}
+
+// Source is one authenticated POP3 session (package pop3 provides it).
+type Source interface {
+	// ListAll returns every message with its number, size and UIDL.
+	ListAll(ctx context.Context) ([]ServerMessage, error)
+	// Retr streams one message; the reader fails if the message is cut short.
+	Retr(ctx context.Context, num int) (io.ReadCloser, error)
+	// Dele marks messages for deletion; they are removed only by Quit.
+	Dele(ctx context.Context, nums ...int) error
+	// Quit ends the session; an error means the deletions may not have happened.
+	Quit(ctx context.Context) error
+	// Close drops the connection without QUIT (every DELE is rolled back).
+	Close() error
+}
+
+// Relay is one SMTP connection to the delivery endpoint (package relay).
+type Relay interface {
+	Send(ctx context.Context, env relay.Envelope, body io.Reader) ([]relay.Outcome, error)
+	Quit() error
+	Close() error
+}
+
+// SourceDialer opens and authenticates a POP3 session for a mailbox.
+type SourceDialer func(ctx context.Context) (Source, error)
+
+// RelayDialer opens an SMTP connection to the delivery endpoint.
+type RelayDialer func(ctx context.Context) (Relay, error)

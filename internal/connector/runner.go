@@ -1,0 +1,43 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// PollAll polls every mailbox once, at most parallel at a time, each
+// mailbox by one worker, and returns the results in the order given. A
+// panic in one mailbox's poll becomes that mailbox's error.
+func (c *Connector) PollAll(ctx context.Context, mailboxes []Mailbox, parallel int) []Result {
+	if parallel < 1 {
+		parallel = 1
+	}
+	results := make([]Result, len(mailboxes))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(parallel, len(mailboxes)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				results[i] = c.pollRecovered(ctx, mailboxes[i])
+			}
+		}()
+	}
+	for i := range mailboxes {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return results
+}
+
+func (c *Connector) pollRecovered(ctx context.Context, mb Mailbox) (res Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = Result{Mailbox: mb.ID, Err: fmt.Errorf("connector: mailbox %s: internal error: %v", mb.ID, p)}
+		}
+	}()
+	return c.Poll(ctx, mb)
+}

@@ -1,0 +1,62 @@
+package connector
+
+import (
+	"time"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+)
+
+// Status is what the ledger says of one mailbox.
+type Status struct {
+	Mailbox string
+	// OnServer counts messages the ledger believes are still on the POP3
+	// server (not confirmed deleted), as of the last poll.
+	OnServer  int
+	Delivered int // every recipient accepted (on the server or not)
+	Deleted   int // deletion confirmed by QUIT
+	Deferred  []*ledger.Record
+	Rejected  []*ledger.Record
+	GaveUp    []*ledger.Record
+	Pending   int // archived, not yet attempted
+	// OldestUndelivered is the first-seen time of the oldest undelivered message.
+	OldestUndelivered time.Time
+}
+
+// Summarize classifies a mailbox's records.
+func Summarize(mailbox string, recs []*ledger.Record) Status {
+	s := Status{Mailbox: mailbox}
+	for _, r := range recs {
+		if !r.Deleted() {
+			s.OnServer++
+		} else {
+			s.Deleted++
+		}
+		if r.Delivered() {
+			s.Delivered++
+			continue
+		}
+		if s.OldestUndelivered.IsZero() || r.FirstSeen.Before(s.OldestUndelivered) {
+			s.OldestUndelivered = r.FirstSeen
+		}
+		switch {
+		case r.GaveUp:
+			s.GaveUp = append(s.GaveUp, r)
+		case hasStatus(r, ledger.Deferred):
+			s.Deferred = append(s.Deferred, r)
+		case hasStatus(r, ledger.Rejected):
+			s.Rejected = append(s.Rejected, r)
+		default:
+			s.Pending++
+		}
+	}
+	return s
+}
+
+func hasStatus(r *ledger.Record, st ledger.RecipientStatus) bool {
+	for _, rc := range r.Recipients {
+		if rc.Status == st {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,134 @@
+// Package ledger records where each fetched message stands, so that every
+// run can resume exactly where the last one stopped.
+//
+// One Record exists per (mailbox, UIDL). The pipeline writes it after the
+// message is archived, after each delivery attempt, and after a deletion is
+// confirmed by QUIT. Guarantees every implementation gives:
+//
+//   - Put is all-or-nothing over the records it is given, and durable when it
+//     returns nil: a crash after Put returns cannot lose the write.
+//   - Put is conditional: a record is written only if the stored Version
+//     equals the caller's Version (0 means "must not exist yet"). On success
+//     Version is incremented in the caller's records. A mismatch returns an
+//     error wrapping ErrConflict and writes nothing, so two writers can never
+//     both record a delivery of the same message from stale state.
+//   - Lease gives one holder at a time per mailbox until its expiry.
+//
+// What it cannot do: it does not know what the POP3 server holds. A record
+// whose deletion was sent but not confirmed stays "delivered" until a later
+// run sees the UIDL gone or deletes it again.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrConflict reports a conditional write that found another Version.
+var ErrConflict = errors.New("ledger: record changed by another writer")
+
+// ErrLeaseHeld reports a mailbox lease that another owner holds and has not expired.
+var ErrLeaseHeld = errors.New("ledger: mailbox lease held by another poller")
+
+// RecipientStatus is the outcome of delivery to one recipient.
+type RecipientStatus string
+
+const (
+	// Pending: no attempt has been made yet.
+	Pending RecipientStatus = "pending"
+	// Accepted: the SMTP server answered 250 to DATA for this recipient.
+	Accepted RecipientStatus = "accepted"
+	// Deferred: a temporary failure (4xx, connection lost, timeout); retried.
+	Deferred RecipientStatus = "deferred"
+	// Rejected: a permanent failure (5xx); retried at the retry interval
+	// under the default undeliverable policy, the message stays on the server.
+	Rejected RecipientStatus = "rejected"
+)
+
+// Recipient is one envelope recipient and its last outcome.
+type Recipient struct {
+	Address  string          `json:"address"`
+	Status   RecipientStatus `json:"status"`
+	Code     int             `json:"code,omitempty"`     // SMTP basic code of the last reply
+	Enhanced string          `json:"enhanced,omitempty"` // e.g. "4.2.2"
+	Reply    string          `json:"reply,omitempty"`    // the server's text (250 text when accepted)
+	At       time.Time       `json:"at,omitempty"`
+}
+
+// Record is the state of one message of one mailbox.
+type Record struct {
+	Mailbox string `json:"mailbox"`
+	UIDL    string `json:"uidl"`
+
+	FirstSeen time.Time `json:"first_seen"`
+	Size      int64     `json:"size"` // bytes archived (as served after dot-unstuffing)
+
+	ArchiveKey string    `json:"archive_key,omitempty"`
+	SHA256     string    `json:"sha256,omitempty"` // hex digest of the archived bytes
+	ArchivedAt time.Time `json:"archived_at,omitempty"`
+
+	MessageID string `json:"message_id,omitempty"` // without <>; generated when the message had none
+	// MessageIDAdded reports a MessageID derived from the ledger key because
+	// the message had none: every delivery adds it as a header field, so a
+	// redelivery is recognisably the same message.
+	MessageIDAdded bool   `json:"message_id_added,omitempty"`
+	Sender         string `json:"sender,omitempty"` // envelope MAIL FROM used ("" = null sender)
+	Needs8BitMIME  bool   `json:"needs_8bitmime,omitempty"`
+	NeedsSMTPUTF8  bool   `json:"needs_smtputf8,omitempty"`
+
+	Recipients  []Recipient `json:"recipients,omitempty"`
+	Attempts    int         `json:"attempts,omitempty"`
+	LastAttempt time.Time   `json:"last_attempt,omitempty"`
+	NextAttempt time.Time   `json:"next_attempt,omitempty"`
+	LastError   string      `json:"last_error,omitempty"`
+	GaveUp      bool        `json:"gave_up,omitempty"` // past the give-up age: no more automatic attempts
+
+	DeletedAt time.Time `json:"deleted_at,omitempty"` // set once QUIT confirmed the DELE
+
+	Version int64 `json:"version"`
+}
+
+// Archived reports whether the message's bytes are durably archived.
+func (r *Record) Archived() bool { return r.ArchiveKey != "" && r.SHA256 != "" }
+
+// Delivered reports whether every recipient accepted the message.
+func (r *Record) Delivered() bool {
+	if len(r.Recipients) == 0 {
+		return false
+	}
+	for _, rc := range r.Recipients {
+		if rc.Status != Accepted {
+			return false
+		}
+	}
+	return true
+}
+
+// Deleted reports whether the POP3 server confirmed the deletion.
+func (r *Record) Deleted() bool { return !r.DeletedAt.IsZero() }
+
+// Lease is one poller's exclusive hold on a mailbox.
+type Lease interface {
+	// Renew extends the lease by its TTL; it fails with ErrLeaseHeld if the
+	// lease was lost (expired and taken by another owner).
+	Renew(ctx context.Context) error
+	// Release gives the lease up early. Releasing a lost lease is not an error.
+	Release(ctx context.Context) error
+}
+
+// Ledger stores Records. Implementations: Bolt (an embedded file) and, on
+// AWS, DynamoDB.
+type Ledger interface {
+	// Get returns the stored records among uidls for mailbox, keyed by UIDL.
+	// UIDLs without a record are absent from the map.
+	Get(ctx context.Context, mailbox string, uidls []string) (map[string]*Record, error)
+	// Put writes the records conditionally (see the package doc), all or none.
+	Put(ctx context.Context, recs ...*Record) error
+	// List returns every record of mailbox, ordered by FirstSeen then UIDL.
+	List(ctx context.Context, mailbox string) ([]*Record, error)
+	// Lease takes the mailbox's lease for owner for ttl, or fails with ErrLeaseHeld.
+	Lease(ctx context.Context, mailbox, owner string, ttl time.Duration) (Lease, error)
+	// Close releases the store.
+	Close() error
+}

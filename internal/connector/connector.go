@@ -87,6 +87,10 @@ type Connector struct {
 	Logger    *slog.Logger
 	Now       func() time.Time
 	Hooks     Hooks
+	// Drain, when closed, stops polls from starting new messages while the
+	// message in flight finishes (a graceful stop on SIGTERM: cancelling the
+	// context instead would cut DATA and widen the duplicate window).
+	Drain <-chan struct{}
 }
 
 // Result summarises one poll of one mailbox.
@@ -292,6 +296,11 @@ func (p *poll) run(ctx context.Context) (err error) {
 func (p *poll) budgetExhausted(ctx context.Context, fetched int, bytes int64, next ServerMessage) string {
 	if err := ctx.Err(); err != nil {
 		return "deadline"
+	}
+	select {
+	case <-p.c.Drain:
+		return "stopping"
+	default:
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		// Keep time for one SMTP exchange and for QUIT.

@@ -1,0 +1,216 @@
+// Package app turns a validated configuration into a running connector:
+// it chooses the implementations (local archive folder and bbolt ledger
+// here; S3 and DynamoDB on AWS), resolves secrets only when a connection
+// needs them, and builds the TLS settings (verification on unless the
+// configuration turns it off).
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/archive"
+	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
+	"github.com/popconnector/popconnector/internal/config"
+	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/ledger"
+	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/pop3"
+	"github.com/popconnector/popconnector/internal/relay"
+)
+
+// App is a connector with its mailboxes, ready to poll.
+type App struct {
+	Config    *config.Config
+	Connector *connector.Connector
+	Mailboxes []connector.Mailbox
+	Secrets   *config.Secrets
+	closers   []func() error
+}
+
+// Close releases the ledger and archive.
+func (a *App) Close() error {
+	var first error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Stores are the storage implementations to use; nil fields get the local
+// defaults from the configuration.
+type Stores struct {
+	Archive archive.Archive
+	Ledger  ledger.Ledger
+}
+
+// OpenLocalStores opens the archive folder and the ledger file the
+// configuration names.
+func OpenLocalStores(cfg *config.Config) (Stores, func() error, error) {
+	arc, err := fsarchive.New(cfg.Archive.Dir)
+	if err != nil {
+		return Stores{}, nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
+	}
+	led, err := boltledger.Open(cfg.Ledger.Path, boltledger.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return Stores{}, nil, err
+	}
+	return Stores{Archive: arc, Ledger: led}, led.Close, nil
+}
+
+// Build wires cfg into an App. Secrets are resolved lazily, at each dial,
+// so a wrong reference is reported for its mailbox and the others go on.
+func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, error) {
+	if secrets == nil {
+		secrets = config.NewSecrets()
+	}
+	a := &App{Config: cfg, Secrets: secrets}
+	if stores.Archive == nil || stores.Ledger == nil {
+		local, closeFn, err := OpenLocalStores(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, closeFn)
+		if stores.Archive == nil {
+			stores.Archive = local.Archive
+		}
+		if stores.Ledger == nil {
+			stores.Ledger = local.Ledger
+		}
+	}
+	relayOpts, err := RelayOptions(cfg.Delivery)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	var relayPass func(context.Context) (string, error)
+	if cfg.Delivery.Auth != nil {
+		sec := cfg.Delivery.Auth.Password
+		relayPass = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
+	}
+	host, _ := os.Hostname()
+	helo := cfg.Delivery.HELODomain
+	if helo == "" {
+		helo = host
+	}
+	a.Connector = &connector.Connector{
+		Archive:   stores.Archive,
+		Ledger:    stores.Ledger,
+		DialRelay: DialSMTP(relayOpts, relayPass),
+		Settings: connector.Settings{
+			Postmaster:       cfg.Postmaster,
+			Hostname:         helo,
+			RetryInterval:    cfg.Retry.Interval,
+			MaxRetryInterval: cfg.Retry.MaxInterval,
+			GiveUpAfter:      cfg.Retry.GiveUpAfter,
+			DeliveryTimeout:  cfg.Delivery.Timeout,
+			LeaseOwner:       host + "/" + strconv.Itoa(os.Getpid()),
+		},
+	}
+	for _, m := range cfg.Mailboxes {
+		if !m.Enabled {
+			continue
+		}
+		mb, err := MailboxFor(m, secrets)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.Mailboxes = append(a.Mailboxes, mb)
+	}
+	return a, nil
+}
+
+// MailboxFor builds the connector's view of one configured mailbox.
+func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, error) {
+	host, _, err := net.SplitHostPort(m.Server)
+	if err != nil {
+		return connector.Mailbox{}, fmt.Errorf("mailbox %s: server %q: %w", m.ID, m.Server, err)
+	}
+	tlsConf, err := tlsConfig(m.VerifyCertificate, m.CAFile, m.ServerName)
+	if err != nil {
+		return connector.Mailbox{}, fmt.Errorf("mailbox %s: %w", m.ID, err)
+	}
+	opts := pop3.Options{
+		Addr:               m.Server,
+		TLS:                pop3.TLSMode(m.TLS),
+		TLSConfig:          tlsConf,
+		ServerName:         m.ServerName,
+		AllowPlaintextAuth: m.AllowPlaintextLogin,
+		Timeout:            m.Timeout,
+	}
+	sec := m.Password
+	policy := connector.DeleteAfterDelivery
+	switch m.AfterDelivery {
+	case config.AfterDeliveryKeep:
+		policy = connector.Keep
+	case config.AfterDeliveryKeepDays:
+		policy = connector.KeepDays
+	}
+	return connector.Mailbox{
+		ID:            m.ID,
+		Server:        host,
+		DeliverTo:     m.DeliverTo,
+		Sender:        m.Sender,
+		AfterDelivery: policy,
+		KeepFor:       time.Duration(m.KeepDays) * 24 * time.Hour,
+		MaxMessages:   m.MaxMessagesPerPoll,
+		MaxBytes:      int64(m.MaxBytesPerPoll),
+		PollTimeout:   m.PollTimeout,
+		Dial: DialPOP3(opts, m.Username, func(ctx context.Context) (string, error) {
+			return secrets.Resolve(ctx, sec)
+		}),
+	}, nil
+}
+
+// RelayOptions builds the SMTP client options of the delivery endpoint.
+func RelayOptions(d config.Delivery) (relay.Options, error) {
+	tlsConf, err := tlsConfig(d.VerifyCertificate, d.CAFile, d.ServerName)
+	if err != nil {
+		return relay.Options{}, fmt.Errorf("delivery: %w", err)
+	}
+	o := relay.Options{
+		Addr:       d.Addr(),
+		TLS:        relay.TLSMode(d.TLS),
+		TLSConfig:  tlsConf,
+		ServerName: d.ServerName,
+		HeloDomain: d.HELODomain,
+		Timeout:    d.Timeout,
+	}
+	if d.Auth != nil {
+		o.Auth = &relay.AuthConfig{Mechanism: string(d.Auth.Mechanism), Username: d.Auth.Username}
+	}
+	return o, nil
+}
+
+// tlsConfig trusts the system roots plus caFile, and skips verification
+// only when the configuration explicitly says so.
+func tlsConfig(verify bool, caFile, serverName string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if !verify {
+		c.InsecureSkipVerify = true
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", caFile)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
+}

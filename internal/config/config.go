@@ -1,0 +1,537 @@
+// Package config reads popconn's YAML configuration: the model, its
+// defaults, validation, and references to secrets.
+//
+// Guarantees:
+//   - A *Config returned by Parse or Load is valid: Validate returns nil for
+//     it, every default is filled in, and Mailbox.Server always carries a
+//     port.
+//   - Parsing is strict: an unknown or repeated key, a wrong type, a
+//     malformed duration or size is an error, never silently ignored.
+//   - Every problem is reported at once, as *Errors: one FieldError per
+//     problem with its path ("mailboxes[2].server") and, from Parse, the
+//     line it is on. Parse orders them by line; Validate by model order.
+//   - Secrets are never held in a Config, only references to them (Secret);
+//     an inline password is a validation error. No error, warning or
+//     String/LogValue output contains a secret value, and an input that looks
+//     like a literal password is not repeated either. Values are fetched only
+//     through Secrets, at the moment they are needed.
+//
+// Defaults follow the vendor manuals the connector replaces: SMTP timeout
+// 60s, retry failed deliveries every 10 minutes, give up (and tell the
+// postmaster) after 5 days like Exchange's message expiration.
+//
+// What it cannot do: Validate checks syntax and local files (ca_file), not
+// reachability; it does not resolve DNS, contact a server, or read secret
+// values. Relative paths are relative to the working directory of the
+// process, not to the configuration file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Field comments give the YAML key.
+type Config struct {
+	// Postmaster receives notices and is the envelope sender of last
+	// resort. Key: postmaster. Required.
+	Postmaster string
+	// PollInterval is the pause between rounds of `popconn run`. Key:
+	// poll_interval. Default 5m.
+	PollInterval time.Duration
+	// ParallelMailboxes bounds how many mailboxes are polled at once. Key:
+	// parallel_mailboxes. Default 4, 1..64.
+	ParallelMailboxes int
+	Retry             Retry
+	Delivery          Delivery
+	Archive           Archive
+	Ledger            Ledger
+	Log               Log
+	Mailboxes         []Mailbox
+}
+
+// Retry is the schedule for failed deliveries. Key: retry.
+type Retry struct {
+	// Interval is the first delay after a failed delivery; each further
+	// failure doubles it. Key: interval. Default 10m.
+	Interval time.Duration
+	// MaxInterval caps the doubling. Key: max_interval. Default 2h.
+	MaxInterval time.Duration
+	// GiveUpAfter is how long after the first failure the connector stops
+	// retrying and notifies the postmaster; the message stays on the POP3
+	// server and in the archive. Key: give_up_after. Default 5d.
+	GiveUpAfter time.Duration
+}
+
+// Backoff returns the delay after the given number of consecutive failed
+// attempts (1 for the first failure): Interval doubled per further failure,
+// capped at MaxInterval.
+func (r Retry) Backoff(failures int) time.Duration {
+	d := r.Interval
+	for i := 1; i < failures && d < r.MaxInterval; i++ {
+		d *= 2
+	}
+	if d > r.MaxInterval {
+		d = r.MaxInterval
+	}
+	return d
+}
+
+// TLSMode says how a connection is protected.
+type TLSMode string
+
+const (
+	// TLSImplicit starts TLS before the protocol (POP3S 995, SMTPS 465).
+	TLSImplicit TLSMode = "implicit"
+	// TLSStartTLS upgrades with STLS/STARTTLS and fails if the server
+	// does not offer it.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSOpportunistic uses STARTTLS when offered and plaintext otherwise
+	// (delivery only).
+	TLSOpportunistic TLSMode = "opportunistic"
+	// TLSNone never encrypts.
+	TLSNone TLSMode = "none"
+)
+
+// Delivery is the Exchange receive connector messages are relayed to. Key:
+// delivery.
+type Delivery struct {
+	// Host is an FQDN, "localhost", an IP address, or a bracketed address
+	// literal ("[192.0.2.10]", "[IPv6:2001:db8::1]"). Key: host. Required.
+	Host string
+	// Port defaults to 25. Key: port.
+	Port int
+	// TLS defaults to starttls. Key: tls.
+	TLS TLSMode
+	// VerifyCertificate defaults to true. Key: verify_certificate.
+	VerifyCertificate bool
+	// CAFile is an extra PEM bundle trusted besides the system roots.
+	// Key: ca_file.
+	CAFile string
+	// ServerName overrides the name checked in the certificate. Key:
+	// server_name.
+	ServerName string
+	// HELODomain is sent in EHLO; empty means this machine's host name.
+	// Key: helo_domain.
+	HELODomain string
+	// Timeout bounds each SMTP command. Key: timeout. Default 60s.
+	Timeout time.Duration
+	// Auth is nil when the receive connector needs no authentication.
+	Auth *Auth
+}
+
+// Addr returns Host and Port in the form net.Dial takes, with any address
+// literal brackets and "IPv6:" tag removed.
+func (d Delivery) Addr() string {
+	h := d.Host
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+		if len(h) >= 5 && strings.EqualFold(h[:5], "IPv6:") {
+			h = h[5:]
+		}
+	}
+	return net.JoinHostPort(h, strconv.Itoa(d.Port))
+}
+
+// AuthMechanism is a SASL mechanism for SMTP AUTH.
+type AuthMechanism string
+
+const (
+	AuthPlain AuthMechanism = "plain"
+	AuthLogin AuthMechanism = "login"
+)
+
+// Auth is SMTP AUTH for delivery. Key: delivery.auth.
+type Auth struct {
+	// Mechanism defaults to plain. Key: mechanism.
+	Mechanism AuthMechanism
+	Username  string
+	Password  Secret
+}
+
+// Archive is where raw messages are kept. Key: archive.
+type Archive struct {
+	// Dir defaults to ./popconn-data/archive. Key: dir.
+	Dir string
+}
+
+// Ledger is the per-message state store. Key: ledger.
+type Ledger struct {
+	// Path defaults to ./popconn-data/ledger.db. Key: path.
+	Path string
+}
+
+// Log configures logging. Key: log.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string
+	// Format is auto (default: text on a terminal, JSON otherwise), text
+	// or json.
+	Format string
+}
+
+// AfterDelivery says what happens to a message on the POP3 server once
+// every recipient accepted it.
+type AfterDelivery string
+
+const (
+	// AfterDeliveryDelete deletes it (DELE) after the delivery is recorded.
+	AfterDeliveryDelete AfterDelivery = "delete"
+	// AfterDeliveryKeep leaves it on the server.
+	AfterDeliveryKeep AfterDelivery = "keep"
+	// AfterDeliveryKeepDays deletes it KeepDays days after delivery.
+	AfterDeliveryKeepDays AfterDelivery = "keep_days"
+)
+
+// Mailbox is one POP3 maildrop and where its mail goes. Key: mailboxes[i].
+type Mailbox struct {
+	// ID names the mailbox in archive paths, the ledger and metrics:
+	// [a-z0-9][a-z0-9._-]{0,63}, unique. Key: id.
+	ID string
+	// Server is host:port. A port omitted in the file is filled in: 995
+	// for implicit TLS, 110 otherwise. Key: server.
+	Server string
+	// TLS defaults to implicit; starttls and none are the alternatives.
+	TLS TLSMode
+	// AllowPlaintextLogin must be true when TLS is none, acknowledging the
+	// password crosses the network unencrypted. Key: allow_plaintext_login.
+	AllowPlaintextLogin bool
+	// VerifyCertificate defaults to true. Key: verify_certificate.
+	VerifyCertificate bool
+	CAFile            string
+	ServerName        string
+	Username          string
+	Password          Secret
+	// DeliverTo lists the Exchange addresses every message is relayed to
+	// (individual-mailbox mapping). Key: deliver_to.
+	DeliverTo []string
+	// AfterDelivery defaults to delete. Key: after_delivery.
+	AfterDelivery AfterDelivery
+	// KeepDays is set exactly when AfterDelivery is keep_days. Key: keep_days.
+	KeepDays int
+	// MaxMessagesPerPoll limits messages fetched per poll; 0 means no
+	// limit. Default 500. Key: max_messages_per_poll.
+	MaxMessagesPerPoll int
+	// MaxBytesPerPoll limits bytes fetched per poll; 0 means no limit.
+	// Default 1GiB. Key: max_bytes_per_poll.
+	MaxBytesPerPoll Size
+	// PollTimeout bounds a whole poll of this mailbox. Default 10m. Key:
+	// poll_timeout.
+	PollTimeout time.Duration
+	// Timeout bounds each POP3 command. Default 60s. Key: timeout.
+	Timeout time.Duration
+	// Sender overrides the envelope sender; empty means the message's
+	// Return-Path, else Config.Postmaster. Key: sender.
+	Sender string
+	// Enabled defaults to true; a disabled mailbox is validated but not
+	// polled. Key: enabled.
+	Enabled bool
+}
+
+// Defaults. Exported through the documentation of each field; kept here in
+// one place so the example, the docs and the code agree.
+const (
+	defaultPollInterval       = 5 * time.Minute
+	defaultParallelMailboxes  = 4
+	defaultRetryInterval      = 10 * time.Minute
+	defaultRetryMaxInterval   = 2 * time.Hour
+	defaultGiveUpAfter        = 5 * 24 * time.Hour
+	defaultDeliveryPort       = 25
+	defaultTimeout            = 60 * time.Second
+	defaultArchiveDir         = "./popconn-data/archive"
+	defaultLedgerPath         = "./popconn-data/ledger.db"
+	defaultMaxMessagesPerPoll = 500
+	defaultMaxBytesPerPoll    = Size(1 << 30)
+	defaultPollTimeout        = 10 * time.Minute
+)
+
+// maxConfigSize bounds Load; a configuration is a few kilobytes.
+const maxConfigSize = 4 << 20
+
+// Load reads the file at path and parses it with Parse. A problem with the
+// content is returned as *Errors wrapped with the file name.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("config: %s is larger than %d bytes", path, maxConfigSize)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		var errs *Errors
+		if errors.As(err, &errs) && len(*errs) > 1 {
+			return nil, fmt.Errorf("config %s: %d problems:\n%w", path, len(*errs), err)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes one YAML document strictly, applies defaults and validates.
+// On any problem it returns nil and *Errors listing all of them.
+func Parse(data []byte) (*Config, error) {
+	root, errs := parseNode(data)
+	if errs != nil {
+		return nil, errs
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var f fileConfig
+	var decodeErrs Errors
+	var suppress []string
+	if err := dec.Decode(&f); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			// parseNode accepted the syntax, so this is unexpected; report
+			// it rather than guess.
+			return nil, &Errors{{Msg: "YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		}
+		decodeErrs, suppress = translateTypeErrors(te.Errors, root)
+	}
+	c := f.toConfig()
+	var all Errors
+	all = append(all, decodeErrs...)
+	if err := c.Validate(); err != nil {
+		for _, fe := range *err.(*Errors) {
+			if !underAny(fe.Path, suppress) {
+				all = append(all, fe)
+			}
+		}
+	}
+	if len(all) == 0 {
+		return c, nil
+	}
+	all.annotateLines(root)
+	all.sortByLine()
+	return nil, &all
+}
+
+// parseNode parses data into a node tree (for line numbers) and rejects
+// syntax errors, empty input and extra documents.
+func parseNode(data []byte) (*yaml.Node, *Errors) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Errors{{Msg: "the configuration is empty"}}
+		}
+		return nil, &Errors{syntaxError(err)}
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, &Errors{syntaxError(err)}
+	default:
+		return nil, &Errors{{Line: extra.Line, Msg: "only one YAML document is allowed; remove the second \"---\""}}
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].ShortTag() == "!!null" {
+		return nil, &Errors{{Msg: "the configuration is empty"}}
+	}
+	return &doc, nil
+}
+
+// fileConfig and its parts mirror the YAML. Pointers distinguish a key
+// that is absent (take the default) from an explicit zero (validate it).
+type fileConfig struct {
+	Postmaster        string        `yaml:"postmaster"`
+	PollInterval      *Duration     `yaml:"poll_interval"`
+	ParallelMailboxes *intValue     `yaml:"parallel_mailboxes"`
+	Retry             fileRetry     `yaml:"retry"`
+	Delivery          fileDelivery  `yaml:"delivery"`
+	Archive           fileArchive   `yaml:"archive"`
+	Ledger            fileLedger    `yaml:"ledger"`
+	Log               fileLog       `yaml:"log"`
+	Mailboxes         []fileMailbox `yaml:"mailboxes"`
+}
+
+type fileRetry struct {
+	Interval    *Duration `yaml:"interval"`
+	MaxInterval *Duration `yaml:"max_interval"`
+	GiveUpAfter *Duration `yaml:"give_up_after"`
+}
+
+type fileDelivery struct {
+	Host              string    `yaml:"host"`
+	Port              *intValue `yaml:"port"`
+	TLS               string    `yaml:"tls"`
+	VerifyCertificate *bool     `yaml:"verify_certificate"`
+	CAFile            string    `yaml:"ca_file"`
+	ServerName        string    `yaml:"server_name"`
+	HELODomain        string    `yaml:"helo_domain"`
+	Timeout           *Duration `yaml:"timeout"`
+	Auth              *fileAuth `yaml:"auth"`
+}
+
+type fileAuth struct {
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  Secret `yaml:"password"`
+}
+
+type fileArchive struct {
+	Dir string `yaml:"dir"`
+}
+
+type fileLedger struct {
+	Path string `yaml:"path"`
+}
+
+type fileLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type fileMailbox struct {
+	ID                  string    `yaml:"id"`
+	Server              string    `yaml:"server"`
+	TLS                 string    `yaml:"tls"`
+	AllowPlaintextLogin bool      `yaml:"allow_plaintext_login"`
+	VerifyCertificate   *bool     `yaml:"verify_certificate"`
+	CAFile              string    `yaml:"ca_file"`
+	ServerName          string    `yaml:"server_name"`
+	Username            string    `yaml:"username"`
+	Password            Secret    `yaml:"password"`
+	DeliverTo           addrList  `yaml:"deliver_to"`
+	AfterDelivery       string    `yaml:"after_delivery"`
+	KeepDays            intValue  `yaml:"keep_days"`
+	MaxMessagesPerPoll  *intValue `yaml:"max_messages_per_poll"`
+	MaxBytesPerPoll     *Size     `yaml:"max_bytes_per_poll"`
+	PollTimeout         *Duration `yaml:"poll_timeout"`
+	Timeout             *Duration `yaml:"timeout"`
+	Sender              string    `yaml:"sender"`
+	Enabled             *bool     `yaml:"enabled"`
+}
+
+func orDur(p *Duration, def time.Duration) time.Duration {
+	if p == nil {
+		return def
+	}
+	return time.Duration(*p)
+}
+
+func orInt(p *intValue, def int) int {
+	if p == nil {
+		return def
+	}
+	return int(*p)
+}
+
+func orBool(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func orStr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// toConfig applies the defaults.
+func (f *fileConfig) toConfig() *Config {
+	c := &Config{
+		Postmaster:        f.Postmaster,
+		PollInterval:      orDur(f.PollInterval, defaultPollInterval),
+		ParallelMailboxes: orInt(f.ParallelMailboxes, defaultParallelMailboxes),
+		Retry: Retry{
+			Interval:    orDur(f.Retry.Interval, defaultRetryInterval),
+			MaxInterval: orDur(f.Retry.MaxInterval, defaultRetryMaxInterval),
+			GiveUpAfter: orDur(f.Retry.GiveUpAfter, defaultGiveUpAfter),
+		},
+		Delivery: Delivery{
+			Host:              f.Delivery.Host,
+			Port:              orInt(f.Delivery.Port, defaultDeliveryPort),
+			TLS:               TLSMode(orStr(f.Delivery.TLS, string(TLSStartTLS))),
+			VerifyCertificate: orBool(f.Delivery.VerifyCertificate, true),
+			CAFile:            f.Delivery.CAFile,
+			ServerName:        f.Delivery.ServerName,
+			HELODomain:        f.Delivery.HELODomain,
+			Timeout:           orDur(f.Delivery.Timeout, defaultTimeout),
+		},
+		Archive: Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
+		Ledger:  Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
+		Log: Log{
+			Level:  orStr(f.Log.Level, "info"),
+			Format: orStr(f.Log.Format, "auto"),
+		},
+	}
+	if a := f.Delivery.Auth; a != nil {
+		c.Delivery.Auth = &Auth{
+			Mechanism: AuthMechanism(orStr(a.Mechanism, string(AuthPlain))),
+			Username:  a.Username,
+			Password:  a.Password,
+		}
+	}
+	for _, m := range f.Mailboxes {
+		tls := TLSMode(orStr(m.TLS, string(TLSImplicit)))
+		c.Mailboxes = append(c.Mailboxes, Mailbox{
+			ID:                  m.ID,
+			Server:              withDefaultPort(m.Server, tls),
+			TLS:                 tls,
+			AllowPlaintextLogin: m.AllowPlaintextLogin,
+			VerifyCertificate:   orBool(m.VerifyCertificate, true),
+			CAFile:              m.CAFile,
+			ServerName:          m.ServerName,
+			Username:            m.Username,
+			Password:            m.Password,
+			DeliverTo:           []string(m.DeliverTo),
+			AfterDelivery:       AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
+			KeepDays:            int(m.KeepDays),
+			MaxMessagesPerPoll:  orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
+			MaxBytesPerPoll:     orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
+			PollTimeout:         orDur(m.PollTimeout, defaultPollTimeout),
+			Timeout:             orDur(m.Timeout, defaultTimeout),
+			Sender:              m.Sender,
+			Enabled:             orBool(m.Enabled, true),
+		})
+	}
+	return c
+}
+
+func orSize(p *Size, def Size) Size {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// withDefaultPort appends the POP3 port for tls when server has none:
+// "pop.isp.example" and "[2001:db8::1]" gain one, anything else is left for
+// Validate to judge.
+func withDefaultPort(server string, tls TLSMode) string {
+	s := strings.TrimSpace(server)
+	if s == "" {
+		return server
+	}
+	port := "110"
+	if tls == TLSImplicit {
+		port = "995"
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && strings.Count(s, "[") == 1 {
+		return net.JoinHostPort(s[1:len(s)-1], port)
+	}
+	if !strings.ContainsAny(s, ":[]") {
+		return net.JoinHostPort(s, port)
+	}
+	return server
+}

@@ -1,0 +1,601 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FieldError is one problem with the configuration.
+type FieldError struct {
+	// Path names the setting in YAML terms: "delivery.auth.password",
+	// "mailboxes[2].server"; empty for a problem with the file as a whole.
+	Path string
+	// Msg says what is wrong and, where possible, how to fix it.
+	Msg string
+	// Line is the 1-based line in the YAML source, 0 when unknown (always
+	// 0 from Validate, which has no source). For a missing key it is the
+	// line of the enclosing section.
+	Line int
+}
+
+// Error renders "path: msg", followed by " (line N)" when the line is known.
+func (e FieldError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.Path != "":
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	b.WriteString(e.Msg)
+	if e.Path != "" && e.Line > 0 {
+		fmt.Fprintf(&b, " (line %d)", e.Line)
+	}
+	return b.String()
+}
+
+// Errors lists every problem found; Parse and Validate return it as *Errors.
+type Errors []FieldError
+
+// Error renders one problem per line.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Paths returns the Path of each problem, in order.
+func (es Errors) Paths() []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Path
+	}
+	return out
+}
+
+func (es Errors) sortByLine() {
+	slices.SortStableFunc(es, func(a, b FieldError) int {
+		// Problems without a line (none today) go last.
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = int(^uint(0) >> 1)
+		}
+		if lb == 0 {
+			lb = int(^uint(0) >> 1)
+		}
+		return la - lb
+	})
+}
+
+// Validation limits.
+const (
+	minTimeout          = time.Second
+	maxTimeout          = 10 * time.Minute
+	maxPollInterval     = 24 * time.Hour
+	maxRetryInterval    = 24 * time.Hour
+	maxRetryMaxInterval = 7 * 24 * time.Hour
+	maxGiveUpAfter      = 90 * 24 * time.Hour
+	maxPollTimeout      = 24 * time.Hour
+	maxParallel         = 64
+	maxKeepDays         = 3650
+)
+
+var mailboxIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+type validator struct {
+	errs  Errors
+	warns []string
+}
+
+func (v *validator) fail(path, format string, args ...any) {
+	v.errs = append(v.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) warn(path, format string, args ...any) {
+	v.warns = append(v.warns, path+": "+fmt.Sprintf(format, args...))
+}
+
+// duration checks lo <= d <= hi and reports whether it holds.
+func (v *validator) duration(path string, d, lo, hi time.Duration) bool {
+	if d < lo || d > hi {
+		v.fail(path, "must be between %s and %s, got %s", formatDuration(lo), formatDuration(hi), formatDuration(d))
+		return false
+	}
+	return true
+}
+
+// Validate checks the whole configuration in one pass and returns *Errors
+// listing every problem in model order, or nil. It does not apply defaults:
+// a Config built in code must set every field. It reads ca_file files but
+// no secret.
+func (c *Config) Validate() error {
+	v := c.check()
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &v.errs
+}
+
+// Warnings returns problems that are allowed but probably unintended, such
+// as plaintext delivery on the SMTPS port or disabled certificate checks,
+// each as "path: message".
+func (c *Config) Warnings() []string { return c.check().warns }
+
+func (c *Config) check() *validator {
+	v := &validator{}
+	v.address("postmaster", c.Postmaster, true)
+	v.duration("poll_interval", c.PollInterval, minTimeout, maxPollInterval)
+	if c.ParallelMailboxes < 1 || c.ParallelMailboxes > maxParallel {
+		v.fail("parallel_mailboxes", "must be between 1 and %d, got %d", maxParallel, c.ParallelMailboxes)
+	}
+
+	// Cross-field rules are checked only between values that are each in
+	// range, so one bad value yields one message.
+	r := c.Retry
+	okI := v.duration("retry.interval", r.Interval, minTimeout, maxRetryInterval)
+	okM := v.duration("retry.max_interval", r.MaxInterval, minTimeout, maxRetryMaxInterval)
+	okG := v.duration("retry.give_up_after", r.GiveUpAfter, minTimeout, maxGiveUpAfter)
+	if okI && okM && r.MaxInterval < r.Interval {
+		v.fail("retry.max_interval", "must be at least retry.interval (%s), got %s",
+			formatDuration(r.Interval), formatDuration(r.MaxInterval))
+	}
+	if okI && okG && r.GiveUpAfter < r.Interval {
+		v.fail("retry.give_up_after", "must be at least retry.interval (%s), got %s",
+			formatDuration(r.Interval), formatDuration(r.GiveUpAfter))
+	}
+
+	v.delivery(&c.Delivery)
+
+	if strings.TrimSpace(c.Archive.Dir) == "" {
+		v.fail("archive.dir", "required")
+	}
+	if strings.TrimSpace(c.Ledger.Path) == "" {
+		v.fail("ledger.path", "required")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.fail("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		v.fail("log.format", "must be one of auto, text, json; got %q", c.Log.Format)
+	}
+
+	if len(c.Mailboxes) == 0 {
+		v.fail("mailboxes", "at least one mailbox is required")
+	}
+	ids := map[string]int{}
+	drops := map[string]int{}
+	enabled := 0
+	for i := range c.Mailboxes {
+		m := &c.Mailboxes[i]
+		p := fmt.Sprintf("mailboxes[%d]", i)
+		if m.ID != "" {
+			if j, dup := ids[m.ID]; dup {
+				v.fail(p+".id", "%q is already used by mailboxes[%d]; ids must be unique", m.ID, j)
+			} else {
+				ids[m.ID] = i
+			}
+		}
+		v.mailbox(p, m)
+		if m.Enabled {
+			enabled++
+			// Two enabled entries on one maildrop would each fetch and
+			// delete the other's messages.
+			if key, ok := maildropKey(m); ok {
+				if j, dup := drops[key]; dup {
+					v.fail(p+".username", "mailboxes[%d] already polls this server and username; two entries on one maildrop would fight over its messages", j)
+				} else {
+					drops[key] = i
+				}
+			}
+		}
+	}
+	if len(c.Mailboxes) > 0 && enabled == 0 {
+		v.warn("mailboxes", "every mailbox is disabled; nothing will be polled")
+	}
+	return v
+}
+
+func (v *validator) delivery(d *Delivery) {
+	if msg := checkDeliveryHost(d.Host); msg != "" {
+		v.fail("delivery.host", "%s", msg)
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		v.fail("delivery.port", "must be between 1 and 65535, got %d", d.Port)
+	}
+	switch d.TLS {
+	case TLSStartTLS, TLSOpportunistic:
+		if d.Port == 465 {
+			v.warn("delivery.tls", "port 465 normally expects tls: implicit, not %s", d.TLS)
+		}
+	case TLSImplicit:
+		if d.Port == 25 || d.Port == 587 {
+			v.warn("delivery.tls", "tls: implicit on port %d is unusual; that port normally uses starttls", d.Port)
+		}
+	case TLSNone:
+		if d.Port == 465 {
+			v.warn("delivery.tls", "port 465 normally expects tls: implicit; tls: none will not connect there")
+		}
+		v.warn("delivery.tls", "mail is relayed to Exchange unencrypted")
+	default:
+		v.fail("delivery.tls", "must be one of starttls, opportunistic, implicit, none; got %q", d.TLS)
+	}
+	v.tlsFiles("delivery", d.TLS, d.VerifyCertificate, d.CAFile, d.ServerName)
+	if d.HELODomain != "" && !validHELO(d.HELODomain) {
+		v.fail("delivery.helo_domain", "must be a domain name or an address literal like [192.0.2.1], got %q", d.HELODomain)
+	}
+	v.duration("delivery.timeout", d.Timeout, minTimeout, maxTimeout)
+	if a := d.Auth; a != nil {
+		switch a.Mechanism {
+		case AuthPlain, AuthLogin:
+		default:
+			v.fail("delivery.auth.mechanism", "must be plain or login, got %q", a.Mechanism)
+		}
+		if strings.TrimSpace(a.Username) == "" {
+			v.fail("delivery.auth.username", "required when delivery.auth is present")
+		}
+		v.secret("delivery.auth.password", a.Password)
+		switch d.TLS {
+		case TLSNone:
+			v.warn("delivery.auth", "tls: none sends the SMTP password unencrypted")
+		case TLSOpportunistic:
+			v.warn("delivery.auth", "tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS; use starttls")
+		}
+	}
+}
+
+func (v *validator) mailbox(p string, m *Mailbox) {
+	switch {
+	case m.ID == "":
+		v.fail(p+".id", "required")
+	case !mailboxIDRE.MatchString(m.ID):
+		v.fail(p+".id", "%q must be 1 to 64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", m.ID)
+	}
+	_, port, msg := splitServer(m.Server)
+	if msg != "" {
+		v.fail(p+".server", "%s", msg)
+	}
+	switch m.TLS {
+	case TLSImplicit:
+		if port == 110 {
+			v.warn(p+".tls", "port 110 normally uses starttls or none; implicit TLS is usually on 995")
+		}
+	case TLSStartTLS:
+		if port == 995 {
+			v.warn(p+".tls", "port 995 normally uses tls: implicit")
+		}
+	case TLSNone:
+		if port == 995 {
+			v.warn(p+".tls", "port 995 normally uses tls: implicit; tls: none will not connect there")
+		}
+		if !m.AllowPlaintextLogin {
+			v.fail(p+".allow_plaintext_login", "tls: none sends the POP3 password and all mail unencrypted; "+
+				"set allow_plaintext_login: true to accept that (only on a network you trust), or use tls: implicit or starttls")
+		}
+	default:
+		v.fail(p+".tls", "must be one of implicit, starttls, none; got %q", m.TLS)
+	}
+	if m.AllowPlaintextLogin && m.TLS != TLSNone {
+		v.warn(p+".allow_plaintext_login", "has no effect unless tls is none")
+	}
+	v.tlsFiles(p, m.TLS, m.VerifyCertificate, m.CAFile, m.ServerName)
+	if strings.TrimSpace(m.Username) == "" {
+		v.fail(p+".username", "required")
+	}
+	v.secret(p+".password", m.Password)
+	if len(m.DeliverTo) == 0 {
+		v.fail(p+".deliver_to", "at least one Exchange address is required")
+	}
+	seen := map[string]int{}
+	for i, a := range m.DeliverTo {
+		ap := fmt.Sprintf("%s.deliver_to[%d]", p, i)
+		if !v.address(ap, a, true) {
+			continue
+		}
+		k := strings.ToLower(a)
+		if j, dup := seen[k]; dup {
+			v.fail(ap, "%q is already listed as deliver_to[%d]", a, j)
+		} else {
+			seen[k] = i
+		}
+	}
+	switch m.AfterDelivery {
+	case AfterDeliveryKeepDays:
+		if m.KeepDays < 1 || m.KeepDays > maxKeepDays {
+			v.fail(p+".keep_days", "must be between 1 and %d when after_delivery is keep_days, got %d", maxKeepDays, m.KeepDays)
+		}
+	case AfterDeliveryDelete, AfterDeliveryKeep:
+		if m.KeepDays != 0 {
+			v.fail(p+".keep_days", "applies only with after_delivery: keep_days (after_delivery is %s)", m.AfterDelivery)
+		}
+	default:
+		v.fail(p+".after_delivery", "must be one of delete, keep, keep_days; got %q", m.AfterDelivery)
+	}
+	if m.MaxMessagesPerPoll < 0 {
+		v.fail(p+".max_messages_per_poll", "must be 0 (no limit) or more, got %d", m.MaxMessagesPerPoll)
+	}
+	if m.MaxBytesPerPoll < 0 {
+		v.fail(p+".max_bytes_per_poll", "must be 0 (no limit) or more, got %d", int64(m.MaxBytesPerPoll))
+	}
+	okP := v.duration(p+".poll_timeout", m.PollTimeout, minTimeout, maxPollTimeout)
+	okT := v.duration(p+".timeout", m.Timeout, minTimeout, maxTimeout)
+	if okP && okT && m.Timeout > m.PollTimeout {
+		v.fail(p+".poll_timeout", "must be at least timeout (%s), got %s", formatDuration(m.Timeout), formatDuration(m.PollTimeout))
+	}
+	if m.Sender != "" {
+		v.address(p+".sender", m.Sender, false)
+	}
+}
+
+// tlsFiles checks the settings shared by both TLS clients.
+func (v *validator) tlsFiles(p string, mode TLSMode, verify bool, caFile, serverName string) {
+	if caFile != "" {
+		if msg := checkCAFile(caFile); msg != "" {
+			v.fail(p+".ca_file", "%s", msg)
+		}
+	}
+	if serverName != "" && !validHostname(serverName) {
+		v.fail(p+".server_name", "must be a host name, got %q", serverName)
+	}
+	if mode == TLSNone {
+		if caFile != "" || serverName != "" {
+			v.warn(p, "ca_file and server_name are ignored with tls: none")
+		}
+		return
+	}
+	if !verify {
+		v.warn(p+".verify_certificate", "certificate checks are off; anyone on the network path can impersonate the server")
+	}
+}
+
+// secret checks that s is a reference; the message never repeats s.
+func (v *validator) secret(path string, s Secret) {
+	if msg := checkSecretRef(s.ref); msg != "" {
+		v.fail(path, "%s", msg)
+	}
+}
+
+// address checks a bare RFC 5322 addr-spec (no display name, no angle
+// brackets) and reports whether it is one. An empty address is reported
+// only when required.
+func (v *validator) address(path, a string, required bool) bool {
+	if strings.TrimSpace(a) == "" {
+		if required {
+			v.fail(path, "required")
+		}
+		return false
+	}
+	if msg := checkAddrSpec(a); msg != "" {
+		v.fail(path, "%s", msg)
+		return false
+	}
+	return true
+}
+
+func checkAddrSpec(a string) string {
+	addr, err := mail.ParseAddress(a)
+	if err != nil {
+		return fmt.Sprintf("%q is not a valid email address (%v)", a, strings.TrimPrefix(err.Error(), "mail: "))
+	}
+	if addr.Name != "" || strings.ContainsAny(a, "<>()") {
+		return fmt.Sprintf("%q must be a bare address such as %s, without a display name, comment or angle brackets", a, addr.Address)
+	}
+	if strings.TrimSpace(a) != a {
+		return fmt.Sprintf("%q has leading or trailing spaces", a)
+	}
+	at := strings.LastIndexByte(addr.Address, '@')
+	domain := addr.Address[at+1:]
+	if !strings.HasPrefix(domain, "[") && !validHostname(domain) {
+		return fmt.Sprintf("%q has an invalid domain", a)
+	}
+	return ""
+}
+
+// checkDeliveryHost implements the rules of the Exchange smart-host
+// documentation: a name must be an FQDN, an IP address may be bracketed.
+func checkDeliveryHost(h string) string {
+	if strings.TrimSpace(h) == "" {
+		return "required: the Exchange server's fully qualified name or IP address"
+	}
+	if strings.HasPrefix(h, "[") || strings.HasSuffix(h, "]") {
+		if !strings.HasPrefix(h, "[") || !strings.HasSuffix(h, "]") {
+			return fmt.Sprintf("%q: an address literal must be enclosed in [ and ]", h)
+		}
+		inner := h[1 : len(h)-1]
+		if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
+			ip := net.ParseIP(inner[5:])
+			if ip == nil || !strings.Contains(inner[5:], ":") {
+				return fmt.Sprintf("%q is not a valid IPv6 address literal", h)
+			}
+			return ""
+		}
+		ip := net.ParseIP(inner)
+		switch {
+		case ip != nil && !strings.Contains(inner, ":"):
+			return ""
+		case ip != nil:
+			return fmt.Sprintf("%q: write an IPv6 literal as [IPv6:%s]", h, inner)
+		}
+		return fmt.Sprintf("%q is not a valid IP address literal", h)
+	}
+	if net.ParseIP(h) != nil {
+		return ""
+	}
+	if hp, port, err := net.SplitHostPort(h); err == nil && port != "" {
+		return fmt.Sprintf("%q contains a port; put %s in delivery.host and %s in delivery.port", h, hp, port)
+	}
+	if !validHostname(h) {
+		return fmt.Sprintf("%q is not a valid host name or IP address", h)
+	}
+	name := strings.TrimSuffix(h, ".")
+	if !strings.Contains(name, ".") && !strings.EqualFold(name, "localhost") {
+		return fmt.Sprintf("%q is not a fully qualified domain name; use the Exchange server's full name "+
+			"(e.g. %s.corp.example), its IP address, or localhost", h, name)
+	}
+	return ""
+}
+
+// validHostname checks RFC 1123 host name syntax: dot-separated labels of
+// letters, digits and hyphens, optionally a trailing dot; the last label is
+// not all digits (that would be a malformed IP address).
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	labels := strings.Split(h, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return !isDigits(labels[len(labels)-1])
+}
+
+func validHELO(h string) bool {
+	if strings.HasPrefix(h, "[") {
+		return checkDeliveryHost(h) == ""
+	}
+	return validHostname(h)
+}
+
+// splitServer checks a POP3 host:port and returns its parts, or a message.
+func splitServer(s string) (host string, port int, msg string) {
+	if strings.TrimSpace(s) == "" {
+		return "", 0, "required: host:port of the POP3 server, e.g. pop.isp.example:995"
+	}
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.Count(s, ":") > 1 && !strings.Contains(s, "[") {
+			return "", 0, fmt.Sprintf("%q: enclose an IPv6 address in brackets, e.g. [2001:db8::1]:995", s)
+		}
+		return "", 0, fmt.Sprintf("%q must be host:port, e.g. pop.isp.example:995", s)
+	}
+	if h == "" {
+		return "", 0, fmt.Sprintf("%q has no host", s)
+	}
+	if net.ParseIP(h) == nil && !validHostname(h) {
+		return "", 0, fmt.Sprintf("%q: %q is not a valid host name or IP address", s, h)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 || !isDigits(p) {
+		return "", 0, fmt.Sprintf("%q: port must be a number between 1 and 65535", s)
+	}
+	return h, n, ""
+}
+
+// maildropKey identifies the maildrop a mailbox polls: host (case-folded,
+// without a trailing dot), port and username (case-folded: servers commonly
+// treat user names case-insensitively, and a false match only asks the user
+// to look twice).
+func maildropKey(m *Mailbox) (string, bool) {
+	h, p, msg := splitServer(m.Server)
+	if msg != "" || m.Username == "" {
+		return "", false
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if ip := net.ParseIP(h); ip != nil {
+		h = ip.String()
+	}
+	return net.JoinHostPort(h, strconv.Itoa(p)) + "\x00" + strings.ToLower(m.Username), true
+}
+
+// checkCAFile reports whether path is a readable PEM file of certificates.
+func checkCAFile(path string) string {
+	_, err := LoadCAFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// LoadCAFile reads a PEM bundle and returns a pool with its certificates.
+// It fails if the file cannot be read, holds no certificate, or holds a
+// block that is not a parseable certificate. Both TLS clients use it so
+// they accept exactly what Validate accepted.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	data, err := readRegularFile(path, maxCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s holds a PEM block of type %q; only CERTIFICATE blocks belong in a CA file", path, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d does not parse: %w", path, n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// maxCAFile bounds a CA bundle; the system bundle of a Linux distribution
+// is about 200 KiB.
+const maxCAFile = 16 << 20
+
+// readRegularFile reads at most limit bytes from a regular file, so a path
+// to a device or FIFO fails instead of blocking or filling memory.
+func readRegularFile(path string, limit int64) ([]byte, error) {
+	// Stat before Open: opening a FIFO blocks until a writer appears.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}

@@ -1,0 +1,518 @@
+// Package boltledger keeps the ledger in one local bbolt file; it
+// implements ledger.Ledger for local mode.
+//
+// Layout (schema 1):
+//
+//	meta/schema          -> "1"
+//	records/<mailbox>/<uidl> -> JSON of ledger.Record (one nested bucket per mailbox)
+//	leases/<mailbox>     -> JSON {"owner":..., "expires":...}
+//
+// A bucket per mailbox keeps mailboxes apart without any escaping: mailbox
+// names and UIDLs are used as raw bytes, never joined with a separator, so
+// no name can collide with another (RFC 1939 section 7 lets a UIDL hold any
+// printable character).
+//
+// Guarantees, beyond those of package ledger:
+//   - Each Put is one bbolt read-write transaction: bbolt commits it with
+//     fdatasync before Put returns, so a returned nil survives a crash. The
+//     version checks run inside that transaction, so they and the writes are
+//     atomic with respect to every other writer of the file.
+//   - Concurrent Puts from several goroutines share one commit (bbolt's
+//     DB.Batch group commit) without changing their semantics: they apply
+//     one after the other in the same transaction, and a Put whose check
+//     fails is retried alone and reports its own conflict.
+//   - Only one process can open the file at a time (bbolt holds an exclusive
+//     flock); a second one waits Options.Timeout and then fails with an
+//     error saying another process holds the ledger.
+//   - A corrupt file gives an error wrapping ErrCorrupt, not a crash: bbolt
+//     panics (or faults on its memory map) when it meets a damaged page, and
+//     every method recovers that. When the panic comes from inside bbolt's
+//     own Open, its memory map of the file cannot be released, and with it
+//     the file lock stays held until the process exits: treat ErrCorrupt
+//     from Open as fatal.
+//
+// What it cannot do: it cannot be shared between machines or processes (use
+// the DynamoDB ledger for that); it honours ctx only before a transaction
+// starts, as bbolt transactions cannot be interrupted.
+package boltledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+)
+
+// DefaultTimeout is how long Open waits for another process's lock when
+// Options.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+const schemaVersion = "1"
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketRecords = []byte("records")
+	bucketLeases  = []byte("leases")
+	keySchema     = []byte("schema")
+)
+
+// ErrLocked reports a ledger file that another process has open.
+var ErrLocked = errors.New("boltledger: ledger file is locked by another popconn process")
+
+// ErrCorrupt reports a ledger file that bbolt cannot read.
+var ErrCorrupt = errors.New("boltledger: ledger file is corrupt")
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// Timeout is how long Open waits for another process to release the
+	// file lock; zero means DefaultTimeout, negative fails at once.
+	Timeout time.Duration
+	// Now is the clock for leases; nil means time.Now.
+	Now func() time.Time
+}
+
+// Ledger is a bbolt-backed ledger.Ledger. It is safe for concurrent use.
+type Ledger struct {
+	db   *bolt.DB
+	path string
+	now  func() time.Time
+	// puts counts Puts in flight: a lone Put commits at once (db.Update);
+	// only when others run too does it join a group commit (db.Batch),
+	// whose collection delay would otherwise slow sequential use.
+	puts atomic.Int32
+}
+
+var _ ledger.Ledger = (*Ledger)(nil)
+
+// Open opens or creates the ledger file at path (mode 0600). The directory
+// must exist.
+func Open(path string, opts Options) (l *Ledger, err error) {
+	timeout := opts.Timeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultTimeout
+	case timeout < 0:
+		timeout = time.Nanosecond // bbolt: zero would mean wait forever
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	// bbolt may panic on a damaged file before Open returns the DB; keep
+	// the file it opened so a panic does not leak it (and its lock).
+	var file *os.File
+	boltOpts := &bolt.Options{
+		Timeout: timeout,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	}
+	var db *bolt.DB
+	err = guard(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, boltOpts)
+		return err
+	})
+	if db == nil && file != nil {
+		file.Close() // after a panic; bbolt closed it after an error already
+	}
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s (waited %s; is another popconn running?)", ErrLocked, path, timeout)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+	// A new file's directory entry is durable only once its directory is.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
+	}
+	l = &Ledger{db: db, path: path, now: now}
+	err = l.update(false, func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+				return err
+			}
+		case string(v) != schemaVersion:
+			return fmt.Errorf("ledger schema %q, this build reads %q", v, schemaVersion)
+		}
+		for _, b := range [][]byte{bucketRecords, bucketLeases} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// guard runs fn and turns a panic or memory fault raised by bbolt on a
+// damaged file into an error wrapping ErrCorrupt. Faults on bbolt's memory
+// map become panics only on goroutines that ask for it, hence
+// debug.SetPanicOnFault.
+func guard(path string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, p)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+// Close releases the file and its lock.
+func (l *Ledger) Close() error {
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("boltledger: closing %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// Path returns the ledger file's path.
+func (l *Ledger) Path() string { return l.path }
+
+// view runs fn in a read transaction, turning a corruption panic into an error.
+func (l *Ledger) view(fn func(tx *bolt.Tx) error) error {
+	return guard(l.path, func() error { return l.db.View(fn) })
+}
+
+// update runs fn in a write transaction; see Put for when it is batched.
+func (l *Ledger) update(batch bool, fn func(tx *bolt.Tx) error) error {
+	if !batch {
+		return guard(l.path, func() error { return l.db.Update(fn) })
+	}
+	// Batch runs fn on its own goroutine, where a panic or fault would
+	// escape this goroutine's recover: guard it there too.
+	return guard(l.path, func() error {
+		return l.db.Batch(func(tx *bolt.Tx) error {
+			return guard(l.path, func() error { return fn(tx) })
+		})
+	})
+}
+
+func validName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("boltledger: empty %s", what)
+	}
+	if len(s) > bolt.MaxKeySize {
+		return fmt.Errorf("boltledger: %s longer than %d bytes", what, bolt.MaxKeySize)
+	}
+	return nil
+}
+
+// Get returns the stored records among uidls for mailbox, in one read
+// transaction (a consistent snapshot).
+func (l *Ledger) Get(ctx context.Context, mailbox string, uidls []string) (map[string]*ledger.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("boltledger: get: %w", err)
+	}
+	if err := validName("mailbox", mailbox); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*ledger.Record)
+	err := l.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords).Bucket([]byte(mailbox))
+		if b == nil {
+			return nil
+		}
+		for _, u := range uidls {
+			if u == "" {
+				continue // no record can have an empty UIDL
+			}
+			v := b.Get([]byte(u))
+			if v == nil {
+				continue
+			}
+			rec, err := decode(mailbox, u, v)
+			if err != nil {
+				return err
+			}
+			out[u] = rec
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltledger: get %s: %w", mailbox, err)
+	}
+	return out, nil
+}
+
+func decode(mailbox, uidl string, v []byte) (*ledger.Record, error) {
+	rec := new(ledger.Record)
+	if err := json.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("%w: record %s/%q: %w", ErrCorrupt, mailbox, uidl, err)
+	}
+	return rec, nil
+}
+
+// List returns every record of mailbox, ordered by FirstSeen then UIDL.
+func (l *Ledger) List(ctx context.Context, mailbox string) ([]*ledger.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("boltledger: list: %w", err)
+	}
+	if err := validName("mailbox", mailbox); err != nil {
+		return nil, err
+	}
+	var out []*ledger.Record
+	err := l.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords).Bucket([]byte(mailbox))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			rec, err := decode(mailbox, string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltledger: list %s: %w", mailbox, err)
+	}
+	slices.SortFunc(out, func(a, b *ledger.Record) int {
+		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
+			return c
+		}
+		return strings.Compare(a.UIDL, b.UIDL)
+	})
+	return out, nil
+}
+
+// pending is one record of a Put, encoded before the transaction so that
+// the transaction function only reads the file and writes prepared bytes:
+// bbolt's Batch may run it more than once.
+type pending struct {
+	rec     *ledger.Record
+	mailbox []byte
+	uidl    []byte
+	want    int64 // the Version the caller read; 0 = must not exist
+	value   []byte
+}
+
+// Put writes recs conditionally and all or none, in one transaction; the
+// callers' Versions are incremented only after the commit succeeded.
+func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltledger: put: %w", err)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	ps := make([]pending, len(recs))
+	seen := make(map[[2]string]bool, len(recs))
+	for i, r := range recs {
+		if r == nil {
+			return errors.New("boltledger: put: nil record")
+		}
+		if err := validName("mailbox", r.Mailbox); err != nil {
+			return err
+		}
+		if err := validName("UIDL", r.UIDL); err != nil {
+			return err
+		}
+		if r.Version < 0 {
+			return fmt.Errorf("boltledger: put %s/%q: negative version %d", r.Mailbox, r.UIDL, r.Version)
+		}
+		id := [2]string{r.Mailbox, r.UIDL}
+		if seen[id] {
+			return fmt.Errorf("boltledger: put: record %s/%q given twice", r.Mailbox, r.UIDL)
+		}
+		seen[id] = true
+		next := *r
+		next.Version = r.Version + 1
+		v, err := json.Marshal(&next)
+		if err != nil {
+			return fmt.Errorf("boltledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
+		}
+		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v}
+	}
+
+	concurrent := l.puts.Add(1) > 1
+	defer l.puts.Add(-1)
+	err := l.update(concurrent, func(tx *bolt.Tx) error {
+		records := tx.Bucket(bucketRecords)
+		for _, p := range ps {
+			b := records.Bucket(p.mailbox)
+			var stored []byte
+			if b != nil {
+				stored = b.Get(p.uidl)
+			}
+			var have int64
+			if stored != nil {
+				var v struct {
+					Version int64 `json:"version"`
+				}
+				if err := json.Unmarshal(stored, &v); err != nil {
+					return fmt.Errorf("%w: record %s/%q: %w", ErrCorrupt, p.mailbox, p.uidl, err)
+				}
+				have = v.Version
+			}
+			if have != p.want {
+				return fmt.Errorf("%w: mailbox %s UIDL %q: stored version %d, writer read version %d",
+					ledger.ErrConflict, p.mailbox, p.uidl, have, p.want)
+			}
+			if b == nil {
+				var err error
+				if b, err = records.CreateBucket(p.mailbox); err != nil {
+					return err
+				}
+			}
+			if err := b.Put(p.uidl, p.value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltledger: put: %w", err)
+	}
+	for _, p := range ps {
+		p.rec.Version = p.want + 1
+	}
+	return nil
+}
+
+// leaseValue is what the leases bucket holds per mailbox.
+type leaseValue struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+}
+
+// Lease takes mailbox's lease for owner until now+ttl, if nobody holds it,
+// its holder's time ran out, or owner already holds it. Owners must be
+// unique per poller (a random or host/PID token): one owner renewing
+// another's lease is exactly what an owner name cannot detect.
+func (l *Ledger) Lease(ctx context.Context, mailbox, owner string, ttl time.Duration) (ledger.Lease, error) {
+	if err := validName("mailbox", mailbox); err != nil {
+		return nil, err
+	}
+	if owner == "" {
+		return nil, errors.New("boltledger: lease: empty owner")
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("boltledger: lease: ttl %s is not positive", ttl)
+	}
+	le := &lease{l: l, mailbox: mailbox, owner: owner, ttl: ttl}
+	if err := le.take(ctx); err != nil {
+		return nil, err
+	}
+	return le, nil
+}
+
+type lease struct {
+	l        *Ledger
+	mailbox  string
+	owner    string
+	ttl      time.Duration
+	released atomic.Bool
+}
+
+// take writes the lease for this owner if it is free, expired or ours.
+func (le *lease) take(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltledger: lease %s: %w", le.mailbox, err)
+	}
+	err := le.l.update(false, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		now := le.l.now()
+		if v := b.Get([]byte(le.mailbox)); v != nil {
+			var cur leaseValue
+			if err := json.Unmarshal(v, &cur); err != nil {
+				return fmt.Errorf("%w: lease %s: %w", ErrCorrupt, le.mailbox, err)
+			}
+			if cur.Owner != le.owner && now.Before(cur.Expires) {
+				return fmt.Errorf("%w: mailbox %s held by %q until %s",
+					ledger.ErrLeaseHeld, le.mailbox, cur.Owner, cur.Expires.UTC().Format(time.RFC3339))
+			}
+		}
+		v, err := json.Marshal(leaseValue{Owner: le.owner, Expires: now.Add(le.ttl)})
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(le.mailbox), v)
+	})
+	if err != nil {
+		return fmt.Errorf("boltledger: lease: %w", err)
+	}
+	return nil
+}
+
+// Renew extends the lease to now+ttl. It fails with ErrLeaseHeld once
+// another owner took the lease after it expired; a lease that expired but
+// was not taken is simply taken again.
+func (le *lease) Renew(ctx context.Context) error {
+	if le.released.Load() {
+		return fmt.Errorf("boltledger: renew %s: lease already released", le.mailbox)
+	}
+	return le.take(ctx)
+}
+
+// Release deletes the lease if this owner still holds it.
+func (le *lease) Release(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltledger: release %s: %w", le.mailbox, err)
+	}
+	le.released.Store(true)
+	err := le.l.update(false, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		v := b.Get([]byte(le.mailbox))
+		if v == nil {
+			return nil
+		}
+		var cur leaseValue
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return fmt.Errorf("%w: lease %s: %w", ErrCorrupt, le.mailbox, err)
+		}
+		if cur.Owner != le.owner {
+			return nil // lost to another owner: not ours to delete
+		}
+		return b.Delete([]byte(le.mailbox))
+	})
+	if err != nil {
+		return fmt.Errorf("boltledger: release %s: %w", le.mailbox, err)
+	}
+	return nil
+}

@@ -1,0 +1,742 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/textproto"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// TLSMode is the TLS policy of a connection.
+type TLSMode string
+
+const (
+	// TLSStartTLS requires STARTTLS (RFC 3207): if the server does not offer
+	// it, or the upgrade fails, the connection is refused. Never downgrades.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSOpportunistic uses STARTTLS when offered and continues in plaintext
+	// when it is not offered or the server refuses the command. A failed
+	// handshake (for example a certificate that does not verify) is still an
+	// error: the connection is not retried in plaintext.
+	TLSOpportunistic TLSMode = "opportunistic"
+	// TLSImplicit speaks TLS from the first byte (RFC 8314 §3.3, port 465).
+	TLSImplicit TLSMode = "implicit"
+	// TLSNone never uses TLS, even when offered.
+	TLSNone TLSMode = "none"
+)
+
+// DefaultTimeout applies when Options.Timeout is zero.
+const DefaultTimeout = 60 * time.Second
+
+// Options configure a connection.
+type Options struct {
+	// Addr is host:port. The host may be a bracketed address literal such
+	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. Without
+	// a port, 25 is used.
+	Addr string
+	// TLS is the policy; "" means TLSStartTLS.
+	TLS TLSMode
+	// TLSConfig is the base TLS configuration (RootCAs and so on). It is
+	// cloned, never modified. Certificates are verified unless it sets
+	// InsecureSkipVerify. Nil means the system roots.
+	TLSConfig *tls.Config
+	// ServerName overrides the name the certificate must carry (PrivateLink
+	// endpoints are reached by a name their certificate rarely has). Empty
+	// means TLSConfig.ServerName, else the host of Addr.
+	ServerName string
+	// HeloDomain is the name given in EHLO/HELO; empty means os.Hostname().
+	HeloDomain string
+	// Timeout bounds the dial, the TLS handshake, and every single read and
+	// write on the connection, including each write of the body and the wait
+	// for the reply to the final "." (DefaultTimeout if zero).
+	Timeout time.Duration
+	// Auth, if set, authenticates after TLS (RFC 4954).
+	Auth *AuthConfig
+	// AllowInsecureAuth permits AUTH on a connection without TLS. Off by
+	// default: the password would cross the network in clear.
+	AllowInsecureAuth bool
+	// Logger receives the transcript at debug level (never the AUTH payload
+	// or password) and nothing at other levels. Nil discards.
+	Logger *slog.Logger
+}
+
+// Envelope is the SMTP envelope of one message (RFC 5321 §2.3.1).
+type Envelope struct {
+	// From is the reverse-path; "" is the null sender <>.
+	From string
+	// To are the forward-paths, one RCPT each.
+	To []string
+	// Size is the message size in bytes for SIZE= (RFC 1870); 0 = unknown.
+	Size int64
+	// Needs8BitMIME asks for BODY=8BITMIME (RFC 6152). When the server does
+	// not advertise it the message is sent anyway and Outcome.Warning says so.
+	Needs8BitMIME bool
+	// NeedsSMTPUTF8 asks for SMTPUTF8 (RFC 6531); set implicitly when an
+	// address is not ASCII. If the server does not advertise it, every
+	// recipient gets a permanent *Error and nothing is sent.
+	NeedsSMTPUTF8 bool
+}
+
+// Outcome is the final word on one recipient.
+type Outcome struct {
+	Address string
+	// Err is nil when the server accepted the message for Address.
+	Err *Error
+	// Reply is the text of the 250 reply to the final "." when accepted
+	// (Exchange puts its queue id there). Empty from Verify.
+	Reply string
+	// Warning notes something the caller may want to log about an accepted
+	// message, such as 8-bit data sent to a server that did not advertise
+	// 8BITMIME.
+	Warning string
+}
+
+// Client is one SMTP connection. It serves any number of transactions, one
+// at a time; it is not safe for concurrent use.
+type Client struct {
+	opts    Options
+	log     *slog.Logger
+	tr      *transcript
+	secrets secrets
+
+	wc      *wireConn
+	sc      *smtp.Client
+	ext     map[string]string
+	tls     bool
+	maxSize int64
+
+	broken *Error // set when the connection can no longer be used
+	dirty  bool   // a transaction may be open: RSET before the next MAIL
+	buf    []byte // body copy buffer, reused
+}
+
+const copyBufferSize = 32 << 10
+
+// Dial connects to opts.Addr, reads the greeting, says EHLO (HELO if EHLO is
+// not recognised, RFC 5321 §4.1.1.1), applies the TLS policy and
+// authenticates. The returned error is an *Error.
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.TLS == "" {
+		opts.TLS = TLSStartTLS
+	}
+	switch opts.TLS {
+	case TLSStartTLS, TLSOpportunistic, TLSImplicit, TLSNone:
+	default:
+		return nil, &Error{Op: "connect", Message: fmt.Sprintf("unknown TLS mode %q (want starttls, opportunistic, implicit or none)", opts.TLS), Local: true}
+	}
+	if opts.HeloDomain == "" {
+		opts.HeloDomain = localName()
+	} else if strings.ContainsAny(opts.HeloDomain, " \t\r\n") {
+		return nil, &Error{Op: "ehlo", Message: fmt.Sprintf("invalid HELO domain %q", opts.HeloDomain), Local: true}
+	}
+	host, port, err := splitAddr(opts.Addr)
+	if err != nil {
+		return nil, &Error{Op: "connect", Message: err.Error(), Local: true, Err: err}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With(slog.String("smtp_server", net.JoinHostPort(host, port)))
+	sec := newSecrets(opts.Auth)
+	c := &Client{opts: opts, log: log, secrets: sec, tr: newTranscript(log, sec)}
+
+	dialer := net.Dialer{Timeout: opts.Timeout}
+	raw, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, classify("connect", err)
+	}
+	if err := c.open(ctx, raw, host); err != nil {
+		if c.wc != nil {
+			c.wc.Close()
+		} else {
+			raw.Close()
+		}
+		return nil, sec.scrubError(err)
+	}
+	return c, nil
+}
+
+// open runs everything between the TCP connect and the first transaction.
+func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
+	cfg := c.tlsConfig(host)
+	conn := raw
+	if c.opts.TLS == TLSImplicit {
+		tc, err := c.handshake(ctx, raw, cfg)
+		if err != nil {
+			return err
+		}
+		conn = tc
+	}
+	c.wc = newWireConn(conn, c.opts.Timeout, c.tr)
+	unbind := c.wc.bind(ctx)
+	defer func() { unbind() }()
+
+	if err := c.hello(); err != nil {
+		return err
+	}
+
+	if c.opts.TLS == TLSStartTLS || c.opts.TLS == TLSOpportunistic {
+		if _, offered := c.ext["STARTTLS"]; !offered {
+			if c.opts.TLS == TLSStartTLS {
+				return &Error{Op: "tls", Message: "server does not offer STARTTLS and the TLS policy requires it; nothing was sent", Temporary: true, Local: true}
+			}
+			c.tr.note("STARTTLS not offered; continuing without TLS (opportunistic)")
+		} else {
+			upgraded, err := c.startTLS(ctx, raw, cfg)
+			if err != nil {
+				return err
+			}
+			if upgraded {
+				unbind()
+				unbind = c.wc.bind(ctx)
+				if err := c.hello(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+
+	if c.opts.Auth != nil {
+		if err := c.auth(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hello reads the greeting (if not yet read) and says EHLO on c.wc, and
+// records the extensions the server advertised.
+func (c *Client) hello() *Error {
+	c.sc = smtp.NewClient(c.wc)
+	c.sc.CommandTimeout = c.opts.Timeout
+	c.sc.SubmissionTimeout = c.opts.Timeout
+	c.wc.capture = new(bytes.Buffer)
+	written := c.wc.written
+	err := c.sc.Hello(c.opts.HeloDomain)
+	captured := c.wc.capture.Bytes()
+	c.wc.capture = nil
+	if err != nil {
+		op := "ehlo"
+		if c.wc.written == written {
+			op = "connect" // the greeting failed: nothing was sent yet
+		}
+		return classify(op, err)
+	}
+	c.ext = parseEHLO(captured)
+	c.maxSize = 0
+	if v, ok := c.ext["SIZE"]; ok {
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
+			c.maxSize = n
+		}
+	}
+	return nil
+}
+
+// startTLS sends STARTTLS and performs the handshake (RFC 3207 §4). It is
+// done here rather than by go-smtp so that handshake failures surface as Op
+// "tls" with the context honoured, and so that the transcript sees
+// plaintext. upgraded is false only when opportunistic TLS met a refusal.
+func (c *Client) startTLS(ctx context.Context, raw net.Conn, cfg *tls.Config) (upgraded bool, _ *Error) {
+	if _, err := c.wc.Write([]byte("STARTTLS\r\n")); err != nil {
+		return false, classify("tls", err)
+	}
+	br := bufio.NewReader(c.wc)
+	code, msg, err := textproto.NewReader(br).ReadResponse(220)
+	if err != nil {
+		e := classify("tls", err)
+		var te *textproto.Error
+		if c.opts.TLS == TLSOpportunistic && errors.As(err, &te) && code != 421 {
+			// The state is as before STARTTLS (RFC 3207 §4): carry on in
+			// plaintext with the session go-smtp already holds.
+			c.tr.note("STARTTLS refused; continuing without TLS (opportunistic)", slog.Int("code", code), slog.String("reply", c.secrets.scrub(msg)))
+			return false, nil
+		}
+		return false, e
+	}
+	if br.Buffered() > 0 {
+		return false, &Error{Op: "tls", Message: "server sent data after its STARTTLS reply, before the TLS handshake (possible command injection); refusing", Temporary: true, Local: true}
+	}
+	tc, e := c.handshake(ctx, raw, cfg)
+	if e != nil {
+		return false, e
+	}
+	// A fresh go-smtp client over the TLS connection: it forgets what it
+	// learned in plaintext (RFC 3207 §4.2) and reads the synthesised greeting.
+	c.wc = newWireConn(tc, c.opts.Timeout, c.tr)
+	c.wc.greeting = []byte("220 TLS established\r\n")
+	return true, nil
+}
+
+// handshake runs the TLS client handshake on raw within the timeout.
+func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config) (*tls.Conn, *Error) {
+	d := time.Now().Add(c.opts.Timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d = cd
+	}
+	_ = raw.SetDeadline(d)
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, classify("tls", err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	c.tls = true
+	c.tr.note("TLS established", slog.String("version", tls.VersionName(st.Version)),
+		slog.String("cipher", tls.CipherSuiteName(st.CipherSuite)), slog.String("server_name", cfg.ServerName),
+		slog.Bool("verified", !cfg.InsecureSkipVerify))
+	return tc, nil
+}
+
+func (c *Client) tlsConfig(host string) *tls.Config {
+	var cfg *tls.Config
+	if c.opts.TLSConfig != nil {
+		cfg = c.opts.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	switch {
+	case c.opts.ServerName != "":
+		cfg.ServerName = c.opts.ServerName
+	case cfg.ServerName == "":
+		cfg.ServerName = host
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	return cfg
+}
+
+// auth authenticates (RFC 4954). The transcript shows only the mechanism.
+func (c *Client) auth() *Error {
+	mech, sc, err := c.opts.Auth.saslClient()
+	if err != nil {
+		return &Error{Op: "auth", Message: err.Error(), Local: true}
+	}
+	if !c.tls && !c.opts.AllowInsecureAuth {
+		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowInsecureAuth to override)", Local: true}
+	}
+	if !supportsAuth(c.ext, mech) {
+		return &Error{Op: "auth", Message: fmt.Sprintf("server does not offer AUTH %s (offers %q)", mech, c.ext["AUTH"]), Local: true}
+	}
+	c.tr.redact = true
+	err = c.sc.Auth(sc)
+	c.tr.redact = false
+	if err != nil {
+		return c.secrets.scrubError(classify("auth", err))
+	}
+	c.tr.note("authenticated", slog.String("mechanism", mech), slog.String("username", c.opts.Auth.Username))
+	return nil
+}
+
+func supportsAuth(ext map[string]string, mech string) bool {
+	for _, m := range strings.Fields(ext["AUTH"]) {
+		if strings.EqualFold(m, mech) {
+			return true
+		}
+	}
+	return false
+}
+
+// Extensions returns the EHLO keywords (upper case) and their parameters as
+// last advertised (after TLS when TLS is used). Empty after a HELO fallback.
+func (c *Client) Extensions() map[string]string { return maps.Clone(c.ext) }
+
+// MaxSize returns the SIZE limit the server advertised (RFC 1870), 0 if none.
+func (c *Client) MaxSize() int64 { return c.maxSize }
+
+// TLS reports whether the connection is encrypted.
+func (c *Client) TLS() bool { return c.tls }
+
+// Send relays one message: MAIL FROM, one RCPT per recipient, DATA with body
+// streamed, and the final reply. See the package documentation for the
+// meaning of the results.
+func (c *Client) Send(ctx context.Context, env Envelope, body io.Reader) ([]Outcome, error) {
+	return c.transaction(ctx, env, body, false)
+}
+
+// Verify checks that the server would accept mail from from to each of to:
+// MAIL and one RCPT each, then RSET; no message is sent. Accepted recipients
+// have a nil Err and an empty Reply.
+func (c *Client) Verify(ctx context.Context, from string, to []string) ([]Outcome, error) {
+	return c.transaction(ctx, Envelope{From: from, To: to}, nil, true)
+}
+
+func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, verify bool) (out []Outcome, _ error) {
+	out = make([]Outcome, len(env.To))
+	for i, a := range env.To {
+		out[i].Address = a
+	}
+	if c.broken != nil {
+		e := &Error{Op: c.broken.Op, Message: "connection already unusable: " + c.broken.Error(), Temporary: true, Local: true, Err: c.broken}
+		return fill(out, e), e
+	}
+	if len(env.To) == 0 {
+		return out, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return out, c.lose(out, classify("mail", err))
+	}
+
+	// Local checks: nothing goes on the wire for a message that cannot go.
+	if err := checkAddress(env.From, true); err != nil {
+		return fill(out, &Error{Op: "mail", Code: 501, Enhanced: "5.1.7", Message: "invalid sender address: " + err.Error(), Local: true}), nil
+	}
+	needsUTF8 := env.NeedsSMTPUTF8 || !isASCII(env.From)
+	for _, a := range env.To {
+		needsUTF8 = needsUTF8 || !isASCII(a)
+	}
+	if needsUTF8 {
+		if _, ok := c.ext["SMTPUTF8"]; !ok {
+			e := &Error{Op: "mail", Code: 554, Enhanced: "5.6.9", Message: "message needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent", Local: true}
+			if !isASCII(env.From) || !allASCII(env.To) {
+				e.Code, e.Enhanced = 553, "5.6.7"
+				e.Message = "non-ASCII address needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent"
+			}
+			return fill(out, e), nil
+		}
+	}
+	if !verify && c.maxSize > 0 && env.Size > c.maxSize {
+		return fill(out, &Error{Op: "mail", Code: 552, Enhanced: "5.3.4",
+			Message: fmt.Sprintf("message size %d exceeds the server's limit of %d (RFC 1870); not sent", env.Size, c.maxSize), Local: true}), nil
+	}
+	valid := make([]bool, len(env.To))
+	anyValid := false
+	for i, a := range env.To {
+		if err := checkAddress(a, false); err != nil {
+			out[i].Err = &Error{Op: "rcpt", Code: 501, Enhanced: "5.1.3", Message: "invalid recipient address: " + err.Error(), Local: true}
+			continue
+		}
+		valid[i], anyValid = true, true
+	}
+	if !anyValid {
+		return out, nil
+	}
+
+	unbind := c.wc.bind(ctx)
+	defer unbind()
+
+	if c.dirty {
+		if err := c.sc.Reset(); err != nil {
+			return out, c.lose(out, c.classify("rset", err))
+		}
+		c.dirty = false
+	}
+
+	var mailOpts *smtp.MailOptions
+	if env.Size > 0 || needsUTF8 {
+		mailOpts = &smtp.MailOptions{Size: env.Size, UTF8: needsUTF8}
+	}
+	if err := c.sc.Mail(env.From, mailOpts); err != nil {
+		e := c.classify("mail", err)
+		if connectionLost(e) {
+			return out, c.lose(out, e)
+		}
+		for i := range out {
+			if out[i].Err == nil {
+				out[i].Err = e
+			}
+		}
+		return out, nil
+	}
+	c.dirty = true
+
+	var accepted []int
+	for i, a := range env.To {
+		if !valid[i] {
+			continue
+		}
+		if err := c.sc.Rcpt(a, nil); err != nil {
+			e := c.classify("rcpt", err)
+			out[i].Err = e
+			if connectionLost(e) {
+				return out, c.lose(out, e)
+			}
+			continue
+		}
+		accepted = append(accepted, i)
+	}
+
+	if verify || len(accepted) == 0 {
+		if err := c.sc.Reset(); err != nil {
+			e := c.classify("rset", err)
+			return out, c.lose(out, e)
+		}
+		c.dirty = false
+		return out, nil
+	}
+
+	dc, err := c.sc.Data()
+	if err != nil {
+		e := c.classify("data", err)
+		for _, i := range accepted {
+			out[i].Err = e
+		}
+		if connectionLost(e) {
+			return out, c.lose(out, e)
+		}
+		return out, nil
+	}
+
+	if c.buf == nil {
+		c.buf = make([]byte, copyBufferSize)
+	}
+	src := &bodyReader{r: body}
+	c.tr.beginData()
+	_, err = io.CopyBuffer(dataWriter{dc}, src, c.buf)
+	if err != nil {
+		c.tr.endData()
+		// Never send the final "." after a failure: the server would take a
+		// truncated message. Closing the connection is the only abort.
+		var e *Error
+		if src.err != nil {
+			e = &Error{Op: "data", Message: "reading the message body failed; connection closed without ending DATA", Temporary: true, Local: true, Err: src.err}
+		} else {
+			e = c.classify("data", err)
+			e.Temporary = true
+		}
+		return out, c.lose(out, e)
+	}
+	resp, err := dc.CloseWithResponse()
+	c.tr.endData()
+	if err != nil {
+		e := c.classify("data", err)
+		for _, i := range accepted {
+			out[i].Err = e
+		}
+		if connectionLost(e) {
+			// Also the duplicate window: the server may have taken it.
+			return out, c.lose(out, e)
+		}
+		c.dirty = false
+		return out, nil
+	}
+	c.dirty = false
+	var warning string
+	if env.Needs8BitMIME {
+		if _, ok := c.ext["8BITMIME"]; !ok {
+			warning = "server does not advertise 8BITMIME (RFC 6152); 8-bit message sent as is"
+		}
+	}
+	for _, i := range accepted {
+		out[i].Reply = c.secrets.scrub(resp.StatusText)
+		out[i].Warning = warning
+	}
+	return out, nil
+}
+
+// dataWriter hides DataCommand's Close from io.CopyBuffer's interfaces and
+// keeps the copy on the fixed buffer.
+type dataWriter struct{ w io.Writer }
+
+func (d dataWriter) Write(p []byte) (int, error) { return d.w.Write(p) }
+
+// bodyReader remembers a read error, to tell a failing source from a failing
+// connection.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// classify is the package classify with secrets scrubbed.
+func (c *Client) classify(op string, err error) *Error {
+	return c.secrets.scrubError(classify(op, err))
+}
+
+// lose marks the connection unusable after e, closes it, and gives e (as a
+// temporary error) to every recipient without a final outcome: a nil Err
+// before the final reply only means "accepted at RCPT". It returns e.
+func (c *Client) lose(out []Outcome, e *Error) *Error {
+	if !e.Temporary {
+		t := *e
+		t.Temporary = true
+		e = &t
+	}
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Err = e
+		}
+	}
+	c.broken = e
+	c.tr.note("connection unusable", slog.String("error", e.Error()))
+	if c.wc != nil {
+		c.wc.Close()
+	}
+	return e
+}
+
+// fill gives e to every recipient without an outcome.
+func fill(out []Outcome, e *Error) []Outcome {
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Err = e
+		}
+	}
+	return out
+}
+
+// Quit ends the session politely (RFC 5321 §4.1.1.10) and closes the
+// connection, whatever the reply. On a connection already unusable it only
+// closes.
+func (c *Client) Quit() error {
+	if c.broken != nil {
+		c.Close()
+		return nil
+	}
+	unbind := c.wc.bind(context.Background())
+	defer unbind()
+	err := c.sc.Quit()
+	c.Close()
+	if err != nil {
+		return c.classify("quit", err)
+	}
+	return nil
+}
+
+// Close drops the connection without QUIT. Safe to call more than once.
+func (c *Client) Close() error {
+	if c.broken == nil {
+		c.broken = &Error{Op: "quit", Message: "connection closed", Temporary: true, Local: true}
+	}
+	if c.wc == nil {
+		return nil
+	}
+	if err := c.wc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// parseEHLO extracts the extensions from the last reply in b, which holds
+// the server's side of greeting and EHLO (and HELO after a fallback, whose
+// single-line reply yields none). RFC 5321 §4.1.1.1: each line after the
+// first is a keyword and optional parameters.
+func parseEHLO(b []byte) map[string]string {
+	var reply []string
+	var current []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if len(line) < 4 {
+			continue
+		}
+		current = append(current, line)
+		if line[3] == ' ' {
+			reply, current = current, nil
+		}
+	}
+	ext := make(map[string]string)
+	if len(reply) == 0 || !strings.HasPrefix(reply[0], "250") {
+		return ext
+	}
+	for _, line := range reply[1:] {
+		kw, param, _ := strings.Cut(strings.TrimSpace(line[4:]), " ")
+		if kw == "" {
+			continue
+		}
+		ext[strings.ToUpper(kw)] = strings.TrimSpace(param)
+	}
+	return ext
+}
+
+// splitAddr splits host:port, strips address-literal brackets, and defaults
+// the port to 25.
+func splitAddr(addr string) (host, port string, err error) {
+	addr = strings.TrimSpace(addr)
+	if addr == "" {
+		return "", "", errors.New("no server address")
+	}
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		// No port: "[192.0.2.1]", "mail.example", or a bare IPv6 address.
+		host, port = addr, "25"
+		if ip := net.ParseIP(strings.Trim(addr, "[]")); ip == nil && strings.Count(addr, ":") > 0 && !strings.HasPrefix(addr, "[") {
+			return "", "", fmt.Errorf("invalid server address %q: %w", addr, err)
+		}
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	// RFC 5321 §4.1.3 IPv6 literal: [IPv6:2001:db8::1].
+	if len(host) > 5 && strings.EqualFold(host[:5], "IPv6:") {
+		host = host[5:]
+	}
+	if host == "" || strings.ContainsAny(host, " \t\r\n/[]") {
+		return "", "", fmt.Errorf("invalid server address %q", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return "", "", fmt.Errorf("invalid port in server address %q", addr)
+	}
+	return host, port, nil
+}
+
+func localName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" || strings.ContainsAny(h, " \t\r\n") {
+		return "localhost"
+	}
+	return h
+}
+
+// checkAddress refuses what could break the command line or cannot be a
+// path (RFC 5321 §4.1.2). Deeper syntax is left to the server.
+func checkAddress(a string, sender bool) error {
+	if a == "" {
+		if sender {
+			return nil // the null reverse-path
+		}
+		return errors.New("empty address")
+	}
+	if len(a) > 320 {
+		return errors.New("address too long")
+	}
+	for _, r := range a {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("control character %U in address", r)
+		}
+		switch r {
+		case '<', '>':
+			return fmt.Errorf("%q in address", r)
+		}
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func allASCII(ss []string) bool {
+	for _, s := range ss {
+		if !isASCII(s) {
+			return false
+		}
+	}
+	return true
+}

@@ -3,9 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -39,8 +41,9 @@ type wireConn struct {
 	written int64
 
 	mu       sync.Mutex
-	deadline time.Time // of the bound context; zero if none
-	aborted  error     // set once the bound context is done; sticky
+	ctx      context.Context // bound to the current operation; nil if none
+	deadline time.Time       // of the bound context; zero if none
+	aborted  error           // set once the bound context is done; sticky
 
 	closeOnce sync.Once
 	closeErr  error
@@ -58,6 +61,7 @@ func (w *wireConn) bind(ctx context.Context) (unbind func()) {
 		ctx = context.Background()
 	}
 	w.mu.Lock()
+	w.ctx = ctx
 	w.deadline, _ = ctx.Deadline()
 	w.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
@@ -72,7 +76,7 @@ func (w *wireConn) bind(ctx context.Context) (unbind func()) {
 	return func() {
 		stop()
 		w.mu.Lock()
-		w.deadline = time.Time{}
+		w.ctx, w.deadline = nil, time.Time{}
 		w.mu.Unlock()
 	}
 }
@@ -94,12 +98,22 @@ func (w *wireConn) arm(write bool) error {
 	return w.Conn.SetReadDeadline(d)
 }
 
-// explain attaches the context's cause to an error caused by its abort.
+// explain attaches the context's cause to an error caused by its end: an
+// abort, or a timeout at the context's deadline (the connection's timer can
+// fire just before the context's own).
 func (w *wireConn) explain(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.aborted != nil {
 		return fmt.Errorf("%w (%w)", w.aborted, err)
+	}
+	if w.ctx != nil {
+		if cause := context.Cause(w.ctx); cause != nil {
+			return fmt.Errorf("relay: connection abandoned: %w (%w)", cause, err)
+		}
+		if !w.deadline.IsZero() && !time.Now().Before(w.deadline) && errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("relay: connection abandoned: %w (%w)", context.DeadlineExceeded, err)
+		}
 	}
 	return err
 }

@@ -15,7 +15,8 @@ type TraceInfo struct {
 	// is set.
 	From        string
 	FromComment string
-	// By names this host; ByComment defaults to "popconnector".
+	// By names this host (default: the host name); ByComment defaults to
+	// "popconnector".
 	By        string
 	ByComment string
 	// With is the protocol the message arrived by, e.g. "POP3".
@@ -54,9 +55,9 @@ func TraceHeader(t TraceInfo) string {
 	b.Grow(200)
 	b.WriteString("Received:")
 
-	fromName, fromComment := t.From, t.FromComment
+	fromName, fromComment := clean(t.From), t.FromComment
 	if fromComment == "" {
-		if name, rest, ok := strings.Cut(strings.TrimSpace(fromName), " "); ok {
+		if name, rest, ok := strings.Cut(fromName, " "); ok {
 			fromName = name
 			rest = strings.TrimSpace(rest)
 			if len(rest) >= 2 && rest[0] == '(' && rest[len(rest)-1] == ')' {
@@ -71,7 +72,11 @@ func TraceHeader(t TraceInfo) string {
 	if byComment == "" {
 		byComment = "popconnector"
 	}
-	clause(&b, "by", traceName(t.By), traceComment(byComment))
+	by := traceName(t.By)
+	if by == "" {
+		by = traceName(localName()) // RFC 5321 §4.4: "by" is not optional
+	}
+	clause(&b, "by", by, traceComment(byComment))
 
 	if with := traceAtom(t.With); with != "" {
 		b.WriteString(" with ")

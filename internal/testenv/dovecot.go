@@ -72,6 +72,7 @@ type Dovecot struct {
 type dovecotConf struct {
 	Dir, InstanceName       string
 	LoginUser, InternalUser string
+	InternalGroup           string // only set when not root
 	NonRoot                 bool
 	MailUID, MailGID        int
 	CertFile, KeyFile       string
@@ -123,6 +124,11 @@ func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 		}
 		conf.MailUID, conf.MailGID = os.Getuid(), os.Getgid()
 		conf.LoginUser, conf.InternalUser = cur.Username, cur.Username
+		grp, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+		if err != nil {
+			t.Fatalf("testenv: current group: %v", err)
+		}
+		conf.InternalGroup = grp.Name
 		conf.NonRoot = true
 	}
 

@@ -42,10 +42,16 @@ type SMTPSinkOptions struct {
 	// ExtraArgs are passed to smtp-sink before the options this package
 	// manages (-u, -d, -h, which therefore win). Useful ones: -a (do not
 	// announce AUTH; smtp-sink answers AUTH with 250, not 235), -r/-f/-q/-Q
-	// CMD,... (soft/hard reject, drop or 421 after a command, e.g. "-f ."
-	// rejects after DATA with 500), -w N (delay the DATA reply), -A N (550
-	// and hang up after DATA), -8, -e, -E, -p, -P. Do not pass -S or -D:
-	// Messages parses the -d dump format.
+	// CMD,... (soft/hard reject, hang up, or 421 and hang up on a command),
+	// -w N (delay the 354 reply to DATA), -W CMD:N (delay the reply to CMD,
+	// e.g. "-W .:30"), -A N (550 and hang up N seconds after DATA), -8, -e,
+	// -E, -p, -P. Do not pass -S or -D: Messages parses the -d dump format.
+	//
+	// smtp-sink stores the dump when it has read the final ".", before it
+	// replies to it: with "-f ." or "-r ." the client gets 500/450 yet the
+	// message is listed by Messages, and with "-W .:N" it is listed N
+	// seconds before the client sees 250. Use ScriptedSMTP to reject after
+	// DATA.
 	ExtraArgs []string
 }
 
@@ -178,7 +184,8 @@ func (s *SMTPSink) Stop(t testing.TB) {
 
 // Messages parses the dumps of all completed transactions, in the order
 // smtp-sink completed them (an inotify close-after-write watch on the dump
-// directory, which the kernel queues before smtp-sink replies 250).
+// directory; smtp-sink closes the dump when it has read the final ".",
+// before its reply, so a client that saw 250 always finds its message).
 // Transactions still in progress and aborted ones (smtp-sink deletes those
 // on RSET, HELO/EHLO or disconnect) are not returned.
 //

@@ -17,10 +17,14 @@
 //     fdatasync before Put returns, so a returned nil survives a crash. The
 //     version checks run inside that transaction, so they and the writes are
 //     atomic with respect to every other writer of the file.
-//   - Concurrent Puts from several goroutines share one commit (bbolt's
-//     DB.Batch group commit) without changing their semantics: they apply
-//     one after the other in the same transaction, and a Put whose check
-//     fails is retried alone and reports its own conflict.
+//   - Concurrent Puts from several goroutines share one commit (group
+//     commit) without changing their semantics: a lone Put commits at once;
+//     Puts that arrive while a commit runs are applied one after the other in
+//     the next transaction, each checking all its versions before writing any
+//     record, so a Put that conflicts writes nothing and the others still
+//     commit. bbolt's own DB.Batch is not used: it waits MaxBatchDelay (10 ms)
+//     before every commit, even a lone one, and re-runs the whole batch when
+//     one function fails.
 //   - Only one process can open the file at a time (bbolt holds an exclusive
 //     flock); a second one waits Options.Timeout and then fails with an
 //     error saying another process holds the ledger.
@@ -46,6 +50,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,10 +93,13 @@ type Ledger struct {
 	db   *bolt.DB
 	path string
 	now  func() time.Time
-	// puts counts Puts in flight: a lone Put commits at once (db.Update);
-	// only when others run too does it join a group commit (db.Batch),
-	// whose collection delay would otherwise slow sequential use.
-	puts atomic.Int32
+
+	// Group commit state: the goroutine that finds leading false commits the
+	// queue; Puts arriving meanwhile wait in queue for the next commit.
+	gmu     sync.Mutex
+	leading bool
+	queue   []*putReq
+	commits atomic.Int64 // group commits made, for benchmarks
 }
 
 var _ ledger.Ledger = (*Ledger)(nil)
@@ -149,7 +157,7 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
 	}
 	l = &Ledger{db: db, path: path, now: now}
-	err = l.update(false, func(tx *bolt.Tx) error {
+	err = l.update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -217,18 +225,9 @@ func (l *Ledger) view(fn func(tx *bolt.Tx) error) error {
 	return guard(l.path, func() error { return l.db.View(fn) })
 }
 
-// update runs fn in a write transaction; see Put for when it is batched.
-func (l *Ledger) update(batch bool, fn func(tx *bolt.Tx) error) error {
-	if !batch {
-		return guard(l.path, func() error { return l.db.Update(fn) })
-	}
-	// Batch runs fn on its own goroutine, where a panic or fault would
-	// escape this goroutine's recover: guard it there too.
-	return guard(l.path, func() error {
-		return l.db.Batch(func(tx *bolt.Tx) error {
-			return guard(l.path, func() error { return fn(tx) })
-		})
-	})
+// update runs fn in a write transaction.
+func (l *Ledger) update(fn func(tx *bolt.Tx) error) error {
+	return guard(l.path, func() error { return l.db.Update(fn) })
 }
 
 func validName(what, s string) error {
@@ -321,9 +320,7 @@ func (l *Ledger) List(ctx context.Context, mailbox string) ([]*ledger.Record, er
 	return out, nil
 }
 
-// pending is one record of a Put, encoded before the transaction so that
-// the transaction function only reads the file and writes prepared bytes:
-// bbolt's Batch may run it more than once.
+// pending is one record of a Put, encoded before the commit.
 type pending struct {
 	rec     *ledger.Record
 	mailbox []byte
@@ -369,19 +366,94 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 		}
 		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v}
 	}
+	if err := l.commit(ps); err != nil {
+		return fmt.Errorf("boltledger: put: %w", err)
+	}
+	for _, p := range ps {
+		p.rec.Version = p.want + 1
+	}
+	return nil
+}
 
-	concurrent := l.puts.Add(1) > 1
-	defer l.puts.Add(-1)
-	err := l.update(concurrent, func(tx *bolt.Tx) error {
+// putReq is one Put waiting for a group commit.
+type putReq struct {
+	ps  []pending
+	err error
+	// wake receives exactly one value: false once the request was
+	// committed (or failed; see err), true when it must lead the next commit.
+	wake chan bool
+}
+
+// commit applies ps in a write transaction shared with the Puts that queued
+// up while the previous transaction ran. The first Put to arrive when no
+// commit runs leads: it takes the whole queue, commits it, wakes every
+// request it carried, and hands leadership to the oldest request that
+// arrived meanwhile. No Put waits for a timer.
+func (l *Ledger) commit(ps []pending) error {
+	req := &putReq{ps: ps, wake: make(chan bool, 1)}
+	l.gmu.Lock()
+	l.queue = append(l.queue, req)
+	if l.leading {
+		l.gmu.Unlock()
+		if lead := <-req.wake; !lead {
+			return req.err
+		}
+		l.gmu.Lock()
+	}
+	l.leading = true
+	group := l.queue
+	l.queue = nil
+	l.gmu.Unlock()
+
+	l.commitGroup(group)
+	for _, r := range group {
+		if r != req {
+			r.wake <- false
+		}
+	}
+
+	l.gmu.Lock()
+	if len(l.queue) > 0 {
+		l.queue[0].wake <- true // stays leading: the handover is immediate
+	} else {
+		l.leading = false
+	}
+	l.gmu.Unlock()
+	return req.err
+}
+
+// commitGroup runs the requests of group in one transaction and sets each
+// one's err. A request whose check fails (conflict, damaged record) has
+// written nothing, so it alone fails; a failed write or commit fails all,
+// since then nothing was committed.
+func (l *Ledger) commitGroup(group []*putReq) {
+	l.commits.Add(1)
+	err := l.update(func(tx *bolt.Tx) error {
 		records := tx.Bucket(bucketRecords)
-		for _, p := range ps {
-			b := records.Bucket(p.mailbox)
-			var stored []byte
-			if b != nil {
-				stored = b.Get(p.uidl)
+		for _, r := range group {
+			r.err = check(records, r.ps)
+			if r.err != nil {
+				continue
 			}
-			var have int64
-			if stored != nil {
+			if err := write(records, r.ps); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+	}
+}
+
+// check compares every record's stored Version with the one its writer read.
+func check(records *bolt.Bucket, ps []pending) error {
+	for _, p := range ps {
+		var have int64
+		if b := records.Bucket(p.mailbox); b != nil {
+			if stored := b.Get(p.uidl); stored != nil {
 				var v struct {
 					Version int64 `json:"version"`
 				}
@@ -390,27 +462,25 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 				}
 				have = v.Version
 			}
-			if have != p.want {
-				return fmt.Errorf("%w: mailbox %s UIDL %q: stored version %d, writer read version %d",
-					ledger.ErrConflict, p.mailbox, p.uidl, have, p.want)
-			}
-			if b == nil {
-				var err error
-				if b, err = records.CreateBucket(p.mailbox); err != nil {
-					return err
-				}
-			}
-			if err := b.Put(p.uidl, p.value); err != nil {
-				return err
-			}
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("boltledger: put: %w", err)
+		if have != p.want {
+			return fmt.Errorf("%w: mailbox %s UIDL %q: stored version %d, writer read version %d",
+				ledger.ErrConflict, p.mailbox, p.uidl, have, p.want)
+		}
 	}
+	return nil
+}
+
+// write stores the prepared values, creating mailbox buckets as needed.
+func write(records *bolt.Bucket, ps []pending) error {
 	for _, p := range ps {
-		p.rec.Version = p.want + 1
+		b, err := records.CreateBucketIfNotExists(p.mailbox)
+		if err != nil {
+			return fmt.Errorf("mailbox %s: %w", p.mailbox, err)
+		}
+		if err := b.Put(p.uidl, p.value); err != nil {
+			return fmt.Errorf("record %s/%q: %w", p.mailbox, p.uidl, err)
+		}
 	}
 	return nil
 }
@@ -455,7 +525,7 @@ func (le *lease) take(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("boltledger: lease %s: %w", le.mailbox, err)
 	}
-	err := le.l.update(false, func(tx *bolt.Tx) error {
+	err := le.l.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases)
 		now := le.l.now()
 		if v := b.Get([]byte(le.mailbox)); v != nil {
@@ -496,7 +566,7 @@ func (le *lease) Release(ctx context.Context) error {
 		return fmt.Errorf("boltledger: release %s: %w", le.mailbox, err)
 	}
 	le.released.Store(true)
-	err := le.l.update(false, func(tx *bolt.Tx) error {
+	err := le.l.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases)
 		v := b.Get([]byte(le.mailbox))
 		if v == nil {

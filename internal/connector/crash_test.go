@@ -1,0 +1,99 @@
+package connector_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/connector"
+)
+
+// A crash after each durable step, then a fresh run (a new process: the
+// ledger file reopened): nothing is lost, nothing is deleted without a
+// recorded delivery, and a duplicate appears only when the crash fell
+// between the reply to DATA and recording it.
+func TestCrashAfterEachStep(t *testing.T) {
+	tests := []struct {
+		step       connector.Step
+		onUID      int // which message (1-based order on the server) the crash hits; 0 = batch steps
+		duplicates int
+	}{
+		{connector.StepArchived, 2, 0},
+		{connector.StepArchiveRecorded, 2, 0},
+		{connector.StepRelayed, 2, 1}, // the accepted window
+		{connector.StepDeliveryRecorded, 2, 0},
+		{connector.StepDeleSent, 0, 0}, // DELE sent, connection dropped before QUIT: rolled back
+		{connector.StepQuitOK, 0, 0},   // deleted on the server, not yet recorded
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.step), func(t *testing.T) {
+			r := newRig(t, rigOptions{})
+			sent := r.seed("order.eml", "newsletter.eml", "no-message-id.eml")
+			var uids []string
+			seen := 0
+			crashed := false
+			r.hooks.After = func(step connector.Step, mailbox, uid string) error {
+				if step == connector.StepArchived {
+					uids = append(uids, uid)
+				}
+				if crashed || step != tt.step {
+					return nil
+				}
+				if tt.onUID > 0 {
+					seen++
+					if seen != tt.onUID {
+						return nil
+					}
+				}
+				crashed = true
+				return connector.ErrCrash
+			}
+			res := r.poll()
+			if !errors.Is(res.Err, connector.ErrCrash) {
+				t.Fatalf("first run did not stop at %s: %+v", tt.step, res)
+			}
+			// Nothing deleted without a recorded delivery.
+			onServer := r.dovecot.Count(t, "sales")
+			delivered := 0
+			for _, rec := range r.records() {
+				if rec.Delivered() {
+					delivered++
+				}
+			}
+			if deletedNow := len(sent) - onServer; deletedNow > delivered {
+				t.Fatalf("%d deleted from the server, only %d deliveries recorded", deletedNow, delivered)
+			}
+
+			r.restart()
+			r.hooks.After = nil
+			res = r.poll()
+			if res.Err != nil {
+				t.Fatalf("run after the crash: %v", res.Err)
+			}
+			if n := r.dovecot.Count(t, "sales"); n != 0 {
+				t.Fatalf("%d messages still on the server after recovery", n)
+			}
+			got := countByDigest(t, r.sink.WaitFor(t, len(sent)+tt.duplicates, 10*time.Second))
+			dups := 0
+			for name, raw := range sent {
+				n := got[digest(raw)]
+				if n == 0 {
+					t.Errorf("%s lost", name)
+				}
+				dups += max(n-1, 0)
+			}
+			if dups != tt.duplicates {
+				t.Errorf("%d duplicates, want %d", dups, tt.duplicates)
+			}
+			for _, rec := range r.records() {
+				if !rec.Delivered() || !rec.Deleted() {
+					t.Errorf("%s: delivered=%v deleted=%v", rec.UIDL, rec.Delivered(), rec.Deleted())
+				}
+				if b := r.archived(rec.ArchiveKey); digest(b) != rec.SHA256 {
+					t.Errorf("%s: archive does not match its digest", rec.UIDL)
+				}
+			}
+			t.Logf("crash after %s: %d duplicate(s)", tt.step, dups)
+		})
+	}
+}

@@ -237,8 +237,7 @@ type Mailbox struct {
 	Enabled bool
 }
 
-// Defaults. Exported through the documentation of each field; kept here in
-// one place so the example, the docs and the code agree.
+// Defaults, documented on each field and shown in testdata/example.yaml.
 const (
 	defaultPollInterval       = 5 * time.Minute
 	defaultParallelMailboxes  = 4

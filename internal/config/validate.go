@@ -1,10 +1,12 @@
 package config
 
 import (
+	"cmp"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/mail"
 	"os"
@@ -71,12 +73,12 @@ func (es Errors) sortByLine() {
 		// Problems without a line (none today) go last.
 		la, lb := a.Line, b.Line
 		if la == 0 {
-			la = int(^uint(0) >> 1)
+			la = math.MaxInt
 		}
 		if lb == 0 {
-			lb = int(^uint(0) >> 1)
+			lb = math.MaxInt
 		}
-		return la - lb
+		return cmp.Compare(la, lb)
 	})
 }
 
@@ -179,31 +181,12 @@ func (c *Config) check() *validator {
 	if len(c.Mailboxes) == 0 {
 		v.fail("mailboxes", "at least one mailbox is required")
 	}
-	ids := map[string]int{}
-	drops := map[string]int{}
+	seen := seenMailboxes{ids: map[string]int{}, drops: map[string]int{}}
 	enabled := 0
 	for i := range c.Mailboxes {
-		m := &c.Mailboxes[i]
-		p := fmt.Sprintf("mailboxes[%d]", i)
-		if m.ID != "" {
-			if j, dup := ids[m.ID]; dup {
-				v.fail(p+".id", "%q is already used by mailboxes[%d]; ids must be unique", m.ID, j)
-			} else {
-				ids[m.ID] = i
-			}
-		}
-		v.mailbox(p, m)
-		if m.Enabled {
+		v.mailbox(i, &c.Mailboxes[i], &seen)
+		if c.Mailboxes[i].Enabled {
 			enabled++
-			// Two enabled entries on one maildrop would each fetch and
-			// delete the other's messages.
-			if key, ok := maildropKey(m); ok {
-				if j, dup := drops[key]; dup {
-					v.fail(p+".username", "mailboxes[%d] already polls this server and username; two entries on one maildrop would fight over its messages", j)
-				} else {
-					drops[key] = i
-				}
-			}
 		}
 	}
 	if len(c.Mailboxes) > 0 && enabled == 0 {
@@ -260,12 +243,25 @@ func (v *validator) delivery(d *Delivery) {
 	}
 }
 
-func (v *validator) mailbox(p string, m *Mailbox) {
+// seenMailboxes remembers earlier entries for the uniqueness rules.
+type seenMailboxes struct {
+	ids   map[string]int // id -> index
+	drops map[string]int // maildropKey of an enabled entry -> index
+}
+
+func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
+	p := fmt.Sprintf("mailboxes[%d]", i)
 	switch {
 	case m.ID == "":
 		v.fail(p+".id", "required")
 	case !mailboxIDRE.MatchString(m.ID):
 		v.fail(p+".id", "%q must be 1 to 64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", m.ID)
+	default:
+		if j, dup := seen.ids[m.ID]; dup {
+			v.fail(p+".id", "%q is already used by mailboxes[%d]; ids must be unique", m.ID, j)
+		} else {
+			seen.ids[m.ID] = i
+		}
 	}
 	_, port, msg := splitServer(m.Server)
 	if msg != "" {
@@ -297,22 +293,30 @@ func (v *validator) mailbox(p string, m *Mailbox) {
 	v.tlsFiles(p, m.TLS, m.VerifyCertificate, m.CAFile, m.ServerName)
 	if strings.TrimSpace(m.Username) == "" {
 		v.fail(p+".username", "required")
+	} else if key, ok := maildropKey(m); ok && m.Enabled {
+		// Two enabled entries on one maildrop would each fetch and delete
+		// the other's messages. A disabled one may stay while migrating.
+		if j, dup := seen.drops[key]; dup {
+			v.fail(p+".username", "mailboxes[%d] already polls this server and username; two entries on one maildrop would fight over its messages", j)
+		} else {
+			seen.drops[key] = i
+		}
 	}
 	v.secret(p+".password", m.Password)
 	if len(m.DeliverTo) == 0 {
 		v.fail(p+".deliver_to", "at least one Exchange address is required")
 	}
-	seen := map[string]int{}
-	for i, a := range m.DeliverTo {
-		ap := fmt.Sprintf("%s.deliver_to[%d]", p, i)
+	rcpts := map[string]int{}
+	for k, a := range m.DeliverTo {
+		ap := fmt.Sprintf("%s.deliver_to[%d]", p, k)
 		if !v.address(ap, a, true) {
 			continue
 		}
-		k := strings.ToLower(a)
-		if j, dup := seen[k]; dup {
+		folded := strings.ToLower(a)
+		if j, dup := rcpts[folded]; dup {
 			v.fail(ap, "%q is already listed as deliver_to[%d]", a, j)
 		} else {
-			seen[k] = i
+			rcpts[folded] = k
 		}
 	}
 	switch m.AfterDelivery {
@@ -350,8 +354,8 @@ func (v *validator) tlsFiles(p string, mode TLSMode, verify bool, caFile, server
 			v.fail(p+".ca_file", "%s", msg)
 		}
 	}
-	if serverName != "" && !validHostname(serverName) {
-		v.fail(p+".server_name", "must be a host name, got %q", serverName)
+	if serverName != "" && !validHostname(serverName) && net.ParseIP(serverName) == nil {
+		v.fail(p+".server_name", "must be a host name or IP address, got %q", serverName)
 	}
 	if mode == TLSNone {
 		if caFile != "" || serverName != "" {
@@ -388,6 +392,9 @@ func (v *validator) address(path, a string, required bool) bool {
 	return true
 }
 
+// checkAddrSpec accepts an RFC 5322 section 3.4.1 addr-spec whose domain is
+// a host name or an address literal, i.e. what SMTP can carry in MAIL FROM
+// and RCPT TO (RFC 5321 section 4.1.2).
 func checkAddrSpec(a string) string {
 	addr, err := mail.ParseAddress(a)
 	if err != nil {
@@ -408,7 +415,8 @@ func checkAddrSpec(a string) string {
 }
 
 // checkDeliveryHost implements the rules of the Exchange smart-host
-// documentation: a name must be an FQDN, an IP address may be bracketed.
+// documentation: a name must be an FQDN, an IP address may be bracketed as
+// an RFC 5321 section 4.1.3 address literal.
 func checkDeliveryHost(h string) string {
 	if strings.TrimSpace(h) == "" {
 		return "required: the Exchange server's fully qualified name or IP address"
@@ -451,7 +459,7 @@ func checkDeliveryHost(h string) string {
 	return ""
 }
 
-// validHostname checks RFC 1123 host name syntax: dot-separated labels of
+// validHostname checks RFC 1123 section 2.1 host name syntax: dot-separated labels of
 // letters, digits and hyphens, optionally a trailing dot; the last label is
 // not all digits (that would be a malformed IP address).
 func validHostname(h string) bool {

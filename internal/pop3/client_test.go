@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	gopop3 "github.com/knadh/go-pop3"
+
 	"github.com/popconnector/popconnector/internal/pop3/pop3test"
 )
 
@@ -879,5 +881,59 @@ func TestErrorTemporaryTable(t *testing.T) {
 	}
 	if got := parseCode("-ERR no code [IN-USE]"); got != "" {
 		t.Errorf("parseCode of code not at start = %q", got)
+	}
+}
+
+// TestDifferentialGoPop3Raw records where knadh/go-pop3 v1.0.2 and this
+// client disagree on bytes a real server like Dovecot never sends (it
+// always sends CRLF), served raw by the in-process Mailbox. Ours must
+// return the bytes exactly; go-pop3's documented behaviour is asserted so
+// a change in it is noticed.
+func TestDifferentialGoPop3Raw(t *testing.T) {
+	tests := []struct {
+		name   string
+		msg    string
+		gopop3 string // what go-pop3 RetrRaw returns
+	}{
+		{"CRLF only: identical", "a\r\n..b\r\n.\r\n", "a\r\n..b\r\n.\r\n"},
+		{"bare LF is rewritten to CRLF by go-pop3", "bare\nLF\r\n", "bare\r\nLF\r\n"},
+		{"bare CR kept by both", "bare\rCR\r\n", "bare\rCR\r\n"},
+		// A dot line after a bare LF is data (a server stuffs only after
+		// CRLF); go-pop3 takes it for the terminator and returns a
+		// truncated message, leaving the rest unread on the connection.
+		{"dot after bare LF truncates in go-pop3", "x\n.\r\nrest\r\n", "x\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mb := &pop3test.Mailbox{User: "u", Pass: "p", Messages: [][]byte{[]byte(tc.msg)}}
+			srv := pop3test.NewServer(t, mb.Serve)
+
+			c := dialT(t, plainOpts(srv.Addr))
+			if err := c.Auth(context.Background(), "u", "p"); err != nil {
+				t.Fatal(err)
+			}
+			if got := retrAll(t, c, 1); string(got) != tc.msg {
+				t.Errorf("ours = %q, want %q", got, tc.msg)
+			}
+
+			host, port, _ := strings.Cut(srv.Addr, ":")
+			p := 0
+			fmt.Sscan(port, &p)
+			conn, err := gopop3.New(gopop3.Opt{Host: host, Port: p}).NewConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Quit()
+			if err := conn.Auth("u", "p"); err != nil {
+				t.Fatal(err)
+			}
+			buf, err := conn.RetrRaw(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if buf.String() != tc.gopop3 {
+				t.Errorf("go-pop3 = %q, recorded behaviour %q", buf.String(), tc.gopop3)
+			}
+		})
 	}
 }

@@ -364,9 +364,19 @@ func (c *Client) MaxSize() int64 { return c.maxSize }
 // TLS reports whether the connection is encrypted.
 func (c *Client) TLS() bool { return c.tls }
 
-// Send relays one message: MAIL FROM, one RCPT per recipient, DATA with body
-// streamed, and the final reply. See the package documentation for the
-// meaning of the results.
+// Send runs one transaction (RFC 5321 §3.3): MAIL FROM, one RCPT per
+// recipient, DATA with body streamed through a fixed buffer, and the reply to
+// the final ".". It returns one Outcome per env.To, in order: recipients
+// refused at RCPT carry that refusal; recipients accepted at RCPT carry the
+// DATA reply (nil Err and its text on 250). If no recipient is accepted, DATA
+// is not sent and the transaction is reset. Messages that cannot go (SIZE
+// over the advertised limit, SMTPUTF8 needed but not offered, malformed
+// addresses) are refused locally with permanent errors and nothing is sent.
+//
+// A non-nil error (an *Error) means the connection is unusable: every
+// recipient without a final outcome then has a temporary *Error, and the
+// caller must Close and dial again. A transaction left open by an earlier
+// refusal is reset (RSET) before MAIL, so one Client serves many messages.
 func (c *Client) Send(ctx context.Context, env Envelope, body io.Reader) ([]Outcome, error) {
 	return c.transaction(ctx, env, body, false)
 }

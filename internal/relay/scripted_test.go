@@ -103,8 +103,8 @@ func TestScriptedAuthPlain(t *testing.T) {
 			t.Fatalf("Send: %v", err)
 		}
 		accepted(t, out, 1)
-		if m := srv.Messages(); len(m) != 1 || m[0].AuthUser != "relay-user" {
-			t.Errorf("server messages %+v, want one sent as relay-user", m)
+		if m := srv.Transactions(); len(m) != 1 || m[0].AuthUser != "relay-user" || !m[0].TLS {
+			t.Errorf("server transactions %+v, want one sent as relay-user over TLS", m)
 		}
 		transcript := logs.String()
 		assertNoSecret(t, transcript, "relay-user", password)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -33,7 +32,7 @@ type CA struct {
 }
 
 // NewCA makes a new CA valid from an hour ago for one day.
-func NewCA(t testing.TB) *CA {
+func NewCA(t T) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +77,7 @@ func NewCA(t testing.TB) *CA {
 // common name. The PEM files are written to a fresh temporary directory,
 // readable by unprivileged server processes (the key file is 0644 on
 // purpose: it is a throwaway key in a test directory).
-func (ca *CA) Issue(t testing.TB, hosts ...string) (certFile, keyFile string, cert tls.Certificate) {
+func (ca *CA) Issue(t T, hosts ...string) (certFile, keyFile string, cert tls.Certificate) {
 	t.Helper()
 	if len(hosts) == 0 {
 		t.Fatalf("testenv: Issue needs at least one host")

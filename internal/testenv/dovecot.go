@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"text/template"
 	"time"
 )
@@ -84,7 +83,7 @@ type dovecotConf struct {
 // until both ports answer (the TLS port with a handshake verified against
 // the CA), and registers a t.Cleanup that stops it by PID and waits. It
 // skips or fails through NeedBinary when dovecot is not installed.
-func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
+func StartDovecot(t T, opts DovecotOptions) *Dovecot {
 	t.Helper()
 	bin := NeedBinary(t, "dovecot")
 	for name, pass := range opts.Users {
@@ -254,7 +253,7 @@ func (d *Dovecot) checkTLS(p *proc, timeout time.Duration) error {
 // Stop stops Dovecot now (SIGTERM to the master, SIGKILL to its process
 // group after 10s) and waits for it to exit. It is idempotent and also runs
 // from t.Cleanup.
-func (d *Dovecot) Stop(t testing.TB) {
+func (d *Dovecot) Stop(t T) {
 	t.Helper()
 	if d.proc == nil {
 		return
@@ -281,7 +280,7 @@ var deliverSeq atomic.Int64
 // name, which is also the message's POP3 UIDL. The bytes are stored exactly
 // as given (LF or CRLF), written to tmp/, synced and renamed into new/, so a
 // running Dovecot sees either nothing or the whole message.
-func (d *Dovecot) Deliver(t testing.TB, user string, msg []byte) string {
+func (d *Dovecot) Deliver(t T, user string, msg []byte) string {
 	t.Helper()
 	if !d.users[user] {
 		t.Fatalf("testenv: Deliver to unknown Dovecot user %q", user)
@@ -330,7 +329,7 @@ type MailFile struct {
 
 // Files lists the messages currently in user's maildir (new and cur),
 // sorted by name, which for Deliver'd messages is delivery order.
-func (d *Dovecot) Files(t testing.TB, user string) []MailFile {
+func (d *Dovecot) Files(t T, user string) []MailFile {
 	t.Helper()
 	md := d.Maildir(user)
 	// Dovecot may rename new/x to cur/x:2,S or unlink a file between our
@@ -377,7 +376,7 @@ func scanMaildir(md string) ([]MailFile, error) {
 
 // Messages returns the messages currently in user's maildir (new+cur), raw
 // as stored (not as served: see Dovecot for the CRLF rule), in name order.
-func (d *Dovecot) Messages(t testing.TB, user string) [][]byte {
+func (d *Dovecot) Messages(t T, user string) [][]byte {
 	t.Helper()
 	files := d.Files(t, user)
 	out := make([][]byte, len(files))
@@ -388,7 +387,7 @@ func (d *Dovecot) Messages(t testing.TB, user string) [][]byte {
 }
 
 // Count returns how many messages are in user's maildir (new+cur).
-func (d *Dovecot) Count(t testing.TB, user string) int {
+func (d *Dovecot) Count(t T, user string) int {
 	t.Helper()
 	return len(d.Files(t, user))
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -22,7 +21,9 @@ import (
 var ErrDropConnection = errors.New("testenv: drop connection without reply")
 
 // SMTPScript scripts an in-process SMTP server (emersion/go-smtp) for faults
-// a real server cannot stage. A nil hook accepts.
+// a real server cannot stage. A nil hook accepts. Hooks run on the server's
+// connection goroutines, concurrently when clients connect in parallel; a
+// hook may block (e.g. until a channel closes) to stage a slow server.
 type SMTPScript struct {
 	// OnMail is called for MAIL FROM; a non-nil error is the reply (use
 	// *smtp.SMTPError for exact codes, e.g. &smtp.SMTPError{Code: 451,
@@ -54,12 +55,19 @@ type ScriptedSMTP struct {
 	sessions atomic.Int64
 
 	mu   sync.Mutex
-	msgs []Received
+	msgs []Transaction
+}
+
+// Transaction is an accepted message with facts about its session.
+type Transaction struct {
+	Received
+	AuthUser string // user of a successful AUTH in that session, or ""
+	TLS      bool   // the session ran over TLS (STARTTLS)
 }
 
 // StartScriptedSMTP starts the server on a random 127.0.0.1 port;
 // t.Cleanup closes it and its connections.
-func StartScriptedSMTP(t testing.TB, script SMTPScript) *ScriptedSMTP {
+func StartScriptedSMTP(t T, script SMTPScript) *ScriptedSMTP {
 	t.Helper()
 	s := &ScriptedSMTP{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
@@ -98,7 +106,18 @@ func StartScriptedSMTP(t testing.TB, script SMTPScript) *ScriptedSMTP {
 func (s *ScriptedSMTP) Messages() []Received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Received(nil), s.msgs...)
+	out := make([]Received, len(s.msgs))
+	for i, m := range s.msgs {
+		out[i] = m.Received
+	}
+	return out
+}
+
+// Transactions is Messages with session facts (AUTH user, TLS).
+func (s *ScriptedSMTP) Transactions() []Transaction {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Transaction(nil), s.msgs...)
 }
 
 // Sessions returns how many client connections the server accepted.
@@ -179,7 +198,12 @@ func (s *scriptedSession) Data(r io.Reader) error {
 		}
 	}
 	s.srv.mu.Lock()
-	s.srv.msgs = append(s.srv.msgs, Received{From: s.from, To: to, Data: data, AuthUser: s.authUser})
+	_, isTLS := s.conn.TLSConnectionState()
+	s.srv.msgs = append(s.srv.msgs, Transaction{
+		Received: Received{From: s.from, To: to, Data: data},
+		AuthUser: s.authUser,
+		TLS:      isTLS,
+	})
 	s.srv.mu.Unlock()
 	return nil
 }

@@ -218,9 +218,12 @@ func TestScriptedSMTPAuthAndTLS(t *testing.T) {
 	if err := sendVia(t, c, "a@example.test", []string{"b@example.test"}, "Subject: authed\r\n\r\nb\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	got := srv.Messages()
-	if len(got) != 1 || got[0].AuthUser != "relay" {
-		t.Fatalf("Messages = %+v, want one with AuthUser relay", got)
+	got := srv.Transactions()
+	if len(got) != 1 || got[0].AuthUser != "relay" || !got[0].TLS {
+		t.Fatalf("Transactions = %+v, want one with AuthUser relay over TLS", got)
+	}
+	if m := srv.Messages(); len(m) != 1 || !reflect.DeepEqual(m[0], got[0].Received) {
+		t.Fatalf("Messages = %+v, want the Received of the transaction", m)
 	}
 	if n := srv.Sessions(); n != 2 {
 		t.Fatalf("Sessions = %d, want 2", n)

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -25,12 +24,15 @@ type Received struct {
 	// without the terminating ".\r\n" (see SMTPSink.Messages for the one
 	// smtp-sink limitation).
 	Data []byte
+}
 
-	MailArgs string   // smtp-sink only: the full MAIL FROM argument, e.g. "<a@b> SIZE=12 BODY=8BITMIME"
-	RcptArgs []string // smtp-sink only: the full RCPT TO arguments
-	Helo     string   // smtp-sink only: the last HELO/EHLO argument
-	File     string   // smtp-sink only: the dump file
-	AuthUser string   // ScriptedSMTP only: the user of a successful AUTH, or ""
+// SinkDump is a Received with what else smtp-sink recorded.
+type SinkDump struct {
+	Received
+	Helo     string   // argument of the last HELO/EHLO
+	MailArgs string   // full MAIL FROM argument, e.g. "<a@b> SIZE=12 BODY=8BITMIME"
+	RcptArgs []string // full RCPT TO arguments, e.g. "<c@d> NOTIFY=NEVER"
+	File     string   // the dump file
 }
 
 // SMTPSinkOptions configures StartSMTPSink.
@@ -93,7 +95,7 @@ type SMTPSink struct {
 // and performs the TLS handshake (RFC 3207), refusing commands pipelined
 // after STARTTLS. Once the client sends anything other than EHLO, HELO,
 // NOOP or RSET in plaintext, or after TLS, it is a pure byte relay.
-func StartSMTPSink(t testing.TB, opts SMTPSinkOptions) *SMTPSink {
+func StartSMTPSink(t T, opts SMTPSinkOptions) *SMTPSink {
 	t.Helper()
 	bin := NeedBinary(t, "smtp-sink", "/usr/sbin/smtp-sink", "/usr/lib/postfix/sbin/smtp-sink")
 	dir := serverDir(t, "smtp-sink")
@@ -171,7 +173,7 @@ func StartSMTPSink(t testing.TB, opts SMTPSinkOptions) *SMTPSink {
 
 // Stop stops smtp-sink (and the STARTTLS front) now; idempotent. Dumps stay
 // readable.
-func (s *SMTPSink) Stop(t testing.TB) {
+func (s *SMTPSink) Stop(t T) {
 	t.Helper()
 	if s.front != nil {
 		s.front.Close()
@@ -198,22 +200,41 @@ func (s *SMTPSink) Stop(t testing.TB) {
 // back as CRLF and a bare CR is lost: tests that send such bytes must use
 // ScriptedSMTP, which keeps bytes as sent. Envelope arguments containing
 // non-printable bytes are stored by smtp-sink with '?' in their place.
-func (s *SMTPSink) Messages(t testing.TB) []Received {
+func (s *SMTPSink) Messages(t T) []Received {
 	t.Helper()
-	msgs, err := s.messages()
+	dumps, err := s.dumps()
 	if err != nil {
 		t.Fatalf("testenv: smtp-sink dumps: %v", err)
 	}
-	return msgs
+	return received(dumps)
 }
 
-func (s *SMTPSink) messages() ([]Received, error) {
+// Dumps is Messages with the envelope details smtp-sink records, same
+// order and same completeness rule.
+func (s *SMTPSink) Dumps(t T) []SinkDump {
+	t.Helper()
+	dumps, err := s.dumps()
+	if err != nil {
+		t.Fatalf("testenv: smtp-sink dumps: %v", err)
+	}
+	return dumps
+}
+
+func received(dumps []SinkDump) []Received {
+	out := make([]Received, len(dumps))
+	for i, d := range dumps {
+		out[i] = d.Received
+	}
+	return out
+}
+
+func (s *SMTPSink) dumps() ([]SinkDump, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.collectLocked(); err != nil {
 		return nil, err
 	}
-	var out []Received
+	var out []SinkDump
 	for _, name := range s.done {
 		path := filepath.Join(s.dumpDir, name)
 		data, err := os.ReadFile(path)
@@ -265,7 +286,7 @@ func (s *SMTPSink) freeze() {
 // FORMAT"): X-Client-Addr, X-Client-Proto, [X-Helo-Args], X-Mail-Args,
 // X-Rcpt-Args..., a three-line Received header, then the message. complete
 // is false when the Received header (written at DATA) is not there yet.
-func parseSinkDump(data []byte) (rec Received, complete bool, err error) {
+func parseSinkDump(data []byte) (rec SinkDump, complete bool, err error) {
 	r := bufio.NewReader(bytes.NewReader(data))
 	off := 0
 	readLine := func() (string, bool) {
@@ -342,19 +363,19 @@ func pathAddr(arg string) string {
 
 // WaitFor polls until at least n transactions are complete and returns
 // them, or fails the test after timeout.
-func (s *SMTPSink) WaitFor(t testing.TB, n int, timeout time.Duration) []Received {
+func (s *SMTPSink) WaitFor(t T, n int, timeout time.Duration) []Received {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		msgs, err := s.messages()
+		dumps, err := s.dumps()
 		if err != nil {
 			t.Fatalf("testenv: smtp-sink dumps: %v", err)
 		}
-		if len(msgs) >= n {
-			return msgs
+		if len(dumps) >= n {
+			return received(dumps)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: smtp-sink has %d complete messages after %v, want %d%s", len(msgs), timeout, n, logTail(10, filepath.Join(s.Dir, "smtp-sink.log")))
+			t.Fatalf("testenv: smtp-sink has %d complete messages after %v, want %d%s", len(dumps), timeout, n, logTail(10, filepath.Join(s.Dir, "smtp-sink.log")))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -108,7 +108,8 @@ func TestSMTPSinkExactData(t *testing.T) {
 		s.cmd(221, "QUIT")
 	}
 
-	got := sink.WaitFor(t, len(tests), 5*time.Second)
+	sink.WaitFor(t, len(tests), 5*time.Second)
+	got := sink.Dumps(t)
 	if len(got) != len(tests) {
 		t.Fatalf("got %d messages, want %d", len(got), len(tests))
 	}

@@ -17,9 +17,11 @@
 //   - Certificates never leave the test's temporary directories and no
 //     password is logged by this package.
 //
-// What it cannot do: it needs Linux (process groups, /proc) and, for Dovecot
-// and smtp-sink, root or at least the ability to switch to an unprivileged
-// uid (we run as root locally and in CI). smtp-sink has no TLS support: when
+// What it cannot do: it needs Linux (process groups, /proc, inotify). As
+// root the servers drop to nobody (mail files, smtp-sink -u), dovenull and
+// dovecot; as an ordinary user everything runs as that user. Passwords given
+// to StartDovecot are stored in plain text in the server directory
+// (throwaway test credentials). smtp-sink has no TLS support: when
 // SMTPSinkOptions.TLS is set, an in-process STARTTLS front (see
 // StartSMTPSink) terminates TLS and forwards the bytes unchanged. smtp-sink
 // also strips every CR from what it stores; see SMTPSink.Messages for the
@@ -42,7 +44,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -61,7 +62,7 @@ func Required() bool {
 // (full paths), then in /usr/sbin, /usr/local/sbin and /sbin (Debian keeps
 // dovecot and smtp-sink there, outside a normal user's PATH). If none is
 // found it calls t.Skip with a reason, or t.Fatal when Required().
-func NeedBinary(t testing.TB, name string, candidates ...string) string {
+func NeedBinary(t T, name string, candidates ...string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -77,7 +78,7 @@ func NeedBinary(t testing.TB, name string, candidates ...string) string {
 			return c
 		}
 	}
-	msg := fmt.Sprintf("%s not installed (looked in %s); run `make test` or infra/install-deps.sh", name, strings.Join(tried, ", "))
+	msg := fmt.Sprintf("%s not installed (looked in %s); install with infra/install-deps.sh (as root)", name, strings.Join(tried, ", "))
 	if Required() {
 		t.Fatalf("%s; integration servers are required (CI=true or POPCONN_INTEGRATION=1)", msg)
 	}
@@ -91,7 +92,7 @@ func keepDirs() bool { return os.Getenv("POPCONN_KEEP_TESTDIRS") == "1" }
 // serverDir makes a directory for a server process. Unlike t.TempDir it is
 // world-traversable (0755), because servers drop root to unprivileged users
 // (dovenull, dovecot, nobody) that must reach files inside it.
-func serverDir(t testing.TB, prefix string) string {
+func serverDir(t T, prefix string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "popconn-"+prefix+"-")
 	if err != nil {
@@ -357,4 +358,18 @@ func readGreeting(addr, prefix string) error {
 		return fmt.Errorf("unexpected greeting %q", buf[:n])
 	}
 	return nil
+}
+
+// T is the part of testing.TB this package uses. *testing.T and
+// *testing.B satisfy it; so does the demo's Session, which runs the same
+// real servers outside a test.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Skip(args ...any)
+	TempDir() string
 }

@@ -59,6 +59,11 @@ func OpenLocalStores(cfg *config.Config) (Stores, func() error, error) {
 	if err != nil {
 		return Stores{}, nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
 	}
+	// A crash mid-Put leaves a temp file, never a partial object; clear
+	// those older than any Put in flight could be.
+	if _, err := arc.Sweep(context.Background(), time.Hour); err != nil {
+		return Stores{}, nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
+	}
 	led, err := boltledger.Open(cfg.Ledger.Path, boltledger.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return Stores{}, nil, err

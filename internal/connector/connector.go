@@ -514,10 +514,6 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	if errors.Is(sendErr, ErrCrash) {
 		return sendErr
 	}
-	if ctxErr := ctx.Err(); sendErr != nil && ctxErr != nil && len(outcomes) == 0 {
-		// The deadline cut the attempt before any outcome: not an attempt.
-		return nil
-	}
 	now := p.c.now().UTC()
 	rec.Attempts++
 	rec.LastAttempt = now

@@ -66,9 +66,9 @@ type Retry struct {
 	Interval time.Duration
 	// MaxInterval caps the doubling. Key: max_interval. Default 2h.
 	MaxInterval time.Duration
-	// GiveUpAfter is how long after the first failure the connector stops
-	// retrying and notifies the postmaster; the message stays on the POP3
-	// server and in the archive. Key: give_up_after. Default 5d.
+	// GiveUpAfter is how long after a message was first seen the connector
+	// stops retrying it; the message stays on the POP3 server and in the
+	// archive, listed by `popconn status`. Key: give_up_after. Default 5d.
 	GiveUpAfter time.Duration
 }
 

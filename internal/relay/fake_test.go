@@ -37,12 +37,10 @@ func (d *dialogue) line() string {
 	return strings.TrimRight(s, "\r\n")
 }
 
+// say sends lines in one write, as a server (or an injecting man in the
+// middle) puts them in one segment.
 func (d *dialogue) say(lines ...string) {
-	for _, l := range lines {
-		if _, err := io.WriteString(d.conn, l+"\r\n"); err != nil {
-			return
-		}
-	}
+	io.WriteString(d.conn, strings.Join(lines, "\r\n")+"\r\n")
 }
 
 // fakeServer serves one connection on 127.0.0.1 with script and returns the

@@ -28,8 +28,8 @@ func (s popSource) Retr(ctx context.Context, num int) (io.ReadCloser, error) {
 	return s.c.Retr(ctx, num)
 }
 func (s popSource) Dele(ctx context.Context, nums ...int) error { return s.c.Dele(ctx, nums...) }
-func (s popSource) Quit(ctx context.Context) error               { return s.c.Quit(ctx) }
-func (s popSource) Close() error                                 { return s.c.Close() }
+func (s popSource) Quit(ctx context.Context) error              { return s.c.Quit(ctx) }
+func (s popSource) Close() error                                { return s.c.Close() }
 
 // DialPOP3 returns a SourceDialer that connects and logs in.
 func DialPOP3(opts pop3.Options, user string, password func(context.Context) (string, error)) connector.SourceDialer {

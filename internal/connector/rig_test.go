@@ -43,6 +43,7 @@ type rig struct {
 	mailbox connector.Mailbox
 	hooks   connector.Hooks
 	logs    *syncBuffer
+	owner   string // lease owner: one per simulated process
 }
 
 type rigOptions struct {
@@ -75,7 +76,7 @@ type syncBuffer struct {
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, dir: t.TempDir(), clock: newClock(), logs: &syncBuffer{}}
+	r := &rig{t: t, dir: t.TempDir(), clock: newClock(), logs: &syncBuffer{}, owner: "test-host/1"}
 	r.dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"sales": popPassword}})
 	if o.script != nil {
 		r.script = testenv.StartScriptedSMTP(t, *o.script)
@@ -127,10 +128,13 @@ func (r *rig) openLedger() {
 	r.led = led
 }
 
-// restart simulates a new process: the ledger file is closed and reopened.
+// restart simulates a new process: the ledger file is closed and
+// reopened, and the lease owner (host/PID) changes. The crashed process's
+// lease was never released; the new one must not wait for it.
 func (r *rig) restart() {
 	r.led.Close()
 	r.openLedger()
+	r.owner = "test-host/2"
 }
 
 func (r *rig) connector() *connector.Connector {
@@ -143,7 +147,7 @@ func (r *rig) connector() *connector.Connector {
 		Settings: connector.Settings{
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
-			DeliveryTimeout: 10 * time.Second, LeaseOwner: "test-host/1",
+			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner,
 		},
 		Logger: testLogger(r.logs),
 		Now:    r.clock.Now,

@@ -5,7 +5,9 @@
 //
 //	meta/schema          -> "1"
 //	records/<mailbox>/<uidl> -> JSON of ledger.Record (one nested bucket per mailbox)
-//	leases/<mailbox>     -> JSON {"owner":..., "expires":...}
+//	leases/<mailbox>     -> JSON {"owner":..., "expires":..., "session":...}
+//	                        (a lease from an earlier open of the file is stale:
+//	                        the file lock proves its process has exited)
 //
 // A bucket per mailbox keeps mailboxes apart without any escaping: mailbox
 // names and UIDLs are used as raw bytes, never joined with a separator, so
@@ -42,6 +44,8 @@ package boltledger
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +53,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +98,11 @@ type Ledger struct {
 	db   *bolt.DB
 	path string
 	now  func() time.Time
+	// session names this open of the file. bbolt holds an exclusive file
+	// lock while open, so a lease written under another session belongs to
+	// a process that has exited (or crashed): it is stale whatever its
+	// expiry says, and a restarted popconn need not wait for it.
+	session string
 
 	// Group commit state: the goroutine that finds leading false commits the
 	// queue; Puts arriving meanwhile wait in queue for the next commit.
@@ -156,7 +166,7 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
 	}
-	l = &Ledger{db: db, path: path, now: now}
+	l = &Ledger{db: db, path: path, now: now, session: newSession()}
 	err = l.update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -489,6 +499,7 @@ func write(records *bolt.Bucket, ps []pending) error {
 type leaseValue struct {
 	Owner   string    `json:"owner"`
 	Expires time.Time `json:"expires"`
+	Session string    `json:"session,omitempty"`
 }
 
 // Lease takes mailbox's lease for owner until now+ttl, if nobody holds it,
@@ -533,12 +544,13 @@ func (le *lease) take(ctx context.Context) error {
 			if err := json.Unmarshal(v, &cur); err != nil {
 				return fmt.Errorf("%w: lease %s: %w", ErrCorrupt, le.mailbox, err)
 			}
-			if cur.Owner != le.owner && now.Before(cur.Expires) {
+			live := cur.Session == le.l.session && now.Before(cur.Expires)
+			if cur.Owner != le.owner && live {
 				return fmt.Errorf("%w: mailbox %s held by %q until %s",
 					ledger.ErrLeaseHeld, le.mailbox, cur.Owner, cur.Expires.UTC().Format(time.RFC3339))
 			}
 		}
-		v, err := json.Marshal(leaseValue{Owner: le.owner, Expires: now.Add(le.ttl)})
+		v, err := json.Marshal(leaseValue{Owner: le.owner, Expires: now.Add(le.ttl), Session: le.l.session})
 		if err != nil {
 			return err
 		}
@@ -585,4 +597,15 @@ func (le *lease) Release(ctx context.Context) error {
 		return fmt.Errorf("boltledger: release %s: %w", le.mailbox, err)
 	}
 	return nil
+}
+
+// newSession returns a random name for one open of the ledger file.
+func newSession() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux; a time-based name still
+		// differs between opens.
+		return strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	return hex.EncodeToString(b[:])
 }

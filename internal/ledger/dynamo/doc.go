@@ -1,0 +1,106 @@
+// Package dynamoledger keeps the ledger in one DynamoDB table; it implements
+// ledger.Ledger for AWS mode, where several Lambda invocations may poll at
+// once.
+//
+// # Table design
+//
+// One table, on-demand billing, TTL enabled on attribute "ttl". The SAM
+// template creates it in production; CreateTable creates the same table for
+// tests and development.
+//
+//	Key schema
+//	  pk  S  partition key  "MB#" + mailbox
+//	  sk  S  sort key       "MSG#" + UIDL   one item per message (record item)
+//	                        "LEASE"         the mailbox's lease item
+//
+//	Record item attributes (names follow the JSON names of ledger.Record)
+//	  mailbox, uidl            S   the record's key fields, unescaped
+//	  first_seen, archived_at,
+//	  last_attempt,
+//	  next_attempt, deleted_at S   RFC 3339 with nanoseconds; absent when zero
+//	  size, attempts           N
+//	  archive_key, sha256,
+//	  message_id, sender,
+//	  last_error               S   absent when empty
+//	  message_id_added,
+//	  needs_8bitmime,
+//	  needs_smtputf8, gave_up  BOOL absent when false
+//	  recipients               L of M {address S, status S, code N,
+//	                                   enhanced S, reply S, at S}
+//	  version                  N   ledger.Record.Version as stored
+//	  write_id                 S   random token of the Put that wrote it
+//	  ttl                      N   epoch seconds; only once deleted_at is set:
+//	                               deleted_at + Options.RecordTTL (90 days)
+//
+//	Lease item attributes
+//	  owner                    S   the poller holding the lease
+//	  expires                  N   epoch milliseconds
+//	  ttl                      N   epoch seconds, expires + 1 day: abandoned
+//	                               lease items disappear on their own
+//
+// The mailbox and the UIDL are kept in separate key attributes behind fixed
+// prefixes, so no mailbox name or UIDL (RFC 1939 section 7: any printable
+// character) can collide with another. Key limits: a mailbox name may be up
+// to 2045 bytes, a UIDL up to 1020 (RFC 1939 allows 70). A record item is
+// about 1 KB (the conformance suite's full record with two recipients is
+// under 1 KB), far below DynamoDB's 400 KB item limit.
+//
+// Writes, and why each is conditional:
+//
+//   - Put of one record: PutItem with condition attribute_not_exists(pk)
+//     when Version is 0, else version = :read. The condition is the ledger's
+//     compare-and-swap: two pollers working from the same state cannot both
+//     record an outcome. A failed condition is ledger.ErrConflict.
+//   - Put of 2 to 100 records: TransactWriteItems of the same conditional
+//     Puts, all or none. One failed condition cancels the transaction and is
+//     ledger.ErrConflict. A transaction costs twice the write units of the
+//     same PutItems.
+//   - Lease: PutItem of the lease item with condition attribute_not_exists(pk)
+//     OR expires < :now OR owner = :me; a failed condition is
+//     ledger.ErrLeaseHeld. Renew: UpdateItem with condition owner = :me
+//     (another owner took the lease after it expired: ErrLeaseHeld).
+//     Release: DeleteItem with condition owner = :me; a failed condition
+//     means the lease was already lost or released and is not an error.
+//
+// Reads (Get: BatchGetItem; List: Query on pk with begins_with(sk, "MSG#"))
+// are strongly consistent: a poller always sees the last acknowledged
+// write, so its conditional Puts fail only on a real concurrent writer.
+//
+// # Retries and ambiguous outcomes
+//
+// Throttling (ThrottlingException, ProvisionedThroughputExceededException),
+// 5xx answers, timeouts and connection errors are retried by the client's
+// retryer, with backoff, up to Options.MaxAttempts attempts per request;
+// transaction conflicts (TransactionConflictException, or a cancelled
+// transaction whose reasons are TransactionConflict or throttling) and
+// UnprocessedKeys are retried by the ledger itself with jittered backoff,
+// as often. All retries honour ctx. None of these is ever reported as
+// ledger.ErrConflict.
+//
+// A retry after a lost answer must not turn the first attempt's success
+// into a conflict. A TransactWriteItems carries a ClientRequestToken, so
+// DynamoDB answers its replay within 10 minutes with success; a PutItem
+// asks for the item as stored when its condition fails
+// (ReturnValuesOnConditionCheckFailure ALL_OLD), and when that item's
+// write_id is the retried Put's own token the write had landed and Put
+// succeeds.
+//
+// # What it cannot do
+//
+// Leases compare expiry times from each poller's own clock: pollers whose
+// clocks disagree by more than the lease margin can overlap (the
+// conditional Puts still keep the records consistent). Put accepts at most
+// 100 records (the TransactWriteItems limit). TTL deletion is DynamoDB's:
+// records past their ttl disappear within days, not at the second, and
+// until then Get and List return them. The Ledger does not create or check
+// the table; call CheckTable at startup for a clear error on a missing or
+// misdesigned table.
+//
+// # Counting requests and capacity
+//
+// Stats reports the API calls a Ledger made per operation and, with
+// Options.CountCapacity (ReturnConsumedCapacity TOTAL on every request), the
+// read and write capacity units DynamoDB reported for successful requests.
+// DynamoDB reports none for a request that failed (a failed condition still
+// costs one write unit).
+package dynamoledger

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/archive"
@@ -105,6 +106,10 @@ type Result struct {
 	GaveUp    int   // messages that passed the give-up age in this poll
 	Deleted   int   // deletions confirmed by QUIT
 	NotDue    int   // waiting for their next attempt
+	// UnrecordedReplies counts messages the SMTP server accepted whose
+	// reply the poll could not record (it stopped in between): the next
+	// run relays them again. This window is the only source of duplicates.
+	UnrecordedReplies int
 	// OldestUndelivered is the age of the oldest message not yet delivered.
 	OldestUndelivered time.Duration
 	Stopped           string // why the poll stopped early, if it did
@@ -177,15 +182,25 @@ type poll struct {
 	log *slog.Logger
 
 	src     Source
-	rel     Relay
-	relDown error // set when the relay could not be reached in this poll
+	rel     Relay       // used by the delivering goroutine only
+	relDown error       // set when the relay could not be reached in this poll
+	crashed atomic.Bool // a test hook simulated a crash
 }
 
+// hook reports a durable step to the test hooks. Once one step has
+// "crashed", every later step of the poll (in either goroutine of the
+// pipeline) crashes too, as the whole process would have.
 func (p *poll) hook(step Step, uid string) error {
 	if p.c.Hooks.After == nil {
 		return nil
 	}
+	if p.crashed.Load() {
+		return fmt.Errorf("at %s of %s: %w", step, uid, ErrCrash)
+	}
 	if err := p.c.Hooks.After(step, p.mb.ID, uid); err != nil {
+		if errors.Is(err, ErrCrash) {
+			p.crashed.Store(true)
+		}
 		return fmt.Errorf("after %s of %s: %w", step, uid, err)
 	}
 	return nil
@@ -243,33 +258,9 @@ func (p *poll) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	var toDelete []ServerMessage
-	var toDeleteRecs []*ledger.Record
-	fetched := 0
-	var fetchedBytes int64
-	for _, m := range msgs {
-		if p.res.Stopped == "" {
-			p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
-		}
-		rec := byUID[m.UID]
-		if rec == nil || !rec.Delivered() {
-			if p.res.Stopped != "" {
-				continue // deletions of delivered mail still go ahead
-			}
-			if rec == nil || !rec.Archived() {
-				fetched++
-				fetchedBytes += m.Size
-			}
-			rec, err = p.process(ctx, m, rec)
-			if err != nil {
-				return err
-			}
-			byUID[m.UID] = rec
-		}
-		if rec.Delivered() && p.shouldDelete(rec) {
-			toDelete = append(toDelete, m)
-			toDeleteRecs = append(toDeleteRecs, rec)
-		}
+	toDelete, err := p.fetchAndDeliver(ctx, msgs, byUID)
+	if err != nil {
+		return err
 	}
 	// Mail that was archived but whose server copy has gone (another client
 	// deleted it) is still ours to deliver: the archive is the durable copy.
@@ -280,7 +271,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 		if p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{}); p.res.Stopped != "" {
 			break
 		}
-		if _, err := p.process(ctx, ServerMessage{UID: r.UIDL, Size: r.Size}, r); err != nil {
+		if err := p.deliverIfDue(ctx, r); err != nil {
 			return err
 		}
 	}
@@ -289,7 +280,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 	if len(toDelete) == 0 {
 		return nil
 	}
-	return p.deleteDelivered(ctx, toDelete, toDeleteRecs, &quitted)
+	return p.deleteDelivered(ctx, toDelete, &quitted)
 }
 
 // budgetExhausted says why no further message should be started, or "".
@@ -376,31 +367,17 @@ func (p *poll) oldestUndelivered(byUID map[string]*ledger.Record) time.Duration 
 	return p.c.now().Sub(oldest)
 }
 
-// process archives m if needed and attempts delivery if due. It returns
-// the record as stored. An error ends the poll.
-func (p *poll) process(ctx context.Context, m ServerMessage, rec *ledger.Record) (*ledger.Record, error) {
-	log := p.log.With("uidl", m.UID)
-	if rec == nil {
-		rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
-	}
-	if !rec.Archived() {
-		if err := p.fetchAndArchive(ctx, m, rec); err != nil {
-			return nil, err
-		}
-		log.Info("archived", "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
-	}
+// deliverIfDue attempts delivery of an archived record unless it waits
+// for its next attempt or was given up.
+func (p *poll) deliverIfDue(ctx context.Context, rec *ledger.Record) error {
 	if rec.GaveUp {
-		return rec, nil
+		return nil
 	}
-	now := p.c.now()
-	if now.Before(rec.NextAttempt) {
+	if p.c.now().Before(rec.NextAttempt) {
 		p.res.NotDue++
-		return rec, nil
+		return nil
 	}
-	if err := p.deliver(ctx, rec, log); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return p.deliver(ctx, rec, p.log.With("uidl", rec.UIDL))
 }
 
 func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger.Record) error {
@@ -510,10 +487,10 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			idx = append(idx, i)
 		}
 	}
-	outcomes, sendErr := p.send(ctx, rec, env)
-	if errors.Is(sendErr, ErrCrash) {
-		return sendErr
+	if p.crashed.Load() {
+		return fmt.Errorf("before sending %s: %w", rec.UIDL, ErrCrash)
 	}
+	outcomes, sendErr := p.send(ctx, rec, env)
 	now := p.c.now().UTC()
 	rec.Attempts++
 	rec.LastAttempt = now
@@ -543,6 +520,13 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		reasons = append(reasons, rc.Address+": "+o.Err.Error())
 	}
 	if err := p.hook(StepRelayed, rec.UIDL); err != nil {
+		for _, o := range outcomes {
+			if o.Err == nil {
+				// Accepted but not recorded: the next run sends again.
+				p.res.UnrecordedReplies++
+				break
+			}
+		}
 		return err
 	}
 	switch {
@@ -644,10 +628,11 @@ func (p *poll) retryDelay(attempts int, temporary bool) time.Duration {
 
 // deleteDelivered sends DELE for delivered messages, then QUIT; only QUIT
 // +OK makes the deletions real, and only then are they recorded.
-func (p *poll) deleteDelivered(ctx context.Context, msgs []ServerMessage, recs []*ledger.Record, quitted *bool) error {
-	nums := make([]int, len(msgs))
-	for i, m := range msgs {
-		nums[i] = m.Num
+func (p *poll) deleteDelivered(ctx context.Context, dels []deletion, quitted *bool) error {
+	nums := make([]int, len(dels))
+	recs := make([]*ledger.Record, len(dels))
+	for i, d := range dels {
+		nums[i], recs[i] = d.num, d.rec
 	}
 	sort.Ints(nums)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)

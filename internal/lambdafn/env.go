@@ -1,0 +1,69 @@
+package lambdafn
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Env is the function's configuration from its environment variables. It
+// never holds a secret: passwords are references in the YAML.
+type Env struct {
+	ConfigSource     string        // POPCONN_CONFIG; default DefaultConfigSource
+	ArchiveBucket    string        // POPCONN_ARCHIVE_BUCKET; required
+	ArchivePrefix    string        // POPCONN_ARCHIVE_PREFIX; optional key prefix
+	LedgerTable      string        // POPCONN_LEDGER_TABLE; required
+	MetricsNamespace string        // POPCONN_METRICS_NAMESPACE; default DefaultMetricsNamespace
+	Reserve          time.Duration // POPCONN_DEADLINE_RESERVE (Go duration); default DefaultReserve
+	// S3PathStyle (POPCONN_S3_PATH_STYLE=true) addresses S3 as
+	// endpoint/bucket/key instead of bucket.endpoint/key: needed for an
+	// S3-compatible server at an IP address (tests); AWS needs neither.
+	S3PathStyle bool
+}
+
+// EnvFromGetenv reads Env with getenv (os.Getenv) and reports every
+// missing or malformed variable at once.
+func EnvFromGetenv(getenv func(string) string) (Env, error) {
+	e := Env{
+		ConfigSource:     strings.TrimSpace(getenv("POPCONN_CONFIG")),
+		ArchiveBucket:    strings.TrimSpace(getenv("POPCONN_ARCHIVE_BUCKET")),
+		ArchivePrefix:    strings.TrimSpace(getenv("POPCONN_ARCHIVE_PREFIX")),
+		LedgerTable:      strings.TrimSpace(getenv("POPCONN_LEDGER_TABLE")),
+		MetricsNamespace: strings.TrimSpace(getenv("POPCONN_METRICS_NAMESPACE")),
+		Reserve:          DefaultReserve,
+	}
+	if e.ConfigSource == "" {
+		e.ConfigSource = DefaultConfigSource
+	}
+	if e.MetricsNamespace == "" {
+		e.MetricsNamespace = DefaultMetricsNamespace
+	}
+	var errs []error
+	if e.ArchiveBucket == "" {
+		errs = append(errs, errors.New("POPCONN_ARCHIVE_BUCKET is not set (the S3 bucket of the archive)"))
+	}
+	if e.LedgerTable == "" {
+		errs = append(errs, errors.New("POPCONN_LEDGER_TABLE is not set (the DynamoDB table of the ledger)"))
+	}
+	if v := strings.TrimSpace(getenv("POPCONN_DEADLINE_RESERVE")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("POPCONN_DEADLINE_RESERVE=%q: want a positive duration such as 10s", v))
+		} else {
+			e.Reserve = d
+		}
+	}
+	if v := strings.TrimSpace(getenv("POPCONN_S3_PATH_STYLE")); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("POPCONN_S3_PATH_STYLE=%q: want true or false", v))
+		}
+		e.S3PathStyle = b
+	}
+	if len(errs) > 0 {
+		return e, fmt.Errorf("lambdafn: environment: %w", errors.Join(errs...))
+	}
+	return e, nil
+}

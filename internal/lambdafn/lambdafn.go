@@ -1,0 +1,344 @@
+// Package lambdafn is the AWS Lambda function of popconn: the handler
+// logic, separate from the Lambda runtime so that it runs in-process in
+// tests (functions/poller only wires AWS clients and calls lambda.Start).
+//
+// One invocation polls mailboxes once: every enabled mailbox for an
+// EventBridge Scheduled Event, the named ones for {"mailboxes":[...]}. It
+// returns a Summary per mailbox, logs slog JSON to stdout and writes one
+// CloudWatch EMF metrics line per mailbox poll to stdout.
+//
+// Guarantees:
+//   - The configuration (same YAML as local mode) is read once per
+//     container, at the first invocation, from POPCONN_CONFIG: file:/path
+//     (default file:/var/task/popconn.yaml), s3://bucket/key or
+//     ssm:/param/name. Its archive and ledger sections are ignored: storage
+//     is the S3 bucket and DynamoDB table the environment names. A failed
+//     load is not cached; the next invocation tries again.
+//   - Secrets (ssm:, secretsmanager:, env:, file:) are fetched when a
+//     connection first needs them and cached for the life of the container.
+//     No secret value is put in the environment, a log line, an error or the
+//     Summary.
+//   - The poll stops starting new messages while enough of the Lambda
+//     deadline remains to finish the message in flight, QUIT and record the
+//     outcome: the poll's context ends Reserve before the Lambda deadline,
+//     and the connector keeps 2×delivery.timeout+5s of that in hand (see
+//     connector.budgetExhausted). The POP3 session always ends with QUIT
+//     when the connection allows.
+//   - A retry of the same event (Lambda's asynchronous retries) or two
+//     overlapping invocations deliver each message once: the DynamoDB lease
+//     admits one poller per mailbox, each invocation leases under its own
+//     owner id (request id), and every ledger write is conditional.
+//   - A mailbox that fails is reported in the Summary (and logs and
+//     metrics) without failing the invocation, because a Lambda retry would
+//     not help: the next scheduled invocation is the retry. The invocation
+//     fails only for a bad event or a configuration/storage problem.
+//
+// What it cannot do: a secret rotated while a container is warm is seen
+// only by new containers. If Lambda kills the function at its deadline
+// anyway (a server hanging past its timeouts), the ledger, not this
+// package, keeps the state consistent: the lease expires and the next
+// invocation resumes.
+package lambdafn
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/popconnector/popconnector/internal/app"
+	"github.com/popconnector/popconnector/internal/config"
+	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/metrics"
+)
+
+// DefaultReserve is how long before the Lambda deadline the poll's own
+// deadline falls: time for the QUIT, the last ledger writes, the lease
+// release, the metrics and the response after the connector stopped.
+const DefaultReserve = 10 * time.Second
+
+// DefaultMetricsNamespace is the CloudWatch namespace of the EMF metrics.
+const DefaultMetricsNamespace = "PopConnector"
+
+// Options configures a Function.
+type Options struct {
+	// ConfigSource is where the YAML configuration is read from
+	// (POPCONN_CONFIG); "" means DefaultConfigSource.
+	ConfigSource string
+	// Loader reads s3:// and ssm: configuration sources.
+	Loader ConfigLoader
+	// Stores are the S3 archive and the DynamoDB ledger (see AWSStores).
+	// Both are required: the configuration's archive and ledger sections
+	// are not used in AWS mode.
+	Stores app.Stores
+	// SecretsManager and SSM resolve secretsmanager: and ssm: references.
+	SecretsManager SecretsManagerAPI
+	SSM            SSMAPI
+	// MetricsNamespace defaults to DefaultMetricsNamespace.
+	MetricsNamespace string
+	// Reserve defaults to DefaultReserve; it is clamped to a quarter of
+	// the time an invocation has, so a short deadline still polls.
+	Reserve time.Duration
+	// Stdout receives the JSON logs and the EMF lines; default os.Stdout.
+	Stdout io.Writer
+	// Now is the clock for metrics timestamps; default time.Now.
+	Now func() time.Time
+}
+
+// Function handles invocations. It is safe for concurrent use (Lambda's
+// multi-concurrency mode); each invocation gets its own lease owner.
+type Function struct {
+	opts Options
+	out  *lineWriter
+
+	mu      sync.Mutex
+	app     *app.App // built at the first successful invocation
+	logger  *slog.Logger
+	secrets *config.Secrets
+}
+
+// New checks opts and returns a Function. Nothing is read or fetched
+// until the first invocation.
+func New(opts Options) (*Function, error) {
+	if opts.Stores.Archive == nil || opts.Stores.Ledger == nil {
+		return nil, errors.New("lambdafn: an archive and a ledger are required")
+	}
+	if opts.ConfigSource == "" {
+		opts.ConfigSource = DefaultConfigSource
+	}
+	if opts.MetricsNamespace == "" {
+		opts.MetricsNamespace = DefaultMetricsNamespace
+	}
+	if opts.Reserve <= 0 {
+		opts.Reserve = DefaultReserve
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Loader.SSM == nil {
+		opts.Loader.SSM = opts.SSM
+	}
+	out := &lineWriter{w: opts.Stdout}
+	f := &Function{opts: opts, out: out, logger: newLogger(out, slog.LevelInfo)}
+	return f, nil
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// lineWriter serialises writes, so that log records and EMF lines from
+// concurrent invocations never interleave within a line. Every writer
+// hands it whole lines.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// ready returns the App, building it on first use: configuration load,
+// secrets resolvers, wiring. A failure is returned and not cached.
+func (f *Function) ready(ctx context.Context) (*app.App, *slog.Logger, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.app != nil {
+		return f.app, f.logger, nil
+	}
+	cfg, err := f.opts.Loader.Load(ctx, f.opts.ConfigSource)
+	if err != nil {
+		return nil, f.logger, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	logger := newLogger(f.out, level)
+	for _, w := range cfg.Warnings() {
+		logger.Warn("configuration warning", "warning", w)
+	}
+	secrets := config.NewSecrets()
+	RegisterAWSResolvers(secrets, f.opts.SecretsManager, f.opts.SSM)
+	a, err := app.Build(cfg, f.opts.Stores, secrets)
+	if err != nil {
+		return nil, logger, fmt.Errorf("lambdafn: %w", err)
+	}
+	a.Connector.Logger = logger
+	enabled := make([]string, len(a.Mailboxes))
+	for i, m := range a.Mailboxes {
+		enabled[i] = m.ID
+	}
+	logger.Info("configuration loaded", "source", f.opts.ConfigSource, "mailboxes", enabled, "delivery", cfg.Delivery.Addr())
+	f.app, f.logger, f.secrets = a, logger, secrets
+	return a, logger, nil
+}
+
+// Handle is the Lambda handler: lambda.Start(f.Handle).
+func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
+	reqID := ""
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		reqID = lc.AwsRequestID
+	}
+	a, logger, err := f.ready(ctx)
+	logger = logger.With("request_id", reqID)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return nil, err
+	}
+	mailboxes, err := selectMailboxes(a, ev)
+	if err != nil {
+		logger.Error("bad event", "err", err)
+		return nil, err
+	}
+
+	// Each invocation is its own poller: a lease owner that no other
+	// invocation shares, even in the same container or process.
+	c := *a.Connector
+	c.Logger = logger
+	c.Settings.LeaseOwner = leaseOwner(reqID)
+
+	pctx, cancel := f.pollContext(ctx)
+	defer cancel()
+	logger.Info("poll start", "trigger", ev.Trigger, "mailboxes", ids(mailboxes), "deadline_in", remaining(pctx))
+	results := c.PollAll(pctx, mailboxes, a.Config.ParallelMailboxes)
+
+	sum := &Summary{RequestID: reqID, Trigger: ev.Trigger, Mailboxes: make([]MailboxSummary, 0, len(results))}
+	now := f.opts.Now()
+	for _, r := range results {
+		ms := summarize(r)
+		sum.Mailboxes = append(sum.Mailboxes, ms)
+		attrs := []any{"mailbox", ms.Mailbox, "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
+			"delivered", ms.Delivered, "deferred", ms.Deferred, "rejected", ms.Rejected, "gave_up", ms.GaveUp,
+			"deleted", ms.Deleted, "not_due", ms.NotDue, "duration_ms", ms.DurationMS}
+		if ms.Stopped != "" {
+			sum.Stopped++
+			attrs = append(attrs, "stopped", ms.Stopped)
+		}
+		switch {
+		case ms.Busy:
+			sum.Busy++
+			logger.Info("poll skipped: another invocation holds the mailbox", attrs...)
+		case ms.Error != "":
+			sum.Failed++
+			logger.Error("poll failed", append(attrs, "err", ms.Error)...)
+		default:
+			logger.Info("poll done", attrs...)
+		}
+		var line bytes.Buffer
+		if err := metrics.PollEMF(&line, f.opts.MetricsNamespace, r, now); err != nil {
+			logger.Warn("metrics not written", "mailbox", r.Mailbox, "err", err)
+			continue
+		}
+		f.out.Write(line.Bytes())
+	}
+	return sum, nil
+}
+
+// pollContext ends Reserve before the invocation's deadline, so that the
+// connector's own budget check (which keeps time for one SMTP exchange and
+// QUIT) counts from a point that still leaves time for the cleanup.
+func (f *Function) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	reserve := min(f.opts.Reserve, time.Until(dl)/4)
+	return context.WithDeadline(ctx, dl.Add(-reserve))
+}
+
+func remaining(ctx context.Context) string {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl).Round(time.Millisecond).String()
+	}
+	return "none"
+}
+
+// selectMailboxes returns the enabled mailboxes for a scheduled event and
+// the named ones, in the order named, for a manual one.
+func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
+	switch ev.Trigger {
+	case TriggerSchedule:
+		return a.Mailboxes, nil
+	case TriggerManual:
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrBadEvent, wantShapes)
+	}
+	byID := make(map[string]connector.Mailbox, len(a.Mailboxes))
+	valid := make([]string, 0, len(a.Mailboxes))
+	for _, m := range a.Mailboxes {
+		byID[m.ID] = m
+		valid = append(valid, m.ID)
+	}
+	slices.Sort(valid)
+	var out []connector.Mailbox
+	var unknown []string
+	for _, id := range ev.Mailboxes {
+		m, ok := byID[id]
+		if !ok {
+			unknown = append(unknown, fmt.Sprintf("%q%s", id, disabledNote(a.Config, id)))
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("%w: unknown mailbox %s; valid ids: %s", ErrUnknownMailbox, strings.Join(unknown, ", "), strings.Join(valid, ", "))
+	}
+	return out, nil
+}
+
+// ErrUnknownMailbox reports a manual event naming a mailbox that is not
+// configured (or not enabled).
+var ErrUnknownMailbox = errors.New("lambdafn: unknown mailbox")
+
+func disabledNote(cfg *config.Config, id string) string {
+	for _, m := range cfg.Mailboxes {
+		if m.ID == id && !m.Enabled {
+			return " (disabled in the configuration)"
+		}
+	}
+	return ""
+}
+
+func ids(ms []connector.Mailbox) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// leaseOwner names this invocation as a lease holder: the container's log
+// stream (unique per execution environment) and the request id. Two
+// invocations that overlap never share both: concurrent invocations run in
+// different environments or, in one environment, have different request
+// ids. (Lambda starts a retry only after the previous attempt ended.)
+func leaseOwner(reqID string) string {
+	if reqID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		reqID = "local-" + hex.EncodeToString(b[:])
+	}
+	stream := lambdacontext.LogStreamName
+	if stream == "" {
+		stream, _ = os.Hostname()
+	}
+	return "lambda:" + stream + "/" + reqID
+}

@@ -1,0 +1,143 @@
+package dynamoledger
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+)
+
+// message returns the record the connector writes for one message after
+// archiving it: realistic sizes for the keys, IDs and replies.
+func message(mailbox string, i, recipients int) *ledger.Record {
+	at := time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.UTC)
+	uidl := fmt.Sprintf("%010d.M%06dP%07dQ%08d.host", 1741944413+i, 589793, 4242, i)
+	r := &ledger.Record{
+		Mailbox: mailbox, UIDL: uidl, FirstSeen: at, Size: 48213,
+		ArchiveKey: mailbox + "/2025/03/14/" + uidl + ".eml",
+		SHA256:     strings.Repeat("9f", 32), ArchivedAt: at.Add(120 * time.Millisecond),
+		MessageID: fmt.Sprintf("CAH%d.%d.JavaMail.mailer@mail.example.org", i, 1741944413),
+		Sender:    "newsletter-bounces+user=example.com@lists.example.org",
+	}
+	for j := range recipients {
+		r.Recipients = append(r.Recipients, ledger.Recipient{Address: fmt.Sprintf("user%d@contoso.onmicrosoft.com", j), Status: ledger.Pending})
+	}
+	return r
+}
+
+// deliver marks every recipient accepted, as the connector records a 250.
+func deliver(r *ledger.Record) {
+	now := r.ArchivedAt.Add(800 * time.Millisecond)
+	for j := range r.Recipients {
+		rc := &r.Recipients[j]
+		rc.Status, rc.Code, rc.At = ledger.Accepted, 250, now
+		rc.Reply = "2.6.0 <" + r.MessageID + "> [InternalId=123456789012, Hostname=AM0PR01MB1234.eurprd01.prod.exchangelabs.com] 52431 bytes in 0.234, 218.802 KB/sec Queued mail for delivery"
+	}
+	r.Attempts, r.LastAttempt = 1, now
+}
+
+type costs struct {
+	calls  map[string]int64
+	wcu    float64
+	writes int64 // write requests
+	items  int64 // items written
+}
+
+func (l *Ledger) costs() costs {
+	s := l.Stats()
+	c := costs{calls: s.Calls, wcu: s.WriteUnits}
+	for _, op := range []string{"PutItem", "TransactWriteItems", "UpdateItem", "DeleteItem"} {
+		c.writes += s.Calls[op]
+		c.items += s.ItemsWritten[op]
+	}
+	return c
+}
+
+// The connector's writes per delivered message, with the consumed capacity
+// DynamoDB Local reports: archive Put, delivery Put, and the deletion mark
+// in Puts of 25 (a transaction), against the same marks as single PutItems.
+func (e *env) testCapacity(t *testing.T) {
+	const n = 25
+	for _, recipients := range []int{1, 5} {
+		t.Run(fmt.Sprintf("%d recipients", recipients), func(t *testing.T) {
+			l := e.ledger(t, Options{CountCapacity: true})
+			var recs []*ledger.Record
+			for i := range n {
+				recs = append(recs, message("user@example.com", i, recipients))
+			}
+
+			// Per poll: lease, list, release.
+			l.ResetStats()
+			le, err := l.Lease(bg(), "user@example.com", "poller", 10*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.List(bg(), "user@example.com"); err != nil {
+				t.Fatal(err)
+			}
+			if err := le.Release(bg()); err != nil {
+				t.Fatal(err)
+			}
+			poll := l.Stats()
+
+			l.ResetStats()
+			for _, r := range recs {
+				if err := l.Put(bg(), r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			archive := l.costs()
+			l.ResetStats()
+			for _, r := range recs {
+				deliver(r)
+				if err := l.Put(bg(), r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			delivery := l.costs()
+
+			// Deletion marks: the first half as single PutItems, the
+			// second half as one transaction, to compare per message.
+			half := n / 2
+			l.ResetStats()
+			for _, r := range recs[:half] {
+				r.DeletedAt = r.LastAttempt.Add(time.Second)
+				if err := l.Put(bg(), r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			single := l.costs()
+			l.ResetStats()
+			for _, r := range recs[half:] {
+				r.DeletedAt = r.LastAttempt.Add(time.Second)
+			}
+			if err := l.Put(bg(), recs[half:]...); err != nil {
+				t.Fatal(err)
+			}
+			tx := l.costs()
+
+			if archive.writes != n || delivery.writes != n || single.writes != int64(half) || tx.calls["TransactWriteItems"] != 1 || tx.writes != 1 ||
+				archive.items != n || delivery.items != n || single.items != int64(half) || tx.items != int64(n-half) {
+				t.Fatalf("requests: archive %v, delivery %v, single %v, transaction %v", archive.calls, delivery.calls, single.calls, tx.calls)
+			}
+			if archive.wcu == 0 || delivery.wcu == 0 || single.wcu == 0 {
+				t.Fatalf("DynamoDB Local reported no consumed capacity: %+v %+v %+v", archive, delivery, single)
+			}
+			// DynamoDB Local sizes a PutItem as DynamoDB does (1 WCU per
+			// started KB) but does not model transactions: it reports four
+			// times one item's units whatever the number of items. DynamoDB
+			// bills each item of a TransactWriteItems as two writes, so the
+			// transactional mark is costed as twice the single PutItem's.
+			perArchive, perDelivery := archive.wcu/n, delivery.wcu/n
+			perSingle := single.wcu / float64(half)
+			perTx := 2 * perSingle
+			t.Logf("per poll: calls %v, %.0f WCU, %.0f RCU (Lease PutItem + Release DeleteItem; List Query)", poll.Calls, poll.WriteUnits, poll.ReadUnits)
+			t.Logf("per message: archive PutItem %.0f WCU, delivery PutItem %.0f WCU, deletion mark as PutItem %.0f WCU or in a transaction of %d %.0f WCU (DynamoDB Local reported %.0f WCU for the whole transaction)",
+				perArchive, perDelivery, perSingle, n-half, perTx, tx.wcu)
+			t.Logf("per delivered message: Puts of 25 (transaction): %.2f write requests, %.0f WCU; single PutItems: 3 write requests, %.0f WCU",
+				2+1.0/25, perArchive+perDelivery+perTx, perArchive+perDelivery+perSingle)
+		})
+	}
+}

@@ -1,0 +1,403 @@
+// Package metrics writes popconn's CloudWatch metrics as Embedded Metric
+// Format (EMF) log lines: one JSON object per line on the function's
+// stdout, from which CloudWatch Logs extracts the metrics. Nothing calls
+// PutMetricData, so publishing metrics needs no IAM permission, no network
+// round trip from inside the poll and no extra latency at the deadline.
+//
+// Guarantees:
+//   - PollEMF writes exactly one line per mailbox poll, InvocationEMF one
+//     per invocation, each with a single Write call so that a line-serialising
+//     writer never interleaves it with other output.
+//   - Every line follows the EMF specification
+//     (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html):
+//     "_aws" holds a Timestamp in epoch milliseconds and CloudWatchMetrics
+//     directives; each metric a directive names is a top-level JSON number;
+//     each dimension named is a top-level string; units are CloudWatch
+//     StandardUnit names; no directive lists more than 100 metrics or a
+//     dimension set more than 30 keys.
+//   - Per-poll metrics carry the dimension Mailbox; the ones worth an
+//     account-wide alarm (Metric.Rollup) are also emitted without
+//     dimensions, so an alarm works without knowing the mailbox names.
+//   - MailboxErrors and LeaseContention are written as 0 on success, so a
+//     healthy mailbox is told apart from one that stopped reporting.
+//   - A failed poll carries ErrorKind (auth, connect, tls, lease, other) and
+//     the error text as log properties, not dimensions: one failing
+//     mailbox does not create a metric per error message. Error texts come
+//     from packages that guarantee they hold no secret (see pop3, relay,
+//     config); this package adds none.
+//
+// What it cannot do: CloudWatch Logs extracts metrics only from log groups
+// it receives (Lambda's stdout goes there; a local run's stdout does not),
+// and it drops a line silently when it breaks the specification, which is
+// why the tests check the structure. Metric values are sums for one poll:
+// statistics over time are CloudWatch's job.
+package metrics
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/pop3"
+)
+
+// Unit is a CloudWatch StandardUnit name.
+type Unit string
+
+// The units popconn's metrics use.
+const (
+	Count        Unit = "Count"
+	Bytes        Unit = "Bytes"
+	Milliseconds Unit = "Milliseconds"
+	Seconds      Unit = "Seconds"
+)
+
+// StandardUnits are the unit names CloudWatch accepts (the StandardUnit
+// enumeration of the CloudWatch API); anything else makes CloudWatch Logs
+// reject the EMF line.
+var StandardUnits = []string{
+	"Seconds", "Microseconds", "Milliseconds",
+	"Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes",
+	"Bits", "Kilobits", "Megabits", "Gigabits", "Terabits",
+	"Percent", "Count",
+	"Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second",
+	"Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second",
+	"Count/Second", "None",
+}
+
+// Scope says which function writes a metric.
+type Scope string
+
+const (
+	// ScopePoll metrics are written by PollEMF, with the Mailbox dimension.
+	ScopePoll Scope = "poll"
+	// ScopeInvocation metrics are written by InvocationEMF, without dimensions.
+	ScopeInvocation Scope = "invocation"
+)
+
+// DimensionMailbox is the dimension per-poll metrics carry: the mailbox id
+// from the configuration.
+const DimensionMailbox = "Mailbox"
+
+// Metric describes one metric this package emits.
+type Metric struct {
+	Name  string
+	Unit  Unit
+	Scope Scope
+	// Rollup: a poll metric that is also emitted without dimensions,
+	// summed (or maximised) over every mailbox by CloudWatch.
+	Rollup bool
+	// Help says what the value is, for the dashboard and the runbook.
+	Help string
+}
+
+// Catalog lists every metric, in the order the lines name them.
+var Catalog = []Metric{
+	{"MessagesOnServer", Count, ScopePoll, false, "messages the POP3 server listed at the start of the poll"},
+	{"MessagesFetched", Count, ScopePoll, true, "messages downloaded and archived in the poll"},
+	{"BytesFetched", Bytes, ScopePoll, true, "bytes downloaded in the poll"},
+	{"MessagesDelivered", Count, ScopePoll, true, "messages every recipient accepted in the poll"},
+	{"MessagesDeferred", Count, ScopePoll, true, "messages left with a temporary delivery failure, retried later"},
+	{"MessagesRejected", Count, ScopePoll, true, "messages left with a permanent rejection (5xx): needs a person"},
+	{"MessagesGaveUp", Count, ScopePoll, true, "messages that passed the give-up age in the poll; the postmaster was told"},
+	{"MessagesDeleted", Count, ScopePoll, true, "deletions the POP3 server confirmed with QUIT"},
+	{"PollDuration", Milliseconds, ScopePoll, false, "wall time of the poll, lease to release"},
+	{"OldestUndeliveredAge", Seconds, ScopePoll, true, "age of the oldest message not yet delivered, 0 when none"},
+	{"PollStoppedEarly", Count, ScopePoll, true, "1 when the poll stopped starting messages early (deadline, per-poll limit): mail is waiting"},
+	{"MailboxErrors", Count, ScopePoll, true, "1 when the poll failed (ErrorKind says why), 0 when it did not"},
+	{"LeaseContention", Count, ScopePoll, true, "1 when another poller held the mailbox and the poll was skipped"},
+	{"MailboxesPolled", Count, ScopeInvocation, false, "mailboxes the invocation polled"},
+	{"MailboxesFailed", Count, ScopeInvocation, false, "mailboxes whose poll failed (lease contention excluded)"},
+	{"InvocationDuration", Milliseconds, ScopeInvocation, false, "wall time of the invocation's polls"},
+	{"DeadlineHeadroom", Milliseconds, ScopeInvocation, false, "time left before the invocation deadline when the polls ended"},
+}
+
+// Names lists the name of every metric in Catalog; the dashboard and alarm
+// tests check that what they show is emitted.
+var Names = func() []string {
+	n := make([]string, len(Catalog))
+	for i, m := range Catalog {
+		n[i] = m.Name
+	}
+	return n
+}()
+
+// Lookup returns the Catalog entry for name.
+func Lookup(name string) (Metric, bool) {
+	for _, m := range Catalog {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Metric{}, false
+}
+
+// Error kinds, the ErrorKind property of a failed poll.
+const (
+	KindAuth    = "auth"    // the POP3 server rejected the credentials
+	KindConnect = "connect" // the network: DNS, refused, reset, timeout, hang-up
+	KindTLS     = "tls"     // certificate verification or TLS negotiation
+	KindLease   = "lease"   // another poller holds the mailbox
+	KindOther   = "other"   // anything else (protocol, storage, deadline, internal)
+)
+
+// ErrorKind classifies a poll error for the ErrorKind property: "" for nil.
+// The order matters: a lease error is never a network error, and a TLS or
+// authentication failure often travels inside a network error type.
+func ErrorKind(err error) string {
+	if err == nil {
+		return ""
+	}
+	if errors.Is(err, ledger.ErrLeaseHeld) {
+		return KindLease
+	}
+	if errors.Is(err, pop3.ErrAuth) {
+		return KindAuth
+	}
+	if isTLS(err) {
+		return KindTLS
+	}
+	if isConnect(err) {
+		return KindConnect
+	}
+	return KindOther
+}
+
+func isTLS(err error) bool {
+	var (
+		verr    *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		header  tls.RecordHeaderError
+		alert   tls.AlertError
+	)
+	switch {
+	case errors.As(err, &verr), errors.As(err, &unknown), errors.As(err, &host),
+		errors.As(err, &invalid), errors.As(err, &header), errors.As(err, &alert):
+		return true
+	case errors.Is(err, pop3.ErrNoSTLS), errors.Is(err, pop3.ErrPlaintextRefused):
+		// The server offers no STLS, or the mailbox would send credentials
+		// unencrypted: a TLS configuration problem, not a network one.
+		return true
+	}
+	return false
+}
+
+func isConnect(err error) bool {
+	var (
+		op  *net.OpError
+		dns *net.DNSError
+	)
+	if errors.As(err, &op) || errors.As(err, &dns) {
+		return true
+	}
+	// The poll's own deadline or cancellation is not a network failure,
+	// although context.DeadlineExceeded satisfies net.Error.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error // syscall.Errno (ECONNRESET...), os.ErrDeadlineExceeded
+	if errors.As(err, &ne) {
+		return true
+	}
+	// The server hung up mid-session.
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// PollEMF writes the EMF line of one mailbox poll to w.
+func PollEMF(w io.Writer, namespace string, r connector.Result, now time.Time) error {
+	if err := checkNamespace(namespace); err != nil {
+		return err
+	}
+	if err := checkDimensionValue(r.Mailbox); err != nil {
+		return fmt.Errorf("metrics: mailbox %q: %w", r.Mailbox, err)
+	}
+	kind := ErrorKind(r.Err)
+	values := map[string]float64{
+		"MessagesOnServer":     float64(r.OnServer),
+		"MessagesFetched":      float64(r.Fetched),
+		"BytesFetched":         float64(r.Bytes),
+		"MessagesDelivered":    float64(r.Delivered),
+		"MessagesDeferred":     float64(r.Deferred),
+		"MessagesRejected":     float64(r.Rejected),
+		"MessagesGaveUp":       float64(r.GaveUp),
+		"MessagesDeleted":      float64(r.Deleted),
+		"PollDuration":         ms(r.Duration),
+		"OldestUndeliveredAge": max(r.OldestUndelivered, 0).Seconds(),
+		"PollStoppedEarly":     flag(r.Stopped != ""),
+		"MailboxErrors":        flag(kind != ""),
+		"LeaseContention":      flag(kind == KindLease),
+	}
+	doc := map[string]any{DimensionMailbox: r.Mailbox}
+	var all, rollup []metricDef
+	for _, m := range Catalog {
+		if m.Scope != ScopePoll {
+			continue
+		}
+		v, ok := values[m.Name]
+		if !ok {
+			return fmt.Errorf("metrics: internal error: no value for %s", m.Name)
+		}
+		doc[m.Name] = v
+		all = append(all, metricDef{Name: m.Name, Unit: string(m.Unit)})
+		if m.Rollup {
+			rollup = append(rollup, metricDef{Name: m.Name, Unit: string(m.Unit)})
+		}
+	}
+	if kind != "" {
+		doc["ErrorKind"] = kind
+		doc["Error"] = r.Err.Error()
+	}
+	if r.Stopped != "" {
+		doc["StopReason"] = r.Stopped
+	}
+	doc["_aws"] = metadata{
+		Timestamp: now.UnixMilli(),
+		CloudWatchMetrics: []directive{
+			{Namespace: namespace, Dimensions: [][]string{{DimensionMailbox}}, Metrics: all},
+			{Namespace: namespace, Dimensions: [][]string{{}}, Metrics: rollup},
+		},
+	}
+	return writeLine(w, doc)
+}
+
+// Invocation summarises one Lambda invocation for InvocationEMF.
+type Invocation struct {
+	RequestID string // Lambda's request id, a log property
+	Trigger   string // "schedule" or "manual", a log property
+	Results   []connector.Result
+	// Duration is the wall time of the invocation's polls.
+	Duration time.Duration
+	// Deadline is the invocation's deadline; zero when there is none
+	// (DeadlineHeadroom is then left out).
+	Deadline time.Time
+}
+
+// InvocationEMF writes the EMF line summarising one invocation to w: how
+// many mailboxes it polled and how many failed, how long it took and how
+// close it came to its deadline. The metrics have no dimensions.
+func InvocationEMF(w io.Writer, namespace string, inv Invocation, now time.Time) error {
+	if err := checkNamespace(namespace); err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range inv.Results {
+		if k := ErrorKind(r.Err); k != "" && k != KindLease {
+			failed++
+		}
+	}
+	values := map[string]float64{
+		"MailboxesPolled":    float64(len(inv.Results)),
+		"MailboxesFailed":    float64(failed),
+		"InvocationDuration": ms(inv.Duration),
+	}
+	if !inv.Deadline.IsZero() {
+		values["DeadlineHeadroom"] = ms(inv.Deadline.Sub(now))
+	}
+	doc := map[string]any{}
+	var defs []metricDef
+	for _, m := range Catalog {
+		if m.Scope != ScopeInvocation {
+			continue
+		}
+		v, ok := values[m.Name]
+		if !ok {
+			continue
+		}
+		doc[m.Name] = v
+		defs = append(defs, metricDef{Name: m.Name, Unit: string(m.Unit)})
+	}
+	if inv.RequestID != "" {
+		doc["RequestId"] = inv.RequestID
+	}
+	if inv.Trigger != "" {
+		doc["Trigger"] = inv.Trigger
+	}
+	doc["_aws"] = metadata{
+		Timestamp:         now.UnixMilli(),
+		CloudWatchMetrics: []directive{{Namespace: namespace, Dimensions: [][]string{{}}, Metrics: defs}},
+	}
+	return writeLine(w, doc)
+}
+
+type metadata struct {
+	Timestamp         int64       `json:"Timestamp"`
+	CloudWatchMetrics []directive `json:"CloudWatchMetrics"`
+}
+
+type directive struct {
+	Namespace  string      `json:"Namespace"`
+	Dimensions [][]string  `json:"Dimensions"`
+	Metrics    []metricDef `json:"Metrics"`
+}
+
+type metricDef struct {
+	Name string `json:"Name"`
+	Unit string `json:"Unit"`
+}
+
+func writeLine(w io.Writer, doc map[string]any) error {
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	b = append(b, '\n')
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("metrics: write: %w", err)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func flag(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// checkNamespace applies CloudWatch's namespace rules: 1 to 255 printable
+// ASCII characters, not only spaces, and not in the reserved AWS/ space.
+func checkNamespace(ns string) error {
+	switch {
+	case ns == "" || len(ns) > 255:
+		return fmt.Errorf("metrics: namespace must be 1 to 255 characters, got %d", len(ns))
+	case strings.TrimSpace(ns) == "":
+		return errors.New("metrics: namespace is blank")
+	case strings.HasPrefix(ns, "AWS/"):
+		return fmt.Errorf("metrics: namespace %q: AWS/ is reserved for AWS services", ns)
+	case strings.HasPrefix(ns, ":"):
+		return fmt.Errorf("metrics: namespace %q must not start with a colon", ns)
+	}
+	for _, c := range []byte(ns) {
+		if c < 0x20 || c > 0x7e {
+			return fmt.Errorf("metrics: namespace %q: only printable ASCII is allowed", ns)
+		}
+	}
+	return nil
+}
+
+// checkDimensionValue applies CloudWatch's dimension value rules: 1 to
+// 1024 ASCII characters, no control characters, not only whitespace.
+func checkDimensionValue(v string) error {
+	if v == "" || len(v) > 1024 || strings.TrimSpace(v) == "" {
+		return errors.New("dimension value must be 1 to 1024 characters, not only whitespace")
+	}
+	for _, c := range []byte(v) {
+		if c < 0x20 || c > 0x7e {
+			return errors.New("dimension value must be printable ASCII")
+		}
+	}
+	return nil
+}

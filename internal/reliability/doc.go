@@ -1,0 +1,39 @@
+// Package reliability is the connector's reliability suite: scenarios that
+// crash, overlap, starve and feed garbage to the whole pipeline against
+// real servers (Dovecot, the popconn binary) and scripted fault servers,
+// and one checker that every scenario ends with.
+//
+// The invariants (Check):
+//
+//   - lost = 0: every message that was on the POP3 server is, at the end,
+//     accepted by the SMTP side for every recipient, or still on the POP3
+//     server with a ledger record giving the reason and the next attempt
+//     (or, when the poll was refused before any record could exist, with
+//     that refusal as the reason).
+//   - deleted-undelivered = 0: nothing left the POP3 server without a
+//     ledger record of its own (same UIDL and same digest) showing every
+//     recipient accepted it.
+//   - duplicates are counted per message and recipient; each scenario
+//     states how many its faults can cause (only the window between the
+//     final "." of DATA and recording the reply may produce them).
+//   - archive = source: every archived object hashes to its ledger digest
+//     and to the bytes the POP3 server served under that UIDL; every relayed
+//     copy, once the trace field is removed, equals those bytes.
+//
+// Messages are identified by the digest of the bytes the server serves,
+// with the X-Test-Seq header and the trace field's id as fallbacks to name
+// a message whose relayed bytes differ.
+//
+// Every scenario is a Case with a Run function over testing.TB, so the
+// same code runs as `go test ./internal/reliability` (Short options) and
+// as the long harness infra/reliability (Long options), which prints one
+// table row per case. The ledger is chosen by a LedgerFactory (bbolt by
+// default) so another implementation can run the same scenarios; the
+// process-kill scenario always uses the ledger the popconn binary opens
+// from its configuration.
+//
+// What it cannot do: it cannot stage a kernel crash or power loss (a
+// SIGKILL keeps the page cache), and a scenario only shows the invariants
+// for the interleavings it happened to hit; the random ones print their
+// seed so a failure can be replayed.
+package reliability

@@ -1,0 +1,248 @@
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/archive"
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/testenv"
+)
+
+var (
+	update   = flag.Bool("update", false, "rewrite testdata/hostile from the generator")
+	seedFlag = flag.Int64("seed", 0, "seed for the random scenarios (0: from the clock)")
+	longFlag = flag.Bool("long", false, "run the long versions (as make reliability does)")
+)
+
+var report struct {
+	sync.Mutex
+	rows []Row
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	CleanupBuilt()
+	if len(report.rows) > 0 {
+		fmt.Println()
+		WriteTable(os.Stdout, report.rows)
+	}
+	os.Exit(code)
+}
+
+func options() *Options {
+	o := ShortOptions()
+	if *longFlag {
+		o = LongOptions()
+	}
+	o.Seed = *seedFlag
+	return &o
+}
+
+// runGroup runs every case of the named scenario as a subtest and fails it
+// on any invariant violation.
+func runGroup(t *testing.T, name string) {
+	for _, g := range Groups() {
+		if g.Name != name {
+			continue
+		}
+		for _, c := range g.Cases {
+			t.Run(strings.TrimPrefix(c.Name, name+"/"), func(t *testing.T) {
+				row := c.Run(t, options())
+				for _, n := range row.Notes {
+					t.Log(n)
+				}
+				for _, e := range InvariantErrors(row) {
+					t.Error(e)
+				}
+				if t.Failed() {
+					row.Failures = append(row.Failures, "test failed")
+				}
+				report.Lock()
+				report.rows = append(report.rows, row)
+				report.Unlock()
+			})
+		}
+		return
+	}
+	t.Fatalf("no scenario %q", name)
+}
+
+func TestProcessKills(t *testing.T)      { runGroup(t, "kills") }
+func TestConcurrentPollers(t *testing.T) { runGroup(t, "concurrent") }
+func TestPOP3Faults(t *testing.T)        { runGroup(t, "pop3") }
+func TestSMTPFaults(t *testing.T)        { runGroup(t, "smtp") }
+func TestStorageFaults(t *testing.T)     { runGroup(t, "storage") }
+func TestHostileMail(t *testing.T)       { runGroup(t, "hostile") }
+func TestSecurity(t *testing.T)          { runGroup(t, "security") }
+
+// The committed corpus is what the generator writes, and big enough.
+func TestHostileCorpusUpToDate(t *testing.T) {
+	dir := filepath.Join("testdata", "hostile")
+	if *update {
+		if err := WriteHostileCorpus(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, msgs, err := HostileCorpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < 50 {
+		t.Errorf("hostile corpus has %d messages, want at least 50", len(names))
+	}
+	committed := map[string][]byte{}
+	for i, n := range names {
+		committed[n] = msgs[i]
+	}
+	for _, c := range hostileTable() {
+		got, ok := committed[c.name+".eml"]
+		if !ok {
+			t.Errorf("%s.eml is not committed (run with -update)", c.name)
+			continue
+		}
+		if !bytes.Equal(got, c.data) {
+			t.Errorf("%s.eml differs from the generator (run with -update)", c.name)
+		}
+		delete(committed, c.name+".eml")
+	}
+	for n := range committed {
+		t.Errorf("%s is committed but not generated", n)
+	}
+}
+
+// memArchive is an archive.Archive in memory, for the checker's own test.
+type memArchive map[string][]byte
+
+func (m memArchive) Put(_ context.Context, key string, _ archive.Meta, r io.Reader) (archive.Info, error) {
+	b, err := io.ReadAll(r)
+	m[key] = b
+	return archive.Info{Key: key, Size: int64(len(b)), SHA256: digestOf(b)}, err
+}
+
+func (m memArchive) Open(_ context.Context, key string) (io.ReadCloser, error) {
+	b, ok := m[key]
+	if !ok {
+		return nil, archive.ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// The checker finds each kind of violation in a staged end state, and
+// none in a clean one.
+func TestCheckFindsViolations(t *testing.T) {
+	type world struct {
+		obs Observation
+		arc memArchive
+	}
+	const rcpt = "sales@corp.example"
+	trace := func(key string) string {
+		return "Received: from pop by popconn (popconnector) with POP3 id <" + strings.TrimSuffix(filepath.Base(key), ".eml") + ">\r\n\tfor <" + rcpt + ">; Mon, 2 Jun 2025 10:00:00 +0000\r\n"
+	}
+	// clean: three messages, all archived, delivered once and deleted.
+	clean := func() world {
+		w := world{arc: memArchive{}}
+		w.obs.Recipients = []string{rcpt}
+		w.obs.OnServer = map[string]bool{}
+		w.obs.Archive = w.arc
+		for i := 1; i <= 3; i++ {
+			raw := GenMessage(i)
+			key := archive.KeyFor("sales", fmt.Sprintf("u%d", i), time.Unix(0, 0))
+			w.arc[key] = raw
+			w.obs.Messages = append(w.obs.Messages, Message{ID: fmt.Sprintf("seq-%d", i), UIDL: fmt.Sprintf("u%d", i), Digest: digestOf(raw), Size: int64(len(raw))})
+			w.obs.Records = append(w.obs.Records, &ledger.Record{Mailbox: "sales", UIDL: fmt.Sprintf("u%d", i), ArchiveKey: key, SHA256: digestOf(raw), Size: int64(len(raw)),
+				Recipients: []ledger.Recipient{{Address: rcpt, Status: ledger.Accepted}}, DeletedAt: time.Unix(1, 0)})
+			w.obs.Received = append(w.obs.Received, testenv.Received{To: []string{rcpt}, Data: append([]byte(trace(key)), raw...)})
+		}
+		return w
+	}
+	tests := []struct {
+		name  string
+		stage func(w *world)
+		want  func(tl Tally) bool
+	}{
+		{"clean", func(w *world) {}, func(tl Tally) bool { return tl.OK(0) && tl.Delivered == 3 }},
+		{"deleted without record", func(w *world) {
+			w.obs.Records = w.obs.Records[1:]
+			w.obs.Received = w.obs.Received[1:]
+		}, func(tl Tally) bool { return tl.DeletedUndelivered == 1 && tl.Lost == 1 }},
+		{"record of another message under the UIDL", func(w *world) {
+			w.obs.Records[0].SHA256 = digestOf([]byte("other"))
+			w.arc[w.obs.Records[0].ArchiveKey] = []byte("other")
+			w.obs.Received = w.obs.Received[1:]
+		}, func(tl Tally) bool { return tl.DeletedUndelivered == 1 && tl.Lost == 1 }},
+		{"duplicate", func(w *world) {
+			w.obs.Received = append(w.obs.Received, w.obs.Received[0])
+		}, func(tl Tally) bool { return tl.Duplicates == 1 && !tl.OK(0) && tl.OK(1) }},
+		{"archive altered", func(w *world) {
+			w.arc[w.obs.Records[1].ArchiveKey] = []byte("tampered")
+		}, func(tl Tally) bool { return tl.ArchiveMismatches >= 1 }},
+		{"relayed bytes altered", func(w *world) {
+			d := w.obs.Received[2].Data
+			w.obs.Received[2].Data = append(d[:len(d)-2:len(d)-2], '\r', '\r', '\n')
+		}, func(tl Tally) bool { return tl.RelayMismatches == 1 && tl.Delivered == 3 }},
+		{"unknown message relayed", func(w *world) {
+			w.obs.Received = append(w.obs.Received, testenv.Received{To: []string{rcpt}, Data: []byte("Subject: ?\r\n\r\nx\r\n")})
+		}, func(tl Tally) bool { return tl.Unmatched == 1 }},
+		{"on server without reason", func(w *world) {
+			w.obs.Records = w.obs.Records[1:]
+			w.obs.Received = w.obs.Received[1:]
+			w.obs.OnServer["seq-1"] = true
+		}, func(tl Tally) bool { return tl.Lost == 1 && tl.DeletedUndelivered == 0 }},
+		{"on server, refusal explains", func(w *world) {
+			w.obs.Records = w.obs.Records[1:]
+			w.obs.Received = w.obs.Received[1:]
+			w.obs.OnServer["seq-1"] = true
+			w.obs.Refusal = fmt.Errorf("no UIDL")
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Refused == 1 }},
+		{"on server, deferred with reason", func(w *world) {
+			w.obs.Received = w.obs.Received[1:]
+			w.obs.OnServer["seq-1"] = true
+			r := w.obs.Records[0]
+			r.DeletedAt, r.Recipients[0].Status, r.LastError, r.NextAttempt = time.Time{}, ledger.Deferred, "451 later", time.Unix(5, 0)
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Waiting == 1 }},
+		{"partly delivered and deleted", func(w *world) {
+			w.obs.Recipients = append(w.obs.Recipients, "team@corp.example")
+			for _, r := range w.obs.Records {
+				r.Recipients = append(r.Recipients, ledger.Recipient{Address: "team@corp.example", Status: ledger.Accepted})
+			}
+		}, func(tl Tally) bool { return tl.Lost == 3 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := clean()
+			tt.stage(&w)
+			tl := Check(context.Background(), w.obs)
+			if !tt.want(tl) {
+				t.Errorf("tally %+v does not show the staged fault", tl)
+			}
+		})
+	}
+}
+
+func TestStripAdded(t *testing.T) {
+	in := []byte("Received: from a by b with POP3 id <abc123>\r\n\tfor <x@y>; date\r\nMessage-ID: <popconn.sales.1@corp>\r\nSubject: s\r\n\r\nbody\r\n")
+	rest, id := StripAdded(in)
+	if string(rest) != "Subject: s\r\n\r\nbody\r\n" || id != "abc123" {
+		t.Errorf("StripAdded = %q, %q", rest, id)
+	}
+}
+
+func TestSMTPForm(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\nb\n": "a\r\nb\r\n", "a\r\nb": "a\r\nb\r\n", "": "", "a\r\r\n": "a\r\r\n", "\n": "\r\n",
+	} {
+		if got := string(SMTPForm([]byte(in))); got != want {
+			t.Errorf("SMTPForm(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package reliability
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/testenv"
+)
+
+// HostileCases are scenario 6: hostile and malformed mail, each relayed
+// byte for byte (apart from the trace field) or left on the server with a
+// reason; never a crash, never a silent drop.
+func HostileCases() []Case {
+	return []Case{
+		{"hostile/dovecot", runHostileDovecot},
+		{"hostile/exact-server", runHostileExact},
+	}
+}
+
+// runHostileDovecot serves the corpus (plus the generated large messages)
+// from a real Dovecot. Dovecot serves bare LF as CRLF; the archive is
+// compared with what an independent raw RETR returns.
+func runHostileDovecot(t T, o *Options) Row {
+	names, msgs, err := HostileCorpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gn, gm := GeneratedHostile(o.BigMessage)
+	names, msgs = append(names, gn...), append(msgs, gm...)
+	r := NewRig(t, o, RigOptions{Dovecot: true, Script: &testenv.SMTPScript{}})
+	r.RelayOpts.Timeout = 30 * time.Second
+	r.MailboxEdit = func(mb *connector.Mailbox) { mb.PollTimeout = 10 * time.Minute }
+	r.SeedDovecot(names, msgs)
+	var changed []string
+	for i, m := range msgs {
+		if digestOf(m) != r.Messages[i].Digest {
+			changed = append(changed, names[i])
+		}
+	}
+	r.PollUntilDone(4)
+	row := r.Row("hostile/dovecot", 0)
+	checkNoPanic(t, r)
+	row.Notes = append(row.Notes, fmt.Sprintf("Dovecot served %d of %d messages differently from the stored bytes (bare LF as CRLF, final CRLF added): %s",
+		len(changed), len(msgs), strings.Join(changed, ", ")))
+	row.Notes = append(row.Notes, undeliveredReasons(t, r)...)
+	return row
+}
+
+// runHostileExact serves the committed corpus byte for byte from a
+// pop3test server, bare LF included, so what the relay does with bytes
+// Dovecot would have rewritten shows.
+func runHostileExact(t T, o *Options) Row {
+	names, msgs, err := HostileCorpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gn, gm := GeneratedHostile(1 << 20)
+	names, msgs = append(names, gn[:2]...), append(msgs, gm[:2]...) // not the big one
+	r := NewRig(t, o, RigOptions{Script: &testenv.SMTPScript{}})
+	r.RelayOpts.Timeout = 30 * time.Second
+	r.PopOpts.Timeout = 30 * time.Second
+	r.ServePOP3(names, msgs, nil)
+	r.PollUntilDone(4)
+	row := r.Row("hostile/exact-server", 0)
+	checkNoPanic(t, r)
+	if row.RelayNormalised > 0 {
+		row.Notes = append(row.Notes, fmt.Sprintf("%d message(s) relayed with bare LF sent as CRLF (RFC 5321 §2.3.8), so not byte-equal to the archive", row.RelayNormalised))
+	}
+	row.Notes = append(row.Notes, undeliveredReasons(t, r)...)
+	return row
+}
+
+// checkNoPanic fails on a poll that ended in a recovered panic.
+func checkNoPanic(t T, r *Rig) {
+	t.Helper()
+	for i, res := range r.Results {
+		if res.Err != nil && strings.Contains(res.Err.Error(), "internal error") {
+			t.Errorf("poll %d panicked: %v", i+1, res.Err)
+		}
+	}
+}
+
+// undeliveredReasons lists each message not delivered, with the ledger's
+// reason.
+func undeliveredReasons(t T, r *Rig) []string {
+	byUIDL := map[string]string{}
+	for _, m := range r.Messages {
+		byUIDL[m.UIDL] = m.ID
+	}
+	var out []string
+	for _, rec := range ledgerRecords(t, r) {
+		if rec.Delivered() {
+			continue
+		}
+		reason := rec.LastError
+		if len(reason) > 160 {
+			reason = reason[:157] + "..."
+		}
+		out = append(out, fmt.Sprintf("left on the server: %s: %s", byUIDL[rec.UIDL], reason))
+	}
+	sort.Strings(out)
+	return out
+}

@@ -14,6 +14,12 @@ FUZZ_TARGETS := \
 
 .PHONY: all build deps demo test unit integration fuzz fuzz-short bench vet clean
 
+# AWS: lambda, template-check, deploy, logs (see the file).
+include infra/aws.mk
+# Optional long suites, present as their harnesses land.
+-include infra/reliability.mk
+-include infra/bench.mk
+
 all: build
 
 build:

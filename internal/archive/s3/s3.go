@@ -10,7 +10,8 @@
 // Guarantees, beyond those of package archive:
 //   - Put streams r and computes its SHA-256 while reading. A message
 //     shorter than MultipartThreshold is buffered (at most that many bytes)
-//     and sent with exactly one PutObject request, which carries the digest
+//     and sent with exactly one PutObject request (more only when the SDK
+//     retries a transient failure), which carries the digest
 //     as x-amz-checksum-sha256, so S3 itself rejects a body that differs
 //     from what was read, and as x-amz-meta-sha256.
 //   - A longer message goes as a streamed multipart upload
@@ -52,6 +53,9 @@
 //     (Concurrency + 2) x PartSize of part buffers (the first part, plus the
 //     transfer manager's pool of Concurrency + 1), i.e. 32 MiB with the
 //     defaults (8 MiB parts, concurrency 2), chosen for a 128 MB Lambda.
+//     BenchmarkPut measures the peak heap growth of one Put, garbage
+//     included: under 1 MiB for 100 KiB, about 40 MiB for 20 MiB and for
+//     150 MiB alike.
 //   - Open streams the object (GetObject); a missing key gives an error
 //     wrapping archive.ErrNotFound. The reader fails once ctx is done.
 //
@@ -65,6 +69,9 @@
 // S3's 5 GiB CopyObject limit; larger objects are stored without the sha256
 // metadata. Versioned buckets keep the pre-copy version as a noncurrent
 // version. Stores that ignore SSE headers (versitygw) store unencrypted.
+// The transfer manager (v0.5.4) writes one line to the standard logger when
+// CompleteMultipartUpload fails ("failed to complete multipart upload for
+// upload ID ..."; no secret); the same failure is also returned.
 package s3archive
 
 import (

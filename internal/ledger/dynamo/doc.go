@@ -57,8 +57,10 @@
 //     same PutItems.
 //   - Lease: PutItem of the lease item with condition attribute_not_exists(pk)
 //     OR expires < :now OR owner = :me; a failed condition is
-//     ledger.ErrLeaseHeld. Renew: UpdateItem with condition owner = :me
-//     (another owner took the lease after it expired: ErrLeaseHeld).
+//     ledger.ErrLeaseHeld. Renew: UpdateItem with condition owner = :me;
+//     it fails with ErrLeaseHeld when another owner took the lease after it
+//     expired, and also when the item is gone (taken and released by
+//     another poller meanwhile), where the Bolt ledger would take it again.
 //     Release: DeleteItem with condition owner = :me; a failed condition
 //     means the lease was already lost or released and is not an error.
 //

@@ -312,7 +312,7 @@ func (tp *tmpl) evalConditions(t *testing.T, vals map[string]any) map[string]boo
 
 // Placeholders the resolver puts where CloudFormation would put a value
 // known only at deployment.
-func refPlaceholder(id string) string         { return "ref(" + id + ")" }
+func refPlaceholder(id string) string          { return "ref(" + id + ")" }
 func getAttPlaceholder(id, attr string) string { return "getatt(" + id + "." + attr + ")" }
 
 var subVar = regexp.MustCompile(`\$\{([^!}][^}]*)\}`)

@@ -45,14 +45,14 @@
 //
 // # Line endings in the body
 //
-// The body is sent through net/textproto's DotWriter, which performs the
-// dot-stuffing of RFC 5321 §4.5.2 (a line starting with "." is sent with an
-// extra "." that the server removes) and appends the terminating
-// CRLF "." CRLF. CRLF line endings pass unchanged, so a message with CRLF line
-// endings arrives byte for byte. A bare LF is sent as CRLF (RFC 5321 §2.3.8
-// forbids bare LF). A bare CR passes unchanged, except that the sequence
-// CR CR LF becomes CR CR CR LF (a DotWriter quirk). A body that does not end in
-// CRLF gets one, as the terminator requires.
+// The body is sent through the package's own streaming dot-stuffer (RFC 5321
+// §4.5.2: a line starting with "." is sent with an extra "." that the server
+// removes), then go-smtp appends the terminating CRLF "." CRLF. CRLF line
+// endings and bare CRs pass unchanged, so a message arrives byte for byte; a
+// bare LF is sent as CRLF (RFC 5321 §2.3.8 forbids bare LF). go-smtp's own
+// writer (net/textproto's DotWriter) is not used for the body because it turns
+// CR CR LF into CR CR CR LF. A body that does not end in CRLF gets one, as the
+// terminator requires.
 //
 // # Supported extensions
 //

@@ -509,7 +509,16 @@ func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, 
 	}
 	src := &bodyReader{r: body}
 	c.tr.beginData()
-	_, err = io.CopyBuffer(dataWriter{dc}, src, c.buf)
+	// go-smtp's Data has flushed "DATA" and read 354; until Close writes the
+	// terminator the connection is ours. The body goes through our own
+	// stuffer (see dotStuffer for why not go-smtp's) straight to the wire
+	// connection go-smtp itself writes to, and Close ends it with
+	// "\r\n.\r\n" as if its own writer had seen nothing.
+	stuffer := newDotStuffer(c.wc)
+	_, err = io.CopyBuffer(stuffer, src, c.buf)
+	if err == nil {
+		err = stuffer.Finish()
+	}
 	if err != nil {
 		c.tr.endData()
 		// Never send the final "." after a failure: the server would take a
@@ -550,12 +559,6 @@ func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, 
 	}
 	return out, nil
 }
-
-// dataWriter hides DataCommand's Close from io.CopyBuffer's interfaces and
-// keeps the copy on the fixed buffer.
-type dataWriter struct{ w io.Writer }
-
-func (d dataWriter) Write(p []byte) (int, error) { return d.w.Write(p) }
 
 // bodyReader remembers a read error, to tell a failing source from a failing
 // connection.

@@ -45,6 +45,10 @@ type SMTPScript struct {
 	InsecureAuth bool
 	// MaxMessageBytes limits DATA; beyond it the reply is 552 5.3.4.
 	MaxMessageBytes int64
+	// MaxLineLength limits a line of DATA (go-smtp's default 2000 when 0;
+	// RFC 5321 §4.5.3.1.6 asks only for 1000). Raise it to check that
+	// long lines arrive byte for byte.
+	MaxLineLength int
 }
 
 // ScriptedSMTP is a running scripted SMTP server on 127.0.0.1.
@@ -75,6 +79,9 @@ func StartScriptedSMTP(t T, script SMTPScript) *ScriptedSMTP {
 	}))
 	srv.Domain = "scripted.test"
 	srv.MaxMessageBytes = script.MaxMessageBytes
+	if script.MaxLineLength > 0 {
+		srv.MaxLineLength = script.MaxLineLength
+	}
 	srv.ReadTimeout = time.Minute
 	srv.WriteTimeout = time.Minute
 	srv.AllowInsecureAuth = script.TLS == nil || script.InsecureAuth

@@ -33,7 +33,7 @@ type scriptedAWS struct {
 	calls   map[string]int    // "Target name" -> count
 }
 
-func startScriptedAWS(t *testing.T) *scriptedAWS {
+func startScriptedAWS(t testing.TB) *scriptedAWS {
 	t.Helper()
 	s := &scriptedAWS{params: map[string]string{}, secrets: map[string]string{}, binary: map[string][]byte{}, calls: map[string]int{}}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -47,8 +47,8 @@ func startScriptedAWS(t *testing.T) *scriptedAWS {
 	return s
 }
 
-func (s *scriptedAWS) setParam(name, v string)  { s.mu.Lock(); s.params[name] = v; s.mu.Unlock() }
-func (s *scriptedAWS) setSecret(id, v string)   { s.mu.Lock(); s.secrets[id] = v; s.mu.Unlock() }
+func (s *scriptedAWS) setParam(name, v string)       { s.mu.Lock(); s.params[name] = v; s.mu.Unlock() }
+func (s *scriptedAWS) setSecret(id, v string)        { s.mu.Lock(); s.secrets[id] = v; s.mu.Unlock() }
 func (s *scriptedAWS) setBinary(id string, v []byte) { s.mu.Lock(); s.binary[id] = v; s.mu.Unlock() }
 
 func (s *scriptedAWS) count(target, name string) int {

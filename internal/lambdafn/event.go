@@ -45,28 +45,47 @@ type Event struct {
 // ErrBadEvent reports a payload that is neither shape Event accepts.
 var ErrBadEvent = errors.New("lambdafn: unsupported event")
 
+// EventError is the error of an invocation whose event cannot be served
+// (ErrBadEvent, ErrUnknownMailbox). Lambda reports its type name,
+// "EventError", as the invocation's errorType; retrying it cannot help.
+type EventError struct{ Err error }
+
+func (e *EventError) Error() string { return e.Err.Error() }
+func (e *EventError) Unwrap() error { return e.Err }
+
+// StartError is the error of an invocation that could not start polling:
+// the configuration or its source is unusable. errorType "StartError".
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+func badEvent(format string, args ...any) error {
+	return &EventError{fmt.Errorf("%w: "+format, append([]any{ErrBadEvent}, args...)...)}
+}
+
 const wantShapes = `want an EventBridge Scheduled Event, or {"mailboxes":["id",...]} to poll chosen mailboxes now`
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (e *Event) UnmarshalJSON(data []byte) error {
 	*e = Event{}
 	if t := bytes.TrimSpace(data); len(t) == 0 || bytes.Equal(t, []byte("null")) {
-		return fmt.Errorf("%w: empty payload; %s", ErrBadEvent, wantShapes)
+		return badEvent("empty payload; %s", wantShapes)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil {
-		return fmt.Errorf("%w: not a JSON object; %s", ErrBadEvent, wantShapes)
+		return badEvent("not a JSON object; %s", wantShapes)
 	}
 	if raw, ok := fields["mailboxes"]; ok {
 		if len(fields) != 1 {
-			return fmt.Errorf("%w: a manual event holds only \"mailboxes\", found also %s", ErrBadEvent, otherKeys(fields, "mailboxes"))
+			return badEvent("a manual event holds only \"mailboxes\", found also %s", otherKeys(fields, "mailboxes"))
 		}
 		var ids []string
 		if err := json.Unmarshal(raw, &ids); err != nil {
-			return fmt.Errorf("%w: \"mailboxes\" must be a list of mailbox ids (strings)", ErrBadEvent)
+			return badEvent("\"mailboxes\" must be a list of mailbox ids (strings)")
 		}
 		if len(ids) == 0 {
-			return fmt.Errorf("%w: \"mailboxes\" is empty; name at least one mailbox id", ErrBadEvent)
+			return badEvent("\"mailboxes\" is empty; name at least one mailbox id")
 		}
 		e.Trigger = TriggerManual
 		for _, id := range ids {
@@ -83,16 +102,16 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 	if _, ok := fields["detail-type"]; ok {
 		var cw events.CloudWatchEvent
 		if err := json.Unmarshal(data, &cw); err != nil {
-			return fmt.Errorf("%w: malformed EventBridge event: %v", ErrBadEvent, err)
+			return badEvent("malformed EventBridge event: %v", err)
 		}
 		if cw.DetailType != "Scheduled Event" {
-			return fmt.Errorf("%w: EventBridge detail-type %q; %s", ErrBadEvent, cw.DetailType, wantShapes)
+			return badEvent("EventBridge detail-type %q; %s", cw.DetailType, wantShapes)
 		}
 		e.Trigger = TriggerSchedule
 		e.Schedule = &cw
 		return nil
 	}
-	return fmt.Errorf("%w: keys %s; %s", ErrBadEvent, otherKeys(fields, ""), wantShapes)
+	return badEvent("keys %s; %s", otherKeys(fields, ""), wantShapes)
 }
 
 func otherKeys(fields map[string]json.RawMessage, except string) string {
@@ -133,6 +152,16 @@ type MailboxSummary struct {
 	GaveUp    int    `json:"gave_up"`
 	Deleted   int    `json:"deleted"`
 	NotDue    int    `json:"not_due"`
+	// Badmail counts messages set aside under the archive's badmail/
+	// prefix; DeletedRejected rejected messages deleted under the
+	// undeliverable option "delete"; Notices postmaster notices sent.
+	Badmail         int `json:"badmail"`
+	DeletedRejected int `json:"deleted_rejected"`
+	Notices         int `json:"notices"`
+	// UnrecordedReplies counts messages the SMTP server accepted whose
+	// acceptance could not be recorded (the poll was cut in between): the
+	// next poll relays them again, the one source of duplicates.
+	UnrecordedReplies int `json:"unrecorded_replies"`
 	// OldestUndeliveredSeconds is the age of the oldest message not yet
 	// delivered, 0 when there is none.
 	OldestUndeliveredSeconds int64 `json:"oldest_undelivered_seconds"`
@@ -149,6 +178,8 @@ func summarize(r connector.Result) MailboxSummary {
 		Mailbox: r.Mailbox, OnServer: r.OnServer, Fetched: r.Fetched, Bytes: r.Bytes,
 		Delivered: r.Delivered, Deferred: r.Deferred, Rejected: r.Rejected, GaveUp: r.GaveUp,
 		Deleted: r.Deleted, NotDue: r.NotDue,
+		Badmail: r.Badmail, DeletedRejected: r.DeletedRejected, Notices: r.Notices,
+		UnrecordedReplies:        r.UnrecordedReplies,
 		OldestUndeliveredSeconds: int64(r.OldestUndelivered / time.Second),
 		Stopped:                  r.Stopped,
 		DurationMS:               r.Duration.Milliseconds(),

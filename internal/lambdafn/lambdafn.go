@@ -4,8 +4,9 @@
 //
 // One invocation polls mailboxes once: every enabled mailbox for an
 // EventBridge Scheduled Event, the named ones for {"mailboxes":[...]}. It
-// returns a Summary per mailbox, logs slog JSON to stdout and writes one
-// CloudWatch EMF metrics line per mailbox poll to stdout.
+// returns a Summary per mailbox, logs slog JSON to stdout and writes
+// CloudWatch EMF metrics lines to stdout: one per mailbox poll
+// (metrics.PollEMF) and one per invocation (metrics.InvocationEMF).
 //
 // Guarantees:
 //   - The configuration (same YAML as local mode) is read once per
@@ -20,24 +21,28 @@
 //     Summary.
 //   - The poll stops starting new messages while enough of the Lambda
 //     deadline remains to finish the message in flight, QUIT and record the
-//     outcome: the poll's context ends Reserve before the Lambda deadline,
-//     and the connector keeps 2×delivery.timeout+5s of that in hand (see
-//     connector.budgetExhausted). The POP3 session always ends with QUIT
-//     when the connection allows.
-//   - A retry of the same event (Lambda's asynchronous retries) or two
-//     overlapping invocations deliver each message once: the DynamoDB lease
+//     outcome: the poll's context ends Reserve (default 10s) before the
+//     deadline Lambda gives the invocation, and the connector's budget check
+//     keeps 2×delivery.timeout+5s of what is left in hand. The POP3 session
+//     always ends with QUIT when the connection allows.
+//   - A retry of the same event (Lambda's asynchronous retries, after a
+//     timeout or crash) or two overlapping invocations deliver each message
+//     once, apart from the one window the connector accepts (a crash
+//     between DATA's 250 reply and its ledger record): the DynamoDB lease
 //     admits one poller per mailbox, each invocation leases under its own
-//     owner id (request id), and every ledger write is conditional.
-//   - A mailbox that fails is reported in the Summary (and logs and
-//     metrics) without failing the invocation, because a Lambda retry would
-//     not help: the next scheduled invocation is the retry. The invocation
-//     fails only for a bad event or a configuration/storage problem.
+//     owner id, and every ledger write is conditional. An invocation that
+//     finds the lease held reports the mailbox busy, not failed.
+//   - A mailbox that fails (server down, bad password, S3 or DynamoDB
+//     error) is reported in the Summary, logs and metrics without failing
+//     the invocation: a Lambda retry would not help, the next scheduled
+//     invocation is the retry. The invocation fails only for an event it
+//     cannot serve (EventError) or an unusable configuration (StartError).
 //
 // What it cannot do: a secret rotated while a container is warm is seen
-// only by new containers. If Lambda kills the function at its deadline
-// anyway (a server hanging past its timeouts), the ledger, not this
-// package, keeps the state consistent: the lease expires and the next
-// invocation resumes.
+// only by new containers. If Lambda kills the function anyway (a server
+// hanging past every timeout), nothing here runs: the ledger keeps the
+// state, the dead invocation's lease expires poll_timeout+2m after it was
+// taken, and until then later invocations report the mailbox busy.
 package lambdafn
 
 import (
@@ -94,6 +99,9 @@ type Options struct {
 	Stdout io.Writer
 	// Now is the clock for metrics timestamps; default time.Now.
 	Now func() time.Time
+	// Hooks is passed to the connector: tests use it to stop an
+	// invocation after a durable step, as a Lambda timeout or crash would.
+	Hooks connector.Hooks
 }
 
 // Function handles invocations. It is safe for concurrent use (Lambda's
@@ -102,10 +110,9 @@ type Function struct {
 	opts Options
 	out  *lineWriter
 
-	mu      sync.Mutex
-	app     *app.App // built at the first successful invocation
-	logger  *slog.Logger
-	secrets *config.Secrets
+	mu     sync.Mutex
+	app    *app.App // built at the first successful invocation
+	logger *slog.Logger
 }
 
 // New checks opts and returns a Function. Nothing is read or fetched
@@ -187,7 +194,7 @@ func (f *Function) ready(ctx context.Context) (*app.App, *slog.Logger, error) {
 		enabled[i] = m.ID
 	}
 	logger.Info("configuration loaded", "source", f.opts.ConfigSource, "mailboxes", enabled, "delivery", cfg.Delivery.Addr())
-	f.app, f.logger, f.secrets = a, logger, secrets
+	f.app, f.logger = a, logger
 	return a, logger, nil
 }
 
@@ -201,7 +208,7 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 	logger = logger.With("request_id", reqID)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
-		return nil, err
+		return nil, &StartError{err}
 	}
 	mailboxes, err := selectMailboxes(a, ev)
 	if err != nil {
@@ -214,11 +221,14 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 	c := *a.Connector
 	c.Logger = logger
 	c.Settings.LeaseOwner = leaseOwner(reqID)
+	c.Hooks = f.opts.Hooks
 
 	pctx, cancel := f.pollContext(ctx)
 	defer cancel()
 	logger.Info("poll start", "trigger", ev.Trigger, "mailboxes", ids(mailboxes), "deadline_in", remaining(pctx))
+	started := time.Now()
 	results := c.PollAll(pctx, mailboxes, a.Config.ParallelMailboxes)
+	pollTime := time.Since(started)
 
 	sum := &Summary{RequestID: reqID, Trigger: ev.Trigger, Mailboxes: make([]MailboxSummary, 0, len(results))}
 	now := f.opts.Now()
@@ -227,7 +237,8 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 		sum.Mailboxes = append(sum.Mailboxes, ms)
 		attrs := []any{"mailbox", ms.Mailbox, "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
 			"delivered", ms.Delivered, "deferred", ms.Deferred, "rejected", ms.Rejected, "gave_up", ms.GaveUp,
-			"deleted", ms.Deleted, "not_due", ms.NotDue, "duration_ms", ms.DurationMS}
+			"deleted", ms.Deleted, "not_due", ms.NotDue, "badmail", ms.Badmail, "notices", ms.Notices,
+			"unrecorded_replies", ms.UnrecordedReplies, "duration_ms", ms.DurationMS}
 		if ms.Stopped != "" {
 			sum.Stopped++
 			attrs = append(attrs, "stopped", ms.Stopped)
@@ -247,6 +258,16 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 			logger.Warn("metrics not written", "mailbox", r.Mailbox, "err", err)
 			continue
 		}
+		f.out.Write(line.Bytes())
+	}
+	inv := metrics.Invocation{RequestID: reqID, Trigger: string(ev.Trigger), Results: results, Duration: pollTime}
+	if dl, ok := ctx.Deadline(); ok {
+		inv.Deadline = dl
+	}
+	var line bytes.Buffer
+	if err := metrics.InvocationEMF(&line, f.opts.MetricsNamespace, inv, f.opts.Now()); err != nil {
+		logger.Warn("metrics not written", "err", err)
+	} else {
 		f.out.Write(line.Bytes())
 	}
 	return sum, nil
@@ -279,7 +300,7 @@ func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
 		return a.Mailboxes, nil
 	case TriggerManual:
 	default:
-		return nil, fmt.Errorf("%w: %s", ErrBadEvent, wantShapes)
+		return nil, badEvent("%s", wantShapes)
 	}
 	byID := make(map[string]connector.Mailbox, len(a.Mailboxes))
 	valid := make([]string, 0, len(a.Mailboxes))
@@ -299,7 +320,7 @@ func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
 		out = append(out, m)
 	}
 	if len(unknown) > 0 {
-		return nil, fmt.Errorf("%w: unknown mailbox %s; valid ids: %s", ErrUnknownMailbox, strings.Join(unknown, ", "), strings.Join(valid, ", "))
+		return nil, &EventError{fmt.Errorf("%w %s; valid ids: %s", ErrUnknownMailbox, strings.Join(unknown, ", "), strings.Join(valid, ", "))}
 	}
 	return out, nil
 }

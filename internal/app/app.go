@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/archive"
@@ -22,7 +23,9 @@ import (
 	"github.com/popconnector/popconnector/internal/ledger"
 	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
 	"github.com/popconnector/popconnector/internal/pop3"
+	"github.com/popconnector/popconnector/internal/recipients"
 	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/route"
 )
 
 // App is a connector with its mailboxes, ready to poll.
@@ -31,6 +34,7 @@ type App struct {
 	Connector *connector.Connector
 	Mailboxes []connector.Mailbox
 	Secrets   *config.Secrets
+	Routing   *Routing
 	closers   []func() error
 }
 
@@ -91,25 +95,26 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 			stores.Ledger = local.Ledger
 		}
 	}
-	relayOpts, err := RelayOptions(cfg.Delivery)
+	routing, err := NewRouting(cfg, secrets)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
-	var relayPass func(context.Context) (string, error)
-	if cfg.Delivery.Auth != nil {
-		sec := cfg.Delivery.Auth.Password
-		relayPass = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
-	}
+	a.Routing = routing
 	host, _ := os.Hostname()
 	helo := cfg.Delivery.HELODomain
 	if helo == "" {
 		helo = host
 	}
+	notifyTo := cfg.Notify.To
+	if notifyTo == "" {
+		notifyTo = cfg.Postmaster
+	}
 	a.Connector = &connector.Connector{
 		Archive:   stores.Archive,
 		Ledger:    stores.Ledger,
-		DialRelay: DialSMTP(relayOpts, relayPass),
+		Routes:    routing.Table,
+		DialRoute: routing.Dialer(),
 		Settings: connector.Settings{
 			Postmaster:       cfg.Postmaster,
 			Hostname:         helo,
@@ -118,6 +123,11 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 			GiveUpAfter:      cfg.Retry.GiveUpAfter,
 			DeliveryTimeout:  cfg.Delivery.Timeout,
 			LeaseOwner:       host + "/" + strconv.Itoa(os.Getpid()),
+			MaxTraceHops:     cfg.LoopLimit,
+			Notify: connector.NotifySettings{
+				To: notifyTo, Spam: cfg.Notify.Spam, UnknownRecipient: cfg.Notify.UnknownRecipient,
+				Badmail: cfg.Notify.Badmail, RelayDenied: cfg.Notify.RelayDenied,
+			},
 		},
 	}
 	for _, m := range cfg.Mailboxes {
@@ -160,7 +170,19 @@ func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, e
 	case config.AfterDeliveryKeepDays:
 		policy = connector.KeepDays
 	}
+	var global *recipients.Resolver
+	if m.Type == config.MailboxGlobal && m.Global != nil {
+		if global, err = recipients.NewResolver(m.Global.Options()); err != nil {
+			return connector.Mailbox{}, fmt.Errorf("mailbox %s: %w", m.ID, err)
+		}
+	}
+	und := connector.Undeliverable{Action: connector.UndeliverableAction(m.Undeliverable.Action)}
+	if und.Action == connector.DeleteRejected {
+		und.DeleteOnCodes = m.Undeliverable.DeleteCodes()
+	}
 	return connector.Mailbox{
+		Global:        global,
+		Undeliverable: und,
 		ID:            m.ID,
 		Server:        host,
 		DeliverTo:     m.DeliverTo,
@@ -174,6 +196,86 @@ func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, e
 			return secrets.Resolve(ctx, sec)
 		}),
 	}, nil
+}
+
+// Routing is the configuration's delivery routes: the route table and the
+// SMTP client options of each route.
+type Routing struct {
+	Table *route.Table
+	opts  map[string]relay.Options
+	pass  map[string]func(context.Context) (string, error)
+}
+
+// ConfigRoutes returns the configured routes; a configuration built in code
+// with only Delivery has that one route, serving "*".
+func ConfigRoutes(cfg *config.Config) []config.Route {
+	if len(cfg.Routes) > 0 {
+		return cfg.Routes
+	}
+	return []config.Route{{Name: config.DefaultRouteName, Delivery: cfg.Delivery, AddressSpaces: []string{"*"}, Cost: 1}}
+}
+
+// NewRouting builds the routes of cfg. Passwords are resolved at each dial.
+func NewRouting(cfg *config.Config, secrets *config.Secrets) (*Routing, error) {
+	r := &Routing{opts: map[string]relay.Options{}, pass: map[string]func(context.Context) (string, error){}}
+	var rs []route.Route
+	for _, cr := range ConfigRoutes(cfg) {
+		o, err := RelayOptions(cr.Delivery)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: %w", cr.Name, err)
+		}
+		key := strings.ToLower(cr.Name)
+		r.opts[key] = o
+		if cr.Auth != nil {
+			sec := cr.Auth.Password
+			r.pass[key] = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
+		}
+		rs = append(rs, route.Route{Name: cr.Name, Host: cr.Host, Port: cr.Port, AddressSpaces: cr.AddressSpaces, Cost: cr.Cost})
+	}
+	t, err := route.New(rs)
+	if err != nil {
+		return nil, err
+	}
+	r.Table = t
+	return r, nil
+}
+
+// Options returns the SMTP client options of the named route (without the
+// password).
+func (r *Routing) Options(name string) (relay.Options, bool) {
+	o, ok := r.opts[strings.ToLower(name)]
+	return o, ok
+}
+
+// Dial connects to rt, resolving its password first.
+func (r *Routing) Dial(ctx context.Context, rt route.Route) (*relay.Client, error) {
+	key := strings.ToLower(rt.Name)
+	o, ok := r.opts[key]
+	if !ok {
+		return nil, fmt.Errorf("route %q is not configured", rt.Name)
+	}
+	o.Addr = rt.Addr()
+	if o.Auth != nil && r.pass[key] != nil {
+		pass, err := r.pass[key](ctx)
+		if err != nil {
+			return nil, err
+		}
+		a := *o.Auth
+		a.Password = pass
+		o.Auth = &a
+	}
+	return relay.Dial(ctx, o)
+}
+
+// Dialer adapts Dial to the connector.
+func (r *Routing) Dialer() connector.RouteDialer {
+	return func(ctx context.Context, rt route.Route) (connector.Relay, error) {
+		c, err := r.Dial(ctx, rt)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 }
 
 // RelayOptions builds the SMTP client options of the delivery endpoint.

@@ -1,5 +1,5 @@
-// Package cli is the popconn command line: run, check-config, status and
-// example-config. It parses flags, sets up logging and hands over to
+// Package cli is the popconn command line: run, check-config, status,
+// test-relay, test-notify and example-config. It parses flags, sets up logging and hands over to
 // package app; it holds no pipeline logic.
 //
 // Exit codes: 0 success; 1 a mailbox or the relay failed (mail is safe and
@@ -31,7 +31,10 @@ const usage = `popconn — POP3 connector for Exchange
 Usage:
   popconn run [--config FILE] [--once]   poll every mailbox (a loop at poll_interval; --once: one round)
   popconn check-config [--config FILE]   validate the configuration and report every problem
-  popconn status [--config FILE]         per mailbox: on server, delivered, deferred, rejected
+  popconn status [--config FILE]         per mailbox: on server, delivered, deferred, rejected, badmail
+  popconn test-relay [--config FILE]     per route: connect, STARTTLS, EHLO, AUTH, MAIL FROM the postmaster,
+                                         RCPT TO every configured Exchange address, RSET, QUIT (no message is sent)
+  popconn test-notify [--config FILE]    send a test notification to the postmaster through the configured route
   popconn example-config                 print a commented example configuration
   popconn version
 
@@ -56,6 +59,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return checkConfigCmd(rest, stdout, stderr)
 	case "status":
 		return statusCmd(rest, stdout, stderr)
+	case "test-relay":
+		return testRelayCmd(rest, stdout, stderr)
+	case "test-notify":
+		return testNotifyCmd(rest, stdout, stderr)
 	case "example-config":
 		stdout.Write(config.Example())
 		return 0
@@ -121,7 +128,15 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) int {
 			enabled++
 		}
 	}
-	fmt.Fprintf(stdout, "%s: valid; %d mailbox(es), %d enabled; delivery to %s (tls %s)\n", *path, len(cfg.Mailboxes), enabled, cfg.Delivery.Addr(), cfg.Delivery.TLS)
+	routes := app.ConfigRoutes(cfg)
+	if len(routes) == 1 {
+		fmt.Fprintf(stdout, "%s: valid; %d mailbox(es), %d enabled; delivery to %s (tls %s)\n", *path, len(cfg.Mailboxes), enabled, routes[0].Addr(), routes[0].TLS)
+	} else {
+		fmt.Fprintf(stdout, "%s: valid; %d mailbox(es), %d enabled; %d routes\n", *path, len(cfg.Mailboxes), enabled, len(routes))
+		for _, r := range routes {
+			fmt.Fprintf(stdout, "  route %s: %s (tls %s), address spaces %s, cost %d\n", r.Name, r.Addr(), r.TLS, strings.Join(r.AddressSpaces, " "), r.Cost)
+		}
+	}
 	return 0
 }
 
@@ -132,8 +147,15 @@ type secretRef struct {
 
 func secretRefs(cfg *config.Config) []secretRef {
 	var refs []secretRef
-	if cfg.Delivery.Auth != nil {
-		refs = append(refs, secretRef{"delivery.auth.password", cfg.Delivery.Auth.Password})
+	for i, r := range app.ConfigRoutes(cfg) {
+		if r.Auth == nil {
+			continue
+		}
+		path := fmt.Sprintf("routes[%d].auth.password", i)
+		if len(cfg.Routes) <= 1 && r.Name == config.DefaultRouteName {
+			path = "delivery.auth.password"
+		}
+		refs = append(refs, secretRef{path, r.Auth.Password})
 	}
 	for i, m := range cfg.Mailboxes {
 		refs = append(refs, secretRef{fmt.Sprintf("mailboxes[%d].password", i), m.Password})
@@ -228,6 +250,7 @@ func pollRound(ctx context.Context, a *app.App, log *slog.Logger) int {
 	for _, r := range results {
 		attrs := []any{"mailbox", r.Mailbox, "on_server", r.OnServer, "fetched", r.Fetched, "bytes", r.Bytes,
 			"delivered", r.Delivered, "deferred", r.Deferred, "rejected", r.Rejected, "deleted", r.Deleted,
+			"badmail", r.Badmail, "deleted_rejected", r.DeletedRejected, "notices", r.Notices,
 			"not_due", r.NotDue, "duration", r.Duration.Round(time.Millisecond).String()}
 		if r.Stopped != "" {
 			attrs = append(attrs, "stopped", r.Stopped)
@@ -262,7 +285,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	defer closeFn()
 	ctx := context.Background()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tGAVE UP\tOLDEST UNDELIVERED")
+	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tGAVE UP\tBADMAIL\tDELETED ON REJECT\tOLDEST UNDELIVERED")
 	var details []string
 	now := time.Now()
 	for _, m := range cfg.Mailboxes {
@@ -276,12 +299,21 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		if !s.OldestUndelivered.IsZero() {
 			oldest = now.Sub(s.OldestUndelivered).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.GaveUp), oldest)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.GaveUp), len(s.Badmail), len(s.DeletedRejected), oldest)
 		for _, group := range []struct {
 			name string
 			recs []*ledger.Record
-		}{{"deferred", s.Deferred}, {"rejected", s.Rejected}, {"gave up", s.GaveUp}} {
+		}{{"deferred", s.Deferred}, {"rejected", s.Rejected}, {"gave up", s.GaveUp}, {"badmail", s.Badmail}, {"deleted on reject", s.DeletedRejected}} {
 			for _, r := range group.recs {
+				if r.Disposition != "" {
+					where := r.BadmailKey
+					if where == "" {
+						where = r.ArchiveKey
+					}
+					details = append(details, fmt.Sprintf("%s %s uidl=%s message-id=<%s> archive=%s\n    %s",
+						m.ID, group.name, r.UIDL, r.MessageID, where, r.DispositionReason))
+					continue
+				}
 				details = append(details, fmt.Sprintf("%s %s uidl=%s message-id=<%s> attempts=%d next=%s\n    %s",
 					m.ID, group.name, r.UIDL, r.MessageID, r.Attempts, formatNext(r.NextAttempt, r.GaveUp), r.LastError))
 			}

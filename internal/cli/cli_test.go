@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-smtp"
 
 	"github.com/popconnector/popconnector/internal/cli"
 	"github.com/popconnector/popconnector/internal/testenv"
@@ -181,5 +185,92 @@ func TestRunLoopStopsOnSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop in the log:\n%s", errb.String())
+	}
+}
+
+// test-relay against a real MTA (smtp-sink behind STARTTLS): every step
+// passes, exit 0.
+func TestTestRelayPasses(t *testing.T) {
+	cfg, _, sink := servers(t, "")
+	var out, errb bytes.Buffer
+	if code := cli.Main([]string{"test-relay", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{"route delivery: localhost:", "connect, EHLO: OK (TLS verified", "RCPT TO:<sales@corp.example>: OK", "relay test passed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := len(sink.Messages(t)); n != 0 {
+		t.Errorf("the relay test sent %d messages, want none", n)
+	}
+}
+
+// test-relay against a receive connector that refuses to relay for one
+// domain (seed 004's reply): exit 1, the cause and the fix printed.
+func TestTestRelayExplainsUnableToRelay(t *testing.T) {
+	srv := testenv.StartScriptedSMTP(t, testenv.SMTPScript{OnRcpt: func(to string) error {
+		if strings.HasSuffix(to, "@contoso.example") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Unable to relay for " + to}
+		}
+		return nil
+	}})
+	port := srv.Addr[strings.LastIndexByte(srv.Addr, ':')+1:]
+	cfg := writeConfig(t, t.TempDir(), fmt.Sprintf(`postmaster: postmaster@corp.example
+delivery: {host: 127.0.0.1, port: %s, tls: none}
+mailboxes:
+  - {id: sales, server: pop.isp.example, username: sales, password: "env:CLI_TEST_UNUSED", deliver_to: [sales@corp.example]}
+  - id: all
+    server: pop.isp.example
+    username: all
+    password: "env:CLI_TEST_UNUSED"
+    type: global
+    global: {local_domains: [contoso.example]}
+`, port))
+	var out, errb bytes.Buffer
+	if code := cli.Main([]string{"test-relay", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{
+		"RCPT TO:<sales@corp.example>: OK",
+		"RCPT TO:<postmaster@contoso.example>: FAILED: smtp rcpt: 550 5.7.1 Unable to relay for postmaster@contoso.example",
+		"cause: Exchange will not accept mail for postmaster@contoso.example from this connector: contoso.example is not an accepted domain",
+		"fix:   add contoso.example as an accepted domain (recipient policy), or grant this host relay permission on the receive connector",
+		"relay test FAILED (1 problem(s))",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Errorf("%d messages sent, want none", n)
+	}
+}
+
+// test-notify delivers the test message to the postmaster with the null
+// sender through the route.
+func TestTestNotify(t *testing.T) {
+	cfg, _, sink := servers(t, "notify: {to: mailadmin@corp.example}\n")
+	var out, errb bytes.Buffer
+	if code := cli.Main([]string{"test-notify", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "test notification to mailadmin@corp.example accepted by route delivery") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	got := sink.WaitFor(t, 1, 10*time.Second)
+	if len(got) != 1 || got[0].From != "" || strings.Join(got[0].To, ",") != "mailadmin@corp.example" {
+		t.Fatalf("relayed %+v, want one message from <> to mailadmin@corp.example", got)
+	}
+	e, err := gomessage.Read(bytes.NewReader(got[0].Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Header.Get("X-Popconn-Notice") != "test" || !strings.HasPrefix(e.Header.Get("Subject"), "popconnector test notification") {
+		t.Errorf("header %v", e.Header)
+	}
+	body, _ := io.ReadAll(e.Body)
+	if !strings.Contains(string(body), "notify on badmail: yes") {
+		t.Errorf("body lacks the settings:\n%s", body)
 	}
 }

@@ -52,11 +52,30 @@ type Config struct {
 	// parallel_mailboxes. Default 4, 1..64.
 	ParallelMailboxes int
 	Retry             Retry
-	Delivery          Delivery
-	Archive           Archive
-	Ledger            Ledger
-	Log               Log
-	Mailboxes         []Mailbox
+	// Delivery is the single smart host of the `delivery:` shorthand, or
+	// the first of Routes when `routes:` is used.
+	Delivery Delivery
+	// Routes are the SMTP endpoints mail is relayed to, each with its
+	// address spaces and cost (like Exchange SMTP connectors). `delivery:`
+	// is the shorthand for one route named "delivery" serving "*". Key:
+	// routes.
+	Routes []Route
+	// Notify selects the notices sent to the postmaster. Key: notify.
+	Notify Notify
+	// LoopLimit is how many of popconn's own Received fields a message may
+	// carry before it is treated as a mail loop and moved to badmail. Key:
+	// loop_limit. Default 3.
+	LoopLimit int
+	Archive   Archive
+	Ledger    Ledger
+	Log       Log
+	Mailboxes []Mailbox
+
+	// deliveryShorthand reports Routes built from `delivery:`, so that
+	// problems are reported under delivery.*; bothDeliveryAndRoutes that
+	// the file gave both.
+	deliveryShorthand     bool
+	bothDeliveryAndRoutes bool
 }
 
 // Retry is the schedule for failed deliveries. Key: retry.
@@ -127,6 +146,96 @@ type Delivery struct {
 	Timeout time.Duration
 	// Auth is nil when the receive connector needs no authentication.
 	Auth *Auth
+}
+
+// Route is one SMTP endpoint with the recipient domains it serves. Key:
+// routes[i]; it takes every key of delivery plus these.
+type Route struct {
+	// Name identifies the route in logs and test-relay output; unique.
+	// Key: name. Required.
+	Name string
+	Delivery
+	// AddressSpaces are the recipient domains served: "*", "*.net",
+	// "contoso.com", "*.contoso.com". Key: address_spaces. Default ["*"].
+	AddressSpaces []string
+	// Cost orders routes whose address spaces match equally well, lowest
+	// first; a route that cannot be reached passes its mail to the next.
+	// Key: cost. Default 1, 1..100.
+	Cost int
+}
+
+// DefaultRouteName names the route the `delivery:` shorthand defines.
+const DefaultRouteName = "delivery"
+
+// Notify switches the notices sent to the postmaster. Key: notify.
+type Notify struct {
+	// To receives the notices. Key: to. Default: postmaster.
+	To string
+	// Spam: Exchange rejected a message as spam. Key: spam. Default false.
+	Spam bool
+	// UnknownRecipient: Exchange does not know a recipient. Key:
+	// unknown_recipient. Default false.
+	UnknownRecipient bool
+	// Badmail: a message was moved to badmail. Key: badmail. Default true.
+	Badmail bool
+	// RelayDenied: Exchange refused the connector itself (relay or
+	// receive-connector permissions). Key: relay_denied. Default true.
+	RelayDenied bool
+}
+
+// MailboxType says whose mail a POP3 mailbox holds.
+type MailboxType string
+
+const (
+	// MailboxIndividual: one person's (or team's) mail, relayed to
+	// deliver_to.
+	MailboxIndividual MailboxType = "individual"
+	// MailboxGlobal: a catch-all maildrop for a whole domain; recipients
+	// come from each message's header (Global).
+	MailboxGlobal MailboxType = "global"
+)
+
+// Global configures a global mailbox. Key: mailboxes[i].global.
+type Global struct {
+	// LocalDomains are Exchange's accepted domains. Key: local_domains.
+	// Required.
+	LocalDomains []string
+	// HeaderOrder lists the envelope headers consulted, first match wins.
+	// Key: header_order. Default Delivered-To, X-Original-To,
+	// X-Envelope-To, Envelope-To, Received.
+	HeaderOrder []string
+	// UseTo falls back to Resent-To/Cc, then To/Cc. Key: use_to. Default
+	// false.
+	UseTo bool
+	// Rewrite maps addresses ("alias@isp" -> "user@corp", "*@isp" ->
+	// "*@corp"). Key: rewrite.
+	Rewrite map[string]string
+	// Fallback receives a message without a local recipient. Key:
+	// fallback. Default: postmaster.
+	Fallback string
+}
+
+// UndeliverableAction is what happens to a message Exchange rejects.
+type UndeliverableAction string
+
+const (
+	UndeliverableLeave   UndeliverableAction = "leave"
+	UndeliverableDelete  UndeliverableAction = "delete"
+	UndeliverableBadmail UndeliverableAction = "badmail"
+)
+
+// DefaultDeleteOnCodes are the reply codes the Exchange connector manual
+// names for "delete the message permanently".
+var DefaultDeleteOnCodes = []string{"550 5.7.1", "554 5.7.1", "554 5.1.0"}
+
+// Undeliverable is a mailbox's undeliverable option. Key:
+// mailboxes[i].undeliverable.
+type Undeliverable struct {
+	// Action is leave (default), delete or badmail. Key: action.
+	Action UndeliverableAction
+	// DeleteOnCodes lists the replies that allow deleting, only with
+	// delete. Key: delete_on_codes. Default DefaultDeleteOnCodes.
+	DeleteOnCodes []string
 }
 
 // Addr returns Host and Port in the form net.Dial takes, with any address
@@ -235,6 +344,12 @@ type Mailbox struct {
 	// Enabled defaults to true; a disabled mailbox is validated but not
 	// polled. Key: enabled.
 	Enabled bool
+	// Type is individual (default) or global. Key: type.
+	Type MailboxType
+	// Global is set exactly when Type is global. Key: global.
+	Global *Global
+	// Undeliverable defaults to action leave. Key: undeliverable.
+	Undeliverable Undeliverable
 }
 
 // Defaults, documented on each field and shown in testdata/example.yaml.
@@ -251,6 +366,7 @@ const (
 	defaultMaxMessagesPerPoll = 500
 	defaultMaxBytesPerPoll    = Size(1 << 30)
 	defaultPollTimeout        = 10 * time.Minute
+	defaultLoopLimit          = 3
 )
 
 // maxConfigSize bounds Load; a configuration is a few kilobytes.
@@ -353,7 +469,10 @@ type fileConfig struct {
 	PollInterval      *Duration     `yaml:"poll_interval"`
 	ParallelMailboxes *intValue     `yaml:"parallel_mailboxes"`
 	Retry             fileRetry     `yaml:"retry"`
-	Delivery          fileDelivery  `yaml:"delivery"`
+	Delivery          *fileDelivery `yaml:"delivery"`
+	Routes            []fileRoute   `yaml:"routes"`
+	Notify            fileNotify    `yaml:"notify"`
+	LoopLimit         *intValue     `yaml:"loop_limit"`
 	Archive           fileArchive   `yaml:"archive"`
 	Ledger            fileLedger    `yaml:"ledger"`
 	Log               fileLog       `yaml:"log"`
@@ -378,6 +497,34 @@ type fileDelivery struct {
 	Auth              *fileAuth `yaml:"auth"`
 }
 
+type fileRoute struct {
+	Name          string `yaml:"name"`
+	fileDelivery  `yaml:",inline"`
+	AddressSpaces []string  `yaml:"address_spaces"`
+	Cost          *intValue `yaml:"cost"`
+}
+
+type fileNotify struct {
+	To               string `yaml:"to"`
+	Spam             *bool  `yaml:"spam"`
+	UnknownRecipient *bool  `yaml:"unknown_recipient"`
+	Badmail          *bool  `yaml:"badmail"`
+	RelayDenied      *bool  `yaml:"relay_denied"`
+}
+
+type fileGlobal struct {
+	LocalDomains []string          `yaml:"local_domains"`
+	HeaderOrder  []string          `yaml:"header_order"`
+	UseTo        bool              `yaml:"use_to"`
+	Rewrite      map[string]string `yaml:"rewrite"`
+	Fallback     string            `yaml:"fallback"`
+}
+
+type fileUndeliverable struct {
+	Action        string   `yaml:"action"`
+	DeleteOnCodes []string `yaml:"delete_on_codes"`
+}
+
 type fileAuth struct {
 	Mechanism string `yaml:"mechanism"`
 	Username  string `yaml:"username"`
@@ -398,24 +545,27 @@ type fileLog struct {
 }
 
 type fileMailbox struct {
-	ID                  string    `yaml:"id"`
-	Server              string    `yaml:"server"`
-	TLS                 string    `yaml:"tls"`
-	AllowPlaintextLogin bool      `yaml:"allow_plaintext_login"`
-	VerifyCertificate   *bool     `yaml:"verify_certificate"`
-	CAFile              string    `yaml:"ca_file"`
-	ServerName          string    `yaml:"server_name"`
-	Username            string    `yaml:"username"`
-	Password            Secret    `yaml:"password"`
-	DeliverTo           addrList  `yaml:"deliver_to"`
-	AfterDelivery       string    `yaml:"after_delivery"`
-	KeepDays            intValue  `yaml:"keep_days"`
-	MaxMessagesPerPoll  *intValue `yaml:"max_messages_per_poll"`
-	MaxBytesPerPoll     *Size     `yaml:"max_bytes_per_poll"`
-	PollTimeout         *Duration `yaml:"poll_timeout"`
-	Timeout             *Duration `yaml:"timeout"`
-	Sender              string    `yaml:"sender"`
-	Enabled             *bool     `yaml:"enabled"`
+	ID                  string            `yaml:"id"`
+	Server              string            `yaml:"server"`
+	TLS                 string            `yaml:"tls"`
+	AllowPlaintextLogin bool              `yaml:"allow_plaintext_login"`
+	VerifyCertificate   *bool             `yaml:"verify_certificate"`
+	CAFile              string            `yaml:"ca_file"`
+	ServerName          string            `yaml:"server_name"`
+	Username            string            `yaml:"username"`
+	Password            Secret            `yaml:"password"`
+	DeliverTo           addrList          `yaml:"deliver_to"`
+	AfterDelivery       string            `yaml:"after_delivery"`
+	KeepDays            intValue          `yaml:"keep_days"`
+	MaxMessagesPerPoll  *intValue         `yaml:"max_messages_per_poll"`
+	MaxBytesPerPoll     *Size             `yaml:"max_bytes_per_poll"`
+	PollTimeout         *Duration         `yaml:"poll_timeout"`
+	Timeout             *Duration         `yaml:"timeout"`
+	Sender              string            `yaml:"sender"`
+	Enabled             *bool             `yaml:"enabled"`
+	Type                string            `yaml:"type"`
+	Global              *fileGlobal       `yaml:"global"`
+	Undeliverable       fileUndeliverable `yaml:"undeliverable"`
 }
 
 func orDur(p *Duration, def time.Duration) time.Duration {
@@ -457,28 +607,45 @@ func (f *fileConfig) toConfig() *Config {
 			MaxInterval: orDur(f.Retry.MaxInterval, defaultRetryMaxInterval),
 			GiveUpAfter: orDur(f.Retry.GiveUpAfter, defaultGiveUpAfter),
 		},
-		Delivery: Delivery{
-			Host:              f.Delivery.Host,
-			Port:              orInt(f.Delivery.Port, defaultDeliveryPort),
-			TLS:               TLSMode(orStr(f.Delivery.TLS, string(TLSStartTLS))),
-			VerifyCertificate: orBool(f.Delivery.VerifyCertificate, true),
-			CAFile:            f.Delivery.CAFile,
-			ServerName:        f.Delivery.ServerName,
-			HELODomain:        f.Delivery.HELODomain,
-			Timeout:           orDur(f.Delivery.Timeout, defaultTimeout),
+		Notify: Notify{
+			To:               orStr(f.Notify.To, f.Postmaster),
+			Spam:             orBool(f.Notify.Spam, false),
+			UnknownRecipient: orBool(f.Notify.UnknownRecipient, false),
+			Badmail:          orBool(f.Notify.Badmail, true),
+			RelayDenied:      orBool(f.Notify.RelayDenied, true),
 		},
-		Archive: Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
-		Ledger:  Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
+		LoopLimit: orInt(f.LoopLimit, defaultLoopLimit),
+		Archive:   Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
+		Ledger:    Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
 		Log: Log{
 			Level:  orStr(f.Log.Level, "info"),
 			Format: orStr(f.Log.Format, "auto"),
 		},
 	}
-	if a := f.Delivery.Auth; a != nil {
-		c.Delivery.Auth = &Auth{
-			Mechanism: AuthMechanism(orStr(a.Mechanism, string(AuthPlain))),
-			Username:  a.Username,
-			Password:  a.Password,
+	if f.Delivery != nil || len(f.Routes) == 0 {
+		var d fileDelivery
+		if f.Delivery != nil {
+			d = *f.Delivery
+		}
+		c.Delivery = d.toDelivery()
+		c.Routes = append(c.Routes, Route{Name: DefaultRouteName, Delivery: c.Delivery, AddressSpaces: []string{"*"}, Cost: 1})
+		c.deliveryShorthand = true
+	}
+	if len(f.Routes) > 0 {
+		if f.Delivery != nil {
+			c.bothDeliveryAndRoutes = true
+			c.Routes = nil
+		}
+		for _, r := range f.Routes {
+			spaces := r.AddressSpaces
+			if len(spaces) == 0 {
+				spaces = []string{"*"}
+			}
+			c.Routes = append(c.Routes, Route{Name: r.Name, Delivery: r.fileDelivery.toDelivery(), AddressSpaces: spaces, Cost: orInt(r.Cost, 1)})
+		}
+		if f.Delivery == nil {
+			c.Delivery = c.Routes[0].Delivery
+			c.deliveryShorthand = false
 		}
 	}
 	for _, m := range f.Mailboxes {
@@ -502,9 +669,54 @@ func (f *fileConfig) toConfig() *Config {
 			Timeout:             orDur(m.Timeout, defaultTimeout),
 			Sender:              m.Sender,
 			Enabled:             orBool(m.Enabled, true),
+			Type:                MailboxType(orStr(m.Type, string(MailboxIndividual))),
+			Global:              m.Global.toGlobal(f.Postmaster),
+			Undeliverable:       m.Undeliverable.toUndeliverable(),
 		})
 	}
 	return c
+}
+
+func (d fileDelivery) toDelivery() Delivery {
+	out := Delivery{
+		Host:              d.Host,
+		Port:              orInt(d.Port, defaultDeliveryPort),
+		TLS:               TLSMode(orStr(d.TLS, string(TLSStartTLS))),
+		VerifyCertificate: orBool(d.VerifyCertificate, true),
+		CAFile:            d.CAFile,
+		ServerName:        d.ServerName,
+		HELODomain:        d.HELODomain,
+		Timeout:           orDur(d.Timeout, defaultTimeout),
+	}
+	if a := d.Auth; a != nil {
+		out.Auth = &Auth{
+			Mechanism: AuthMechanism(orStr(a.Mechanism, string(AuthPlain))),
+			Username:  a.Username,
+			Password:  a.Password,
+		}
+	}
+	return out
+}
+
+func (g *fileGlobal) toGlobal(postmaster string) *Global {
+	if g == nil {
+		return nil
+	}
+	return &Global{
+		LocalDomains: g.LocalDomains,
+		HeaderOrder:  g.HeaderOrder,
+		UseTo:        g.UseTo,
+		Rewrite:      g.Rewrite,
+		Fallback:     orStr(g.Fallback, postmaster),
+	}
+}
+
+func (u fileUndeliverable) toUndeliverable() Undeliverable {
+	out := Undeliverable{Action: UndeliverableAction(orStr(u.Action, string(UndeliverableLeave))), DeleteOnCodes: u.DeleteOnCodes}
+	if out.Action == UndeliverableDelete && u.DeleteOnCodes == nil {
+		out.DeleteOnCodes = append([]string(nil), DefaultDeleteOnCodes...)
+	}
+	return out
 }
 
 func orSize(p *Size, def Size) Size {

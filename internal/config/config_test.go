@@ -223,9 +223,11 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 			Host: "exchange.corp.example", Port: 25, TLS: TLSStartTLS,
 			VerifyCertificate: true, Timeout: 60 * time.Second,
 		},
-		Archive: Archive{Dir: "./popconn-data/archive"},
-		Ledger:  Ledger{Path: "./popconn-data/ledger.db"},
-		Log:     Log{Level: "info", Format: "auto"},
+		Notify:    Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
+		LoopLimit: 3,
+		Archive:   Archive{Dir: "./popconn-data/archive"},
+		Ledger:    Ledger{Path: "./popconn-data/ledger.db"},
+		Log:       Log{Level: "info", Format: "auto"},
 		Mailboxes: []Mailbox{{
 			ID:                 "sales",
 			Server:             "pop.isp.example:995",
@@ -240,8 +242,12 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 			PollTimeout:        10 * time.Minute,
 			Timeout:            60 * time.Second,
 			Enabled:            true,
+			Type:               MailboxIndividual,
+			Undeliverable:      Undeliverable{Action: UndeliverableLeave},
 		}},
+		deliveryShorthand: true,
 	}
+	want.Routes = []Route{{Name: DefaultRouteName, Delivery: want.Delivery, AddressSpaces: []string{"*"}, Cost: 1}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(valid_minimal.yaml) =\n%+v\nwant\n%+v", c, want)
 	}
@@ -264,9 +270,11 @@ func TestParseValidFull(t *testing.T) {
 			Timeout: 10 * time.Minute,
 			Auth:    &Auth{Mechanism: AuthLogin, Username: "relay@corp.example", Password: SecretRef("file:/run/secrets/relay")},
 		},
-		Archive: Archive{Dir: "/var/lib/popconn/archive"},
-		Ledger:  Ledger{Path: "/var/lib/popconn/ledger.db"},
-		Log:     Log{Level: "debug", Format: "json"},
+		Notify:    Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
+		LoopLimit: 3,
+		Archive:   Archive{Dir: "/var/lib/popconn/archive"},
+		Ledger:    Ledger{Path: "/var/lib/popconn/ledger.db"},
+		Log:       Log{Level: "debug", Format: "json"},
 		Mailboxes: []Mailbox{{
 			ID:                  "lab",
 			Server:              "[2001:db8::110]:110",
@@ -303,6 +311,12 @@ func TestParseValidFull(t *testing.T) {
 			Sender:             "bounces@corp.example",
 			Enabled:            true,
 		}},
+		deliveryShorthand: true,
+	}
+	want.Routes = []Route{{Name: DefaultRouteName, Delivery: want.Delivery, AddressSpaces: []string{"*"}, Cost: 1}}
+	for i := range want.Mailboxes {
+		want.Mailboxes[i].Type = MailboxIndividual
+		want.Mailboxes[i].Undeliverable = Undeliverable{Action: UndeliverableLeave}
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(valid_full.yaml) =\n%+v\nwant\n%+v", c, want)
@@ -324,7 +338,8 @@ func TestExampleParsesCleanly(t *testing.T) {
 	if w := c.Warnings(); len(w) != 0 {
 		t.Errorf("Example() has warnings: %q", w)
 	}
-	if len(c.Mailboxes) != 2 || c.Mailboxes[1].Server != "pop.isp.example:995" || c.Mailboxes[1].KeepDays != 14 {
+	if len(c.Mailboxes) != 3 || c.Mailboxes[1].Server != "pop.isp.example:995" || c.Mailboxes[1].KeepDays != 14 ||
+		c.Mailboxes[2].Type != MailboxGlobal || c.Mailboxes[2].Undeliverable.Action != UndeliverableDelete {
 		t.Errorf("Example() parsed to unexpected mailboxes: %+v", c.Mailboxes)
 	}
 	// Example returns a copy: changing it does not change the next call.

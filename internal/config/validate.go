@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,6 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/notify"
+	"github.com/popconnector/popconnector/internal/recipients"
+	"github.com/popconnector/popconnector/internal/route"
 )
 
 // FieldError is one problem with the configuration.
@@ -159,7 +164,20 @@ func (c *Config) check() *validator {
 			formatDuration(r.Interval), formatDuration(r.GiveUpAfter))
 	}
 
-	v.delivery(&c.Delivery)
+	switch {
+	case c.bothDeliveryAndRoutes:
+		v.fail("routes", "give either delivery (one smart host for every recipient) or routes (several, by address space and cost), not both")
+	case len(c.Routes) == 0 || c.deliveryShorthand:
+		v.delivery("delivery", &c.Delivery)
+	default:
+		v.routes(c.Routes)
+	}
+	if c.Notify.To != "" && c.Notify.To != c.Postmaster {
+		v.address("notify.to", c.Notify.To, false)
+	}
+	if c.LoopLimit < 0 || c.LoopLimit > 100 {
+		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, 3), got %d", c.LoopLimit)
+	}
 
 	if strings.TrimSpace(c.Archive.Dir) == "" {
 		v.fail("archive.dir", "required")
@@ -195,50 +213,83 @@ func (c *Config) check() *validator {
 	return v
 }
 
-func (v *validator) delivery(d *Delivery) {
+// routes checks a `routes:` list: each route's delivery settings, a
+// unique name, and its address spaces and cost (package route's rules).
+func (v *validator) routes(rs []Route) {
+	names := map[string]int{}
+	for i := range rs {
+		r := &rs[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case strings.TrimSpace(r.Name) == "":
+			v.fail(p+".name", "required: a short name for this route, e.g. exchange-primary")
+		default:
+			key := strings.ToLower(r.Name)
+			if j, dup := names[key]; dup {
+				v.fail(p+".name", "%q is already used by routes[%d]; route names must be unique", r.Name, j)
+			} else {
+				names[key] = i
+			}
+		}
+		v.delivery(p, &r.Delivery)
+		if r.Cost < route.DefaultCost || r.Cost > route.MaxCost {
+			v.fail(p+".cost", "must be between %d and %d, got %d", route.DefaultCost, route.MaxCost, r.Cost)
+		}
+		// The address spaces alone, through package route's own checks.
+		if _, err := route.New([]route.Route{{Name: "x", Host: "localhost", AddressSpaces: r.AddressSpaces}}); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				v.fail(p+".address_spaces", "%s", strings.TrimPrefix(line, `route "x": `))
+			}
+		}
+	}
+}
+
+func (v *validator) delivery(p string, d *Delivery) {
 	if msg := checkDeliveryHost(d.Host); msg != "" {
-		v.fail("delivery.host", "%s", msg)
+		v.fail(p+".host", "%s", strings.ReplaceAll(msg, "delivery.", p+"."))
+	} else if err := route.ValidateHost(d.Host); err != nil {
+		v.fail(p+".host", "%v", err)
 	}
 	if d.Port < 1 || d.Port > 65535 {
-		v.fail("delivery.port", "must be between 1 and 65535, got %d", d.Port)
+		v.fail(p+".port", "must be between 1 and 65535, got %d", d.Port)
 	}
 	switch d.TLS {
 	case TLSStartTLS, TLSOpportunistic:
 		if d.Port == 465 {
-			v.warn("delivery.tls", "port 465 normally expects tls: implicit, not %s", d.TLS)
+			v.warn(p+".tls", "port 465 normally expects tls: implicit, not %s", d.TLS)
 		}
 	case TLSImplicit:
 		if d.Port == 25 || d.Port == 587 {
-			v.warn("delivery.tls", "tls: implicit on port %d is unusual; that port normally uses starttls", d.Port)
+			v.warn(p+".tls", "tls: implicit on port %d is unusual; that port normally uses starttls", d.Port)
 		}
 	case TLSNone:
 		if d.Port == 465 {
-			v.warn("delivery.tls", "port 465 normally expects tls: implicit; tls: none will not connect there")
+			v.warn(p+".tls", "port 465 normally expects tls: implicit; tls: none will not connect there")
 		}
-		v.warn("delivery.tls", "mail is relayed to Exchange unencrypted")
+		v.warn(p+".tls", "mail is relayed to Exchange unencrypted")
 	default:
-		v.fail("delivery.tls", "must be one of starttls, opportunistic, implicit, none; got %q", d.TLS)
+		v.fail(p+".tls", "must be one of starttls, opportunistic, implicit, none; got %q", d.TLS)
 	}
-	v.tlsFiles("delivery", d.TLS, d.VerifyCertificate, d.CAFile, d.ServerName)
+	v.tlsFiles(p, d.TLS, d.VerifyCertificate, d.CAFile, d.ServerName)
 	if d.HELODomain != "" && !validHELO(d.HELODomain) {
-		v.fail("delivery.helo_domain", "must be a domain name or an address literal like [192.0.2.1], got %q", d.HELODomain)
+		v.fail(p+".helo_domain", "must be a domain name or an address literal like [192.0.2.1], got %q", d.HELODomain)
 	}
-	v.duration("delivery.timeout", d.Timeout, minTimeout, maxTimeout)
+	v.duration(p+".timeout", d.Timeout, minTimeout, maxTimeout)
 	if a := d.Auth; a != nil {
 		switch a.Mechanism {
 		case AuthPlain, AuthLogin:
 		default:
-			v.fail("delivery.auth.mechanism", "must be plain or login, got %q", a.Mechanism)
+			v.fail(p+".auth.mechanism", "must be plain or login, got %q", a.Mechanism)
 		}
 		if strings.TrimSpace(a.Username) == "" {
-			v.fail("delivery.auth.username", "required when delivery.auth is present")
+			v.fail(p+".auth.username", "required when %s.auth is present", p)
 		}
-		v.secret("delivery.auth.password", a.Password)
+		v.secret(p+".auth.password", a.Password)
 		switch d.TLS {
 		case TLSNone:
-			v.warn("delivery.auth", "tls: none sends the SMTP password unencrypted")
+			v.warn(p+".auth", "tls: none sends the SMTP password unencrypted")
 		case TLSOpportunistic:
-			v.warn("delivery.auth", "tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS; use starttls")
+			v.warn(p+".auth", "tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS; use starttls")
 		}
 	}
 }
@@ -303,8 +354,56 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 		}
 	}
 	v.secret(p+".password", m.Password)
-	if len(m.DeliverTo) == 0 {
-		v.fail(p+".deliver_to", "at least one Exchange address is required")
+	switch m.Type {
+	case MailboxIndividual, "":
+		if len(m.DeliverTo) == 0 {
+			v.fail(p+".deliver_to", "at least one Exchange address is required")
+		}
+		if m.Global != nil {
+			v.fail(p+".global", "applies only with type: global")
+		}
+	case MailboxGlobal:
+		if len(m.DeliverTo) > 0 {
+			v.fail(p+".deliver_to", "a global mailbox takes its recipients from each message's header; remove deliver_to and set global.local_domains")
+		}
+		if m.Global == nil {
+			v.fail(p+".global", "required with type: global: at least local_domains, the domains Exchange accepts mail for")
+		} else if err := m.Global.Options().Validate(); err != nil {
+			var msgs []string
+			if u, ok := errors.Unwrap(err).(interface{ Unwrap() []error }); ok {
+				for _, e := range u.Unwrap() {
+					msgs = append(msgs, e.Error())
+				}
+			} else {
+				msgs = append(msgs, err.Error())
+			}
+			for _, msg := range msgs {
+				v.fail(p+".global", "%s", msg)
+			}
+		}
+	default:
+		v.fail(p+".type", "must be individual or global; got %q", m.Type)
+	}
+	switch m.Undeliverable.Action {
+	case UndeliverableLeave, UndeliverableBadmail, "":
+		if len(m.Undeliverable.DeleteOnCodes) > 0 {
+			v.fail(p+".undeliverable.delete_on_codes", "applies only with action: delete")
+		}
+	case UndeliverableDelete:
+		if len(m.Undeliverable.DeleteOnCodes) == 0 {
+			v.fail(p+".undeliverable.delete_on_codes", "list at least one reply code, e.g. \"550 5.7.1\"")
+		}
+		for k, c := range m.Undeliverable.DeleteOnCodes {
+			rc, err := notify.ParseReplyCode(c)
+			switch {
+			case err != nil:
+				v.fail(fmt.Sprintf("%s.undeliverable.delete_on_codes[%d]", p, k), "%v", err)
+			case rc.Code < 500:
+				v.fail(fmt.Sprintf("%s.undeliverable.delete_on_codes[%d]", p, k), "%q is not a permanent (5xx) reply; a temporary failure is always retried", c)
+			}
+		}
+	default:
+		v.fail(p+".undeliverable.action", "must be one of leave, delete, badmail; got %q", m.Undeliverable.Action)
 	}
 	rcpts := map[string]int{}
 	for k, a := range m.DeliverTo {
@@ -606,4 +705,23 @@ func readRegularFile(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// Options converts g to the recipient resolver's options.
+func (g *Global) Options() recipients.GlobalOptions {
+	return recipients.GlobalOptions{
+		LocalDomains: g.LocalDomains, HeaderOrder: g.HeaderOrder, UseTo: g.UseTo,
+		Rewrite: g.Rewrite, Fallback: g.Fallback,
+	}
+}
+
+// DeleteCodes returns the parsed delete_on_codes (valid after Validate).
+func (u Undeliverable) DeleteCodes() []notify.ReplyCode {
+	var out []notify.ReplyCode
+	for _, c := range u.DeleteOnCodes {
+		if rc, err := notify.ParseReplyCode(c); err == nil {
+			out = append(out, rc)
+		}
+	}
+	return out
 }

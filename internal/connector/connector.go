@@ -16,7 +16,9 @@ import (
 	"github.com/popconnector/popconnector/internal/archive"
 	"github.com/popconnector/popconnector/internal/ledger"
 	"github.com/popconnector/popconnector/internal/message"
+	"github.com/popconnector/popconnector/internal/recipients"
 	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/route"
 )
 
 // DeletePolicy says what happens on the POP3 server after delivery.
@@ -43,6 +45,13 @@ type Mailbox struct {
 	MaxBytes      int64 // fetched per poll; 0 = no limit
 	PollTimeout   time.Duration
 	Dial          SourceDialer
+	// Global, when set, makes this a global (catch-all) mailbox: the
+	// recipients of each message are resolved from its header when it is
+	// archived (and recorded with the archive key, fixed thereafter)
+	// instead of DeliverTo.
+	Global *recipients.Resolver
+	// Undeliverable says what happens to a message Exchange rejects.
+	Undeliverable Undeliverable
 }
 
 // Settings are the connector-wide choices.
@@ -54,6 +63,11 @@ type Settings struct {
 	GiveUpAfter      time.Duration // stop automatic attempts this long after first seen
 	DeliveryTimeout  time.Duration // SMTP timeout: time kept in reserve before the deadline
 	LeaseOwner       string        // who holds mailbox leases (host and process)
+	// MaxTraceHops is how many of this connector's own Received fields a
+	// message may carry before it counts as a mail loop (0 = 3).
+	MaxTraceHops int
+	// Notify selects the notices sent to the postmaster.
+	Notify NotifySettings
 }
 
 // Step names a durable step of the pipeline, for crash injection in tests.
@@ -81,8 +95,13 @@ var ErrCrash = errors.New("connector: crash injected")
 
 // Connector polls mailboxes into an archive, a ledger and a relay.
 type Connector struct {
-	Archive   archive.Archive
-	Ledger    ledger.Ledger
+	Archive archive.Archive
+	Ledger  ledger.Ledger
+	// Routes and DialRoute choose and open the SMTP endpoint of each
+	// recipient (address space and cost, package route). When Routes is
+	// nil, DialRelay is the single route for every recipient.
+	Routes    *route.Table
+	DialRoute RouteDialer
 	DialRelay RelayDialer
 	Settings  Settings
 	Logger    *slog.Logger
@@ -103,9 +122,15 @@ type Result struct {
 	Delivered int   // messages every recipient accepted in this poll
 	Deferred  int   // messages left with a temporary failure
 	Rejected  int   // messages left with a permanent rejection
-	GaveUp    int   // messages that passed the give-up age in this poll
-	Deleted   int   // deletions confirmed by QUIT
-	NotDue    int   // waiting for their next attempt
+	GaveUp    int   // messages that passed the give-up age in this poll (and went to badmail)
+	// Badmail counts messages set aside under the archive's badmail/
+	// prefix in this poll; DeletedRejected those whose rejection the
+	// undeliverable option "delete" allowed deleting.
+	Badmail         int
+	DeletedRejected int
+	Notices         int // postmaster notices accepted for delivery
+	Deleted         int // deletions confirmed by QUIT
+	NotDue          int // waiting for their next attempt
 	// UnrecordedReplies counts messages the SMTP server accepted whose
 	// reply the poll could not record (it stopped in between): the next
 	// run relays them again. This window is the only source of duplicates.
@@ -161,6 +186,13 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		return res
 	}
 	p := &poll{c: c, mb: mb, res: &res, log: c.log().With("mailbox", mb.ID)}
+	if p.routing, err = c.newRouting(); err != nil {
+		res.Err = fmt.Errorf("mailbox %s: %w", mb.ID, err)
+		if rerr := lease.Release(context.WithoutCancel(ctx)); rerr != nil {
+			p.log.Warn("lease release failed", "err", rerr)
+		}
+		return res
+	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err = p.run(pctx)
@@ -182,8 +214,7 @@ type poll struct {
 	log *slog.Logger
 
 	src     Source
-	rel     Relay       // used by the delivering goroutine only
-	relDown error       // set when the relay could not be reached in this poll
+	routing *routing    // used by the delivering goroutine only
 	crashed atomic.Bool // a test hook simulated a crash
 }
 
@@ -214,13 +245,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 	p.src = src
 	quitted := false
 	defer func() {
-		if p.rel != nil {
-			if errors.Is(err, ErrCrash) {
-				p.rel.Close()
-			} else if qerr := p.rel.Quit(); qerr != nil {
-				p.rel.Close()
-			}
-		}
+		p.routing.closeAll(errors.Is(err, ErrCrash))
 		if quitted {
 			return
 		}
@@ -265,7 +290,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 	// Mail that was archived but whose server copy has gone (another client
 	// deleted it) is still ours to deliver: the archive is the durable copy.
 	for _, r := range recs {
-		if onServer[r.UIDL] || r.Delivered() || r.Deleted() || !r.Archived() || p.res.Stopped != "" {
+		if onServer[r.UIDL] || r.Settled() || r.Deleted() || !r.Archived() || p.res.Stopped != "" {
 			continue
 		}
 		if p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{}); p.res.Stopped != "" {
@@ -329,7 +354,7 @@ func (p *poll) sweepGone(ctx context.Context, recs []*ledger.Record, onServer ma
 	var gone []*ledger.Record
 	now := p.c.now()
 	for _, r := range recs {
-		if !onServer[r.UIDL] && r.Delivered() && !r.Deleted() {
+		if !onServer[r.UIDL] && r.Settled() && !r.Deleted() {
 			r.DeletedAt = now
 			gone = append(gone, r)
 		}
@@ -354,7 +379,7 @@ func (p *poll) putChunked(ctx context.Context, recs []*ledger.Record) error {
 func (p *poll) oldestUndelivered(byUID map[string]*ledger.Record) time.Duration {
 	var oldest time.Time
 	for _, r := range byUID {
-		if r.Delivered() || r.Deleted() {
+		if r.Settled() || r.Deleted() {
 			continue
 		}
 		if oldest.IsZero() || r.FirstSeen.Before(oldest) {
@@ -370,7 +395,7 @@ func (p *poll) oldestUndelivered(byUID map[string]*ledger.Record) time.Duration 
 // deliverIfDue attempts delivery of an archived record unless it waits
 // for its next attempt or was given up.
 func (p *poll) deliverIfDue(ctx context.Context, rec *ledger.Record) error {
-	if rec.GaveUp {
+	if rec.GaveUp || rec.Disposition != "" {
 		return nil
 	}
 	if p.c.now().Before(rec.NextAttempt) {
@@ -413,12 +438,37 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 	}
 	rec.Sender = p.envelopeSender(sum)
 	rec.Needs8BitMIME = sum.Has8Bit
-	rec.NeedsSMTPUTF8 = !isASCII(rec.Sender) || !allASCII(p.mb.DeliverTo)
+	rec.TraceHops = p.countOwnTrace(sum)
 	if len(rec.Recipients) == 0 {
-		for _, to := range p.mb.DeliverTo {
-			rec.Recipients = append(rec.Recipients, ledger.Recipient{Address: to, Status: ledger.Pending})
+		to := p.mb.DeliverTo
+		if p.mb.Global != nil {
+			res := p.mb.Global.Resolve(sum.Header)
+			to, rec.RecipientSource = res.Recipients, res.Source
+			attrs := []any{"uidl", m.UID, "source", res.Source, "recipients", len(res.Recipients)}
+			if res.Fallback {
+				if len(res.Ignored) > 0 {
+					attrs = append(attrs, "ignored", res.Ignored)
+				}
+				if len(res.Problems) > 0 {
+					attrs = append(attrs, "problems", res.Problems)
+				}
+				p.log.Warn("global mailbox: no local recipient found; delivering to the fallback address", attrs...)
+			} else {
+				if len(res.Problems) > 0 {
+					attrs = append(attrs, "problems", res.Problems)
+				}
+				p.log.Info("global mailbox: recipients resolved", attrs...)
+			}
+		}
+		for _, a := range to {
+			rec.Recipients = append(rec.Recipients, ledger.Recipient{Address: a, Status: ledger.Pending})
 		}
 	}
+	addrs := make([]string, len(rec.Recipients))
+	for i, rc := range rec.Recipients {
+		addrs[i] = rc.Address
+	}
+	rec.NeedsSMTPUTF8 = !isASCII(rec.Sender) || !allASCII(addrs)
 	if err := p.c.Ledger.Put(ctx, rec); err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
@@ -456,25 +506,14 @@ func (p *poll) envelopeSender(s *message.Summary) string {
 	}
 }
 
-func (p *poll) relay(ctx context.Context) (Relay, error) {
-	if p.relDown != nil {
-		return nil, p.relDown
-	}
-	if p.rel != nil {
-		return p.rel, nil
-	}
-	r, err := p.c.DialRelay(ctx)
-	if err != nil {
-		p.relDown = err
-		return nil, err
-	}
-	p.rel = r
-	return r, nil
-}
-
-// deliver sends rec to the recipients that have not accepted it and
-// records every outcome.
+// deliver sends rec to the recipients that have not accepted it, over
+// the route of each, records every outcome and, for a message that cannot
+// be delivered, the undeliverable option's decision; then it sends the
+// postmaster notices due.
 func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger) error {
+	if p.crashed.Load() {
+		return fmt.Errorf("before sending %s: %w", rec.UIDL, ErrCrash)
+	}
 	var env relay.Envelope
 	env.From = rec.Sender
 	env.Size = rec.Size
@@ -487,73 +526,81 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			idx = append(idx, i)
 		}
 	}
-	if p.crashed.Load() {
-		return fmt.Errorf("before sending %s: %w", rec.UIDL, ErrCrash)
-	}
-	outcomes, sendErr := p.send(ctx, rec, env)
 	now := p.c.now().UTC()
-	rec.Attempts++
-	rec.LastAttempt = now
-	anyTemp, anyPerm := false, false
-	var reasons []string
-	for j, i := range idx {
-		rc := &rec.Recipients[i]
-		rc.At = now
-		var o relay.Outcome
-		if j < len(outcomes) {
-			o = outcomes[j]
-		} else {
-			o = relay.Outcome{Address: rc.Address, Err: relay.AsError(orUnknown(sendErr))}
-		}
-		if o.Err == nil {
-			rc.Status, rc.Code, rc.Enhanced, rc.Reply = ledger.Accepted, 250, "", o.Reply
-			continue
-		}
-		rc.Code, rc.Enhanced, rc.Reply = o.Err.Code, o.Err.Enhanced, o.Err.Error()
-		if o.Err.Temporary {
-			rc.Status = ledger.Deferred
-			anyTemp = true
-		} else {
-			rc.Status = ledger.Rejected
-			anyPerm = true
-		}
-		reasons = append(reasons, rc.Address+": "+o.Err.Error())
-	}
-	if err := p.hook(StepRelayed, rec.UIDL); err != nil {
-		for _, o := range outcomes {
+	att := attempt{at: now}
+	if hops := p.maxTraceHops(); rec.TraceHops > hops {
+		// A loop: relaying again would only add another hop.
+		att.loop = true
+		att.reason = fmt.Sprintf("mail loop (5.4.6): the message already carries %d Received fields from this connector (%s), more than %d",
+			rec.TraceHops, p.c.Settings.Hostname, hops)
+		rec.LastError = att.reason
+	} else {
+		outcomes, remote := p.routing.send(ctx, p, rec, env)
+		rec.Attempts++
+		rec.LastAttempt = now
+		anyTemp, anyPerm := false, false
+		var reasons []string
+		for j, i := range idx {
+			rc := &rec.Recipients[i]
+			rc.At = now
+			o := outcomes[j]
 			if o.Err == nil {
-				// Accepted but not recorded: the next run sends again.
-				p.res.UnrecordedReplies++
-				break
+				rc.Status, rc.Code, rc.Enhanced, rc.Reply = ledger.Accepted, 250, "", o.Reply
+				continue
+			}
+			att.failed = append(att.failed, failure{addr: rc.Address, err: o.Err, remote: remote[j]})
+			rc.Code, rc.Enhanced, rc.Reply = o.Err.Code, o.Err.Enhanced, o.Err.Error()
+			if o.Err.Temporary {
+				rc.Status = ledger.Deferred
+				anyTemp = true
+			} else {
+				rc.Status = ledger.Rejected
+				anyPerm = true
+			}
+			reasons = append(reasons, rc.Address+": "+o.Err.Error())
+		}
+		if err := p.hook(StepRelayed, rec.UIDL); err != nil {
+			for _, o := range outcomes {
+				if o.Err == nil {
+					// Accepted but not recorded: the next run sends again.
+					p.res.UnrecordedReplies++
+					break
+				}
+			}
+			return err
+		}
+		switch {
+		case rec.Delivered():
+			rec.NextAttempt, rec.LastError = time.Time{}, ""
+			p.res.Delivered++
+			log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(env.To), "reply", firstReply(rec))
+		default:
+			rec.LastError = strings.Join(reasons, "; ")
+			if att.tooLarge() {
+				rec.LastError = "too large: " + rec.LastError
+			}
+			rec.NextAttempt = now.Add(p.retryDelay(rec.Attempts, anyTemp))
+			if anyTemp {
+				p.res.Deferred++
+				log.Warn("deferred", "message_id", rec.MessageID, "outcome", "deferred", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+			} else if anyPerm {
+				p.res.Rejected++
+				log.Warn("rejected", "message_id", rec.MessageID, "outcome", "rejected", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
 			}
 		}
-		return err
 	}
-	switch {
-	case rec.Delivered():
-		rec.NextAttempt, rec.LastError = time.Time{}, ""
-		p.res.Delivered++
-		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(env.To), "reply", firstReply(rec))
-	default:
-		rec.LastError = strings.Join(reasons, "; ")
-		rec.NextAttempt = now.Add(p.retryDelay(rec.Attempts, anyTemp))
-		if p.c.Settings.GiveUpAfter > 0 && now.Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter {
-			rec.GaveUp = true
-			p.res.GaveUp++
-			log.Error("gave up: undelivered past the give-up age; left on the POP3 server", "message_id", rec.MessageID, "first_seen", rec.FirstSeen, "reason", rec.LastError)
-		}
-		if anyTemp {
-			p.res.Deferred++
-			log.Warn("deferred", "message_id", rec.MessageID, "outcome", "deferred", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
-		} else if anyPerm {
-			p.res.Rejected++
-			log.Warn("rejected; left on the POP3 server", "message_id", rec.MessageID, "outcome", "rejected", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+	if !rec.Delivered() {
+		if err := p.decide(ctx, rec, &att, log); err != nil {
+			return err
 		}
 	}
 	if err := p.c.Ledger.Put(ctx, rec); err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
-	return p.hook(StepDeliveryRecorded, rec.UIDL)
+	if err := p.hook(StepDeliveryRecorded, rec.UIDL); err != nil {
+		return err
+	}
+	return p.sendNotices(ctx, rec, &att, log)
 }
 
 func orUnknown(err error) error {
@@ -572,12 +619,9 @@ func firstReply(rec *ledger.Record) string {
 	return ""
 }
 
-// send opens the archived copy and relays it with the trace header.
-func (p *poll) send(ctx context.Context, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, error) {
-	r, err := p.relay(ctx)
-	if err != nil {
-		return nil, err
-	}
+// sendVia opens the archived copy and relays it over r with the trace
+// header.
+func (p *poll) sendVia(ctx context.Context, r Relay, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, error) {
 	body, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
 	if err != nil {
 		// The relay is fine; the archive is not. Temporary: try again later.
@@ -597,13 +641,7 @@ func (p *poll) send(ctx context.Context, rec *ledger.Record, env relay.Envelope)
 		prefix.WriteString("Message-ID: <" + rec.MessageID + ">\r\n")
 	}
 	env.Size += int64(prefix.Len())
-	outcomes, err := r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
-	if err != nil {
-		// The connection is unusable; a later message redials.
-		r.Close()
-		p.rel = nil
-	}
-	return outcomes, err
+	return r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
 }
 
 // retryDelay doubles the retry interval per attempt up to the cap for

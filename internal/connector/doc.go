@@ -21,6 +21,23 @@
 //     with the reason and the next attempt time in the ledger. Permanent
 //     rejections are retried at the retry interval (the seeds' safe default:
 //     leave rejected mail on the POP3 server until told otherwise).
+//   - The undeliverable options "delete" (only when every unaccepted
+//     recipient got a listed reply code, never on a relay refusal) and
+//     "badmail" (a copy under badmail/ plus a reason object, written before
+//     the decision is recorded), the give-up age and loop detection
+//     (Mailbox.Undeliverable, Settings.MaxTraceHops) end in a disposition
+//     recorded in the ledger in the same write as the attempt's outcomes,
+//     before any DELE: a DELE follows either a recorded delivery or a
+//     recorded decision.
+//   - Recipients go over routes (package route): one SMTP transaction per
+//     route group, a connection per route per poll, an unreachable route
+//     failed over to the next cost and not tried again in the poll.
+//   - A global mailbox's recipients are resolved from the archived header
+//     (package recipients) and recorded with the archive key: fixed
+//     thereafter.
+//   - Postmaster notices (package notify) go with the null sender, at most
+//     one per message and cause: a cause is recorded after its notice was
+//     accepted.
 //   - A crash at any point loses nothing. The only duplicate possible is a
 //     crash (or lost reply) between the final "." of DATA and recording the
 //     reply in the ledger.

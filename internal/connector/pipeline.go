@@ -55,8 +55,10 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
 			}
 			rec := byUID[m.UID]
-			if rec != nil && rec.Delivered() {
-				if p.shouldDelete(rec) {
+			if rec != nil && rec.Settled() {
+				// A recorded disposition deletes whatever the
+				// after-delivery policy; a delivery follows the policy.
+				if rec.Disposition != "" || p.shouldDelete(rec) {
 					fetchDels = append(fetchDels, deletion{m.Num, rec})
 				}
 				continue
@@ -84,7 +86,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				}
 				p.log.Info("archived", "uidl", m.UID, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
 			}
-			if rec.GaveUp {
+			if rec.GaveUp || rec.Disposition != "" {
 				continue
 			}
 			if p.c.now().Before(rec.NextAttempt) {
@@ -101,11 +103,13 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 
 	var dels []deletion
 	var deliverErr error
+	skippedForDeadline := false
 	for j := range jobs {
 		if deliverErr != nil {
 			continue // drain, so the fetching side can finish
 		}
 		if p.budgetExhausted(ctx, 0, 0, ServerMessage{}) == "deadline" {
+			skippedForDeadline = true
 			continue // archived; it is delivered by the next poll
 		}
 		if err := p.deliver(ctx, j.rec, p.log.With("uidl", j.rec.UIDL)); err != nil {
@@ -113,11 +117,16 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 			close(stop)
 			continue
 		}
-		if j.rec.Delivered() && p.shouldDelete(j.rec) {
+		if j.rec.Disposition != "" || (j.rec.Delivered() && p.shouldDelete(j.rec)) {
 			dels = append(dels, deletion{j.num, j.rec})
 		}
 	}
 	ferr := <-fetchErr
+	// The fetching side has finished writing Stopped; a message archived
+	// but left for the next poll also means the poll stopped early.
+	if skippedForDeadline && p.res.Stopped == "" {
+		p.res.Stopped = "deadline"
+	}
 	if deliverErr != nil {
 		return nil, deliverErr
 	}

@@ -17,7 +17,12 @@ type Status struct {
 	Deferred  []*ledger.Record
 	Rejected  []*ledger.Record
 	GaveUp    []*ledger.Record
-	Pending   int // archived, not yet attempted
+	// Badmail were set aside under the archive's badmail/ prefix;
+	// DeletedRejected were deleted on a rejection the undeliverable option
+	// "delete" lists.
+	Badmail         []*ledger.Record
+	DeletedRejected []*ledger.Record
+	Pending         int // archived, not yet attempted
 	// OldestUndelivered is the first-seen time of the oldest undelivered message.
 	OldestUndelivered time.Time
 }
@@ -33,6 +38,14 @@ func Summarize(mailbox string, recs []*ledger.Record) Status {
 		}
 		if r.Delivered() {
 			s.Delivered++
+			continue
+		}
+		switch r.Disposition {
+		case ledger.DispositionBadmail:
+			s.Badmail = append(s.Badmail, r)
+			continue
+		case ledger.DispositionDeletedRejected:
+			s.DeletedRejected = append(s.DeletedRejected, r)
 			continue
 		}
 		if s.OldestUndelivered.IsZero() || r.FirstSeen.Before(s.OldestUndelivered) {

@@ -84,9 +84,57 @@ type Record struct {
 	LastError   string      `json:"last_error,omitempty"`
 	GaveUp      bool        `json:"gave_up,omitempty"` // past the give-up age: no more automatic attempts
 
+	// RecipientSource names where the recipients of a global (catch-all)
+	// mailbox's message came from: a header name, "To, Cc" or "fallback".
+	// Empty for an individual mailbox (its configured deliver_to).
+	RecipientSource string `json:"recipient_source,omitempty"`
+	// TraceHops counts the Received fields this connector wrote that the
+	// archived message already carried: more than the configured limit is
+	// a mail loop.
+	TraceHops int `json:"trace_hops,omitempty"`
+	// Disposition is the recorded final decision on a message that was not
+	// delivered to every recipient and may therefore be deleted from the
+	// POP3 server: DispositionDeletedRejected or DispositionBadmail. Empty
+	// while the message is delivered normally or left for retry.
+	Disposition       Disposition `json:"disposition,omitempty"`
+	DispositionReason string      `json:"disposition_reason,omitempty"`
+	DispositionAt     time.Time   `json:"disposition_at,omitempty"`
+	// BadmailKey is the archive key of the badmail copy.
+	BadmailKey string `json:"badmail_key,omitempty"`
+	// Notified lists the causes the postmaster was sent a notice for
+	// (recorded after the notice was accepted): at most one per cause.
+	Notified []string `json:"notified,omitempty"`
+
 	DeletedAt time.Time `json:"deleted_at,omitempty"` // set once QUIT confirmed the DELE
 
 	Version int64 `json:"version"`
+}
+
+// Disposition is a recorded final decision on an undelivered message.
+type Disposition string
+
+const (
+	// DispositionDeletedRejected: Exchange rejected the message with a reply
+	// code the undeliverable option "delete" lists; it is deleted from the
+	// POP3 server (the archive keeps its copy).
+	DispositionDeletedRejected Disposition = "deleted-rejected"
+	// DispositionBadmail: the message was copied under the archive's
+	// badmail/ prefix with a reason and is deleted from the POP3 server.
+	DispositionBadmail Disposition = "badmail"
+)
+
+// Settled reports whether the message may leave the POP3 server: every
+// recipient accepted it, or a final disposition was recorded.
+func (r *Record) Settled() bool { return r.Delivered() || r.Disposition != "" }
+
+// WasNotified reports whether a notice for cause was recorded.
+func (r *Record) WasNotified(cause string) bool {
+	for _, c := range r.Notified {
+		if c == cause {
+			return true
+		}
+	}
+	return false
 }
 
 // Archived reports whether the message's bytes are durably archived.

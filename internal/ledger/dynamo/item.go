@@ -59,6 +59,14 @@ type recordItem struct {
 	LastError   string          `dynamodbav:"last_error,omitempty"`
 	GaveUp      bool            `dynamodbav:"gave_up,omitempty"`
 
+	RecipientSource   string   `dynamodbav:"recipient_source,omitempty"`
+	TraceHops         int      `dynamodbav:"trace_hops,omitempty"`
+	Disposition       string   `dynamodbav:"disposition,omitempty"`
+	DispositionReason string   `dynamodbav:"disposition_reason,omitempty"`
+	DispositionAt     string   `dynamodbav:"disposition_at,omitempty"`
+	BadmailKey        string   `dynamodbav:"badmail_key,omitempty"`
+	Notified          []string `dynamodbav:"notified,omitempty"`
+
 	DeletedAt string `dynamodbav:"deleted_at,omitempty"`
 
 	Version int64  `dynamodbav:"version"`
@@ -109,28 +117,35 @@ func parseTime(field, s string) (time.Time, error) {
 // deleted record.
 func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL time.Duration) (map[string]types.AttributeValue, error) {
 	it := recordItem{
-		PK:             pkOf(r.Mailbox),
-		SK:             skOf(r.UIDL),
-		Mailbox:        r.Mailbox,
-		UIDL:           r.UIDL,
-		FirstSeen:      formatTime(r.FirstSeen),
-		Size:           r.Size,
-		ArchiveKey:     r.ArchiveKey,
-		SHA256:         r.SHA256,
-		ArchivedAt:     formatTime(r.ArchivedAt),
-		MessageID:      r.MessageID,
-		MessageIDAdded: r.MessageIDAdded,
-		Sender:         r.Sender,
-		Needs8BitMIME:  r.Needs8BitMIME,
-		NeedsSMTPUTF8:  r.NeedsSMTPUTF8,
-		Attempts:       r.Attempts,
-		LastAttempt:    formatTime(r.LastAttempt),
-		NextAttempt:    formatTime(r.NextAttempt),
-		LastError:      r.LastError,
-		GaveUp:         r.GaveUp,
-		DeletedAt:      formatTime(r.DeletedAt),
-		Version:        version,
-		WriteID:        writeID,
+		PK:                pkOf(r.Mailbox),
+		SK:                skOf(r.UIDL),
+		Mailbox:           r.Mailbox,
+		UIDL:              r.UIDL,
+		FirstSeen:         formatTime(r.FirstSeen),
+		Size:              r.Size,
+		ArchiveKey:        r.ArchiveKey,
+		SHA256:            r.SHA256,
+		ArchivedAt:        formatTime(r.ArchivedAt),
+		MessageID:         r.MessageID,
+		MessageIDAdded:    r.MessageIDAdded,
+		Sender:            r.Sender,
+		Needs8BitMIME:     r.Needs8BitMIME,
+		NeedsSMTPUTF8:     r.NeedsSMTPUTF8,
+		Attempts:          r.Attempts,
+		LastAttempt:       formatTime(r.LastAttempt),
+		NextAttempt:       formatTime(r.NextAttempt),
+		LastError:         r.LastError,
+		GaveUp:            r.GaveUp,
+		RecipientSource:   r.RecipientSource,
+		TraceHops:         r.TraceHops,
+		Disposition:       string(r.Disposition),
+		DispositionReason: r.DispositionReason,
+		DispositionAt:     formatTime(r.DispositionAt),
+		BadmailKey:        r.BadmailKey,
+		Notified:          r.Notified,
+		DeletedAt:         formatTime(r.DeletedAt),
+		Version:           version,
+		WriteID:           writeID,
 	}
 	for _, rc := range r.Recipients {
 		it.Recipients = append(it.Recipients, recipientItem{
@@ -158,20 +173,26 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		return nil, fmt.Errorf("key %q/%q does not match mailbox %q and UIDL %q", it.PK, it.SK, it.Mailbox, it.UIDL)
 	}
 	r := &ledger.Record{
-		Mailbox:        it.Mailbox,
-		UIDL:           it.UIDL,
-		Size:           it.Size,
-		ArchiveKey:     it.ArchiveKey,
-		SHA256:         it.SHA256,
-		MessageID:      it.MessageID,
-		MessageIDAdded: it.MessageIDAdded,
-		Sender:         it.Sender,
-		Needs8BitMIME:  it.Needs8BitMIME,
-		NeedsSMTPUTF8:  it.NeedsSMTPUTF8,
-		Attempts:       it.Attempts,
-		LastError:      it.LastError,
-		GaveUp:         it.GaveUp,
-		Version:        it.Version,
+		Mailbox:           it.Mailbox,
+		UIDL:              it.UIDL,
+		Size:              it.Size,
+		ArchiveKey:        it.ArchiveKey,
+		SHA256:            it.SHA256,
+		MessageID:         it.MessageID,
+		MessageIDAdded:    it.MessageIDAdded,
+		Sender:            it.Sender,
+		Needs8BitMIME:     it.Needs8BitMIME,
+		NeedsSMTPUTF8:     it.NeedsSMTPUTF8,
+		Attempts:          it.Attempts,
+		LastError:         it.LastError,
+		GaveUp:            it.GaveUp,
+		RecipientSource:   it.RecipientSource,
+		TraceHops:         it.TraceHops,
+		Disposition:       ledger.Disposition(it.Disposition),
+		DispositionReason: it.DispositionReason,
+		BadmailKey:        it.BadmailKey,
+		Notified:          it.Notified,
+		Version:           it.Version,
 	}
 	var err error
 	for _, f := range []struct {
@@ -184,6 +205,7 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		{"last_attempt", it.LastAttempt, &r.LastAttempt},
 		{"next_attempt", it.NextAttempt, &r.NextAttempt},
 		{"deleted_at", it.DeletedAt, &r.DeletedAt},
+		{"disposition_at", it.DispositionAt, &r.DispositionAt},
 	} {
 		if *f.t, err = parseTime(f.name, f.s); err != nil {
 			return nil, err

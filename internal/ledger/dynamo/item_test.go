@@ -59,6 +59,9 @@ func fullRecord() *ledger.Record {
 		},
 		Attempts: 3, LastAttempt: t0.Add(time.Minute), NextAttempt: t0.Add(time.Hour),
 		LastError: "550 5.1.1 no such user", GaveUp: true,
+		RecipientSource: "Delivered-To", TraceHops: 2,
+		Disposition: ledger.DispositionBadmail, DispositionReason: "gave up", DispositionAt: t0.Add(90 * time.Minute).In(cest),
+		BadmailKey: "badmail/user@example.com/2024/05/17/x.eml", Notified: []string{"badmail", "spam"},
 		DeletedAt: t0.Add(2 * time.Hour).In(cest),
 		Version:   7,
 	}

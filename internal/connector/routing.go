@@ -1,0 +1,213 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/route"
+)
+
+// RouteDialer opens an SMTP connection to one route's endpoint.
+type RouteDialer func(ctx context.Context, r route.Route) (Relay, error)
+
+// legacyRoute is the single route of a Connector configured with DialRelay
+// only; its host is never dialled by name.
+const legacyRoute = "delivery"
+
+// routing is one poll's view of the routes: at most one open connection
+// per route, and the routes found unreachable in this poll (route.Down),
+// which later messages of the poll do not try again. Only the delivering
+// goroutine uses it.
+type routing struct {
+	table   *route.Table
+	dial    RouteDialer
+	rels    map[string]Relay        // by lower-cased route name
+	down    route.Down              // routes that could not be reached
+	downErr map[string]*relay.Error // why, by lower-cased route name
+	order   []string                // names in rels, for a stable close order
+}
+
+func (c *Connector) newRouting() (*routing, error) {
+	rt := &routing{table: c.Routes, dial: c.DialRoute, rels: map[string]Relay{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
+	if rt.table == nil {
+		if c.DialRelay == nil {
+			return nil, errors.New("connector: no route and no relay dialer configured")
+		}
+		t, err := route.New([]route.Route{{Name: legacyRoute, Host: "localhost"}})
+		if err != nil {
+			return nil, err
+		}
+		dial := c.DialRelay
+		rt.table = t
+		rt.dial = func(ctx context.Context, _ route.Route) (Relay, error) { return dial(ctx) }
+	} else if rt.dial == nil {
+		return nil, errors.New("connector: routes configured without a route dialer")
+	}
+	return rt, nil
+}
+
+// relayFor returns the open connection of r, dialling it once per poll.
+func (rt *routing) relayFor(ctx context.Context, r route.Route) (Relay, error) {
+	key := strings.ToLower(r.Name)
+	if e := rt.downErr[key]; e != nil {
+		return nil, e
+	}
+	if c := rt.rels[key]; c != nil {
+		return c, nil
+	}
+	c, err := rt.dial(ctx, r)
+	if err != nil {
+		e := relay.AsError(err)
+		rt.down[key] = true
+		rt.downErr[key] = e
+		return nil, e
+	}
+	rt.rels[key] = c
+	rt.order = append(rt.order, key)
+	return c, nil
+}
+
+// drop forgets a connection that became unusable; a later message redials.
+func (rt *routing) drop(r route.Route) {
+	key := strings.ToLower(r.Name)
+	if c := rt.rels[key]; c != nil {
+		c.Close()
+		delete(rt.rels, key)
+	}
+}
+
+// closeAll ends every connection: QUIT, or a plain close after a crash.
+func (rt *routing) closeAll(crashed bool) {
+	for _, key := range rt.order {
+		c := rt.rels[key]
+		if c == nil {
+			continue
+		}
+		delete(rt.rels, key)
+		if crashed {
+			c.Close()
+		} else if err := c.Quit(); err != nil {
+			c.Close()
+		}
+	}
+}
+
+// remoteName is the host shown as Remote-MTA in notices; "" in legacy mode.
+func remoteName(r route.Route) string {
+	if r.Name == legacyRoute && r.Host == "localhost" {
+		return ""
+	}
+	return r.Host
+}
+
+// unroutable explains why addr has no route left: the failure of the best
+// route that serves it and was found down, or that no route serves it.
+func (rt *routing) unroutable(addr string) *relay.Error {
+	for _, r := range rt.table.Candidates(addr) {
+		if e := rt.downErr[strings.ToLower(r.Name)]; e != nil {
+			return e
+		}
+	}
+	return &relay.Error{Op: "connect", Message: "no route: no configured route's address space serves the domain of " + addr,
+		Temporary: true, Local: true}
+}
+
+// send relays rec to env.To: one SMTP transaction per route group
+// (route.Plan); a route that cannot be reached is marked down and its
+// recipients fail over to the next route by cost. It returns one outcome
+// per env.To entry, in order, and the host that gave it ("" when none).
+func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, []string) {
+	out := make([]relay.Outcome, len(env.To))
+	remote := make([]string, len(env.To))
+	pos := make(map[string][]int, len(env.To))
+	for i, a := range env.To {
+		pos[a] = append(pos[a], i)
+		out[i].Address = a
+	}
+	set := func(addr string, o relay.Outcome, host string) {
+		for _, i := range pos[addr] {
+			out[i] = o
+			out[i].Address = addr
+			remote[i] = host
+		}
+	}
+	lastErr := map[string]*relay.Error{}
+	queue := rt.table.PlanAvoiding(env.To, rt.down)
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		if g.Unroutable() {
+			for _, a := range g.Recipients {
+				e := lastErr[a]
+				if e == nil {
+					e = rt.unroutable(a)
+				}
+				set(a, relay.Outcome{Err: e}, "")
+			}
+			continue
+		}
+		r := *g.Route
+		c, err := rt.relayFor(ctx, r)
+		if err != nil {
+			e := relay.AsError(err)
+			for _, a := range g.Recipients {
+				lastErr[a] = e
+			}
+			p.log.Warn("route unreachable; failing over", "route", r.Name, "host", r.Addr(), "err", e)
+			queue = append(queue, rt.table.Failover(g, rt.down)...)
+			continue
+		}
+		genv := env
+		genv.To = g.Recipients
+		outs, serr := p.sendVia(ctx, c, rec, genv)
+		if serr != nil {
+			// The connection is unusable; a later message redials.
+			rt.drop(r)
+		}
+		for j, a := range g.Recipients {
+			o := relay.Outcome{Address: a, Err: relay.AsError(orUnknown(serr))}
+			if j < len(outs) {
+				o = outs[j]
+			}
+			set(a, o, remoteName(r))
+		}
+	}
+	return out, remote
+}
+
+// sendNotice relays a notice to the postmaster with the null reverse-path
+// (RFC 3464 §2) over the route that serves the postmaster's address,
+// failing over like a message.
+func (rt *routing) sendNotice(ctx context.Context, to string, body []byte) error {
+	queue := rt.table.PlanAvoiding([]string{to}, rt.down)
+	var last error = rt.unroutable(to)
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		if g.Unroutable() {
+			continue
+		}
+		c, err := rt.relayFor(ctx, *g.Route)
+		if err != nil {
+			last = err
+			queue = append(queue, rt.table.Failover(g, rt.down)...)
+			continue
+		}
+		outs, err := c.Send(ctx, relay.Envelope{From: "", To: []string{to}, Size: int64(len(body))}, strings.NewReader(string(body)))
+		if err != nil {
+			rt.drop(*g.Route)
+		}
+		if len(outs) == 1 && outs[0].Err == nil && err == nil {
+			return nil
+		}
+		if len(outs) == 1 && outs[0].Err != nil {
+			return outs[0].Err
+		}
+		return fmt.Errorf("notice to %s: %w", to, orUnknown(err))
+	}
+	return last
+}

@@ -1,0 +1,372 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/archive"
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/message"
+	"github.com/popconnector/popconnector/internal/notify"
+	"github.com/popconnector/popconnector/internal/relay"
+)
+
+// UndeliverableAction is what happens to a message Exchange rejects (the
+// "Undeliverable Messages" options of the Exchange connector manuals).
+type UndeliverableAction string
+
+const (
+	// LeaveRejected leaves a rejected message on the POP3 server and
+	// retries it (the default, and the only safe choice until the
+	// receive connector is tested).
+	LeaveRejected UndeliverableAction = "leave"
+	// DeleteRejected deletes a message from the POP3 server when every
+	// recipient that did not accept it was refused with one of
+	// Undeliverable.DeleteOnCodes (never on a relay refusal).
+	DeleteRejected UndeliverableAction = "delete"
+	// BadmailRejected copies a permanently rejected message under the
+	// archive's badmail/ prefix with a reason, then deletes it from the
+	// POP3 server.
+	BadmailRejected UndeliverableAction = "badmail"
+)
+
+// DefaultDeleteOnCodes are the reply codes the manuals name for "delete
+// the message permanently": 550 5.7.1, 554 5.7.1 and 554 5.1.0.
+var DefaultDeleteOnCodes = []notify.ReplyCode{{Code: 550, Enhanced: "5.7.1"}, {Code: 554, Enhanced: "5.7.1"}, {Code: 554, Enhanced: "5.1.0"}}
+
+// Undeliverable is a mailbox's undeliverable option.
+type Undeliverable struct {
+	Action        UndeliverableAction // "" = LeaveRejected
+	DeleteOnCodes []notify.ReplyCode  // with DeleteRejected; nil = DefaultDeleteOnCodes
+}
+
+// NotifySettings are the postmaster notice switches (POPcon manual:
+// notify on spam, on unknown recipient, on badmail).
+type NotifySettings struct {
+	To               string // the postmaster's address; "" = no notices
+	Spam             bool
+	UnknownRecipient bool
+	Badmail          bool
+	RelayDenied      bool
+}
+
+func (n NotifySettings) enabled(c notify.Cause) bool {
+	switch c {
+	case notify.CauseSpam:
+		return n.Spam
+	case notify.CauseUnknownRecipient:
+		return n.UnknownRecipient
+	case notify.CauseBadmail:
+		return n.Badmail
+	case notify.CauseRelayDenied:
+		return n.RelayDenied
+	}
+	return false
+}
+
+// BadmailPrefix starts the archive key of every badmail copy:
+// badmail/<original key>, with its reason in badmail/<original key>.reason.json.
+const BadmailPrefix = "badmail/"
+
+// failure is one recipient's failed outcome in this attempt.
+type failure struct {
+	addr   string
+	err    *relay.Error
+	remote string
+}
+
+// attempt is what one delivery attempt found, for the decision and the
+// notices.
+type attempt struct {
+	at          time.Time
+	failed      []failure
+	loop        bool
+	reason      string             // why the message was disposed of
+	disposition ledger.Disposition // decided in this attempt
+}
+
+// tooLarge reports a refusal for size: 552 (RFC 5321 §4.2.2, RFC 1870),
+// X.3.4, or the relay's own SIZE check.
+func (a *attempt) tooLarge() bool {
+	for _, f := range a.failed {
+		if !f.err.Temporary && (f.err.Code == 552 || f.err.Enhanced == "5.3.4") {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *poll) maxTraceHops() int {
+	if p.c.Settings.MaxTraceHops > 0 {
+		return p.c.Settings.MaxTraceHops
+	}
+	return 3
+}
+
+// countOwnTrace counts the Received fields in the archived header that
+// this connector wrote: "by <our hostname> (popconnector)".
+func (p *poll) countOwnTrace(s *message.Summary) int {
+	if s.Header == nil || p.c.Settings.Hostname == "" {
+		return 0
+	}
+	mark := "by " + strings.ToLower(p.c.Settings.Hostname) + " (popconnector)"
+	n := 0
+	for _, v := range s.Header.Values("Received") {
+		if strings.Contains(strings.ToLower(strings.Join(strings.Fields(v), " ")), mark) {
+			n++
+		}
+	}
+	return n
+}
+
+// decide applies the undeliverable option to a message that some recipient
+// did not accept, and the give-up age and loop rules of every option. A
+// disposition is only set on rec here; the caller records it in the same
+// ledger write as the outcomes, before any DELE.
+func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log *slog.Logger) error {
+	var disp ledger.Disposition
+	reason := att.reason
+	anyTemp := false
+	relayDenied := false
+	for _, f := range att.failed {
+		anyTemp = anyTemp || f.err.Temporary
+		relayDenied = relayDenied || notify.Classify(f.err) == notify.CauseRelayDenied
+	}
+	giveUp := p.c.Settings.GiveUpAfter > 0 && att.at.Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter
+	switch {
+	case att.loop:
+		disp = ledger.DispositionBadmail
+	case giveUp:
+		disp = ledger.DispositionBadmail
+		reason = fmt.Sprintf("gave up: not delivered %s after it was first seen (%s); last error: %s",
+			formatAge(p.c.Settings.GiveUpAfter), rec.FirstSeen.Format(time.RFC3339), rec.LastError)
+	case anyTemp || len(att.failed) == 0:
+		// Retried: a temporary failure may go differently next time.
+	case p.mb.Undeliverable.Action == DeleteRejected:
+		codes := p.mb.Undeliverable.DeleteOnCodes
+		if codes == nil {
+			codes = DefaultDeleteOnCodes
+		}
+		all := true
+		for _, f := range att.failed {
+			all = all && notify.Deletable(f.err, codes)
+		}
+		if all {
+			disp = ledger.DispositionDeletedRejected
+			reason = "rejected by Exchange with a reply the undeliverable option deletes on: " + rec.LastError
+		}
+	case p.mb.Undeliverable.Action == BadmailRejected && !relayDenied:
+		disp = ledger.DispositionBadmail
+		reason = "rejected by Exchange: " + rec.LastError
+		if att.tooLarge() {
+			reason = "too large: " + rec.LastError
+		}
+	}
+	if disp == "" {
+		return nil
+	}
+	if disp == ledger.DispositionBadmail {
+		key, err := p.copyToBadmail(ctx, rec, reason)
+		if err != nil {
+			// Nothing is lost: the message stays on the server and is
+			// set aside by a later attempt.
+			log.Error("could not move to badmail; left on the POP3 server", "message_id", rec.MessageID, "err", err)
+			return nil
+		}
+		rec.BadmailKey = key
+		p.res.Badmail++
+		if giveUp {
+			rec.GaveUp = true
+			p.res.GaveUp++
+		}
+		log.Error("moved to badmail; it will be deleted from the POP3 server", "message_id", rec.MessageID, "badmail_key", key, "reason", reason)
+	} else {
+		p.res.DeletedRejected++
+		log.Warn("rejected with a code the undeliverable option deletes on; it will be deleted from the POP3 server",
+			"message_id", rec.MessageID, "archive_key", rec.ArchiveKey, "reason", reason)
+	}
+	rec.Disposition = disp
+	rec.DispositionReason = reason
+	rec.DispositionAt = att.at
+	rec.NextAttempt = time.Time{}
+	att.disposition = disp
+	att.reason = reason
+	return nil
+}
+
+func formatAge(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// badmailReason is the reason object stored beside a badmail copy.
+type badmailReason struct {
+	Mailbox    string             `json:"mailbox"`
+	UIDL       string             `json:"uidl"`
+	MessageID  string             `json:"message_id,omitempty"`
+	ArchiveKey string             `json:"archive_key"`
+	SHA256     string             `json:"sha256"`
+	FirstSeen  time.Time          `json:"first_seen"`
+	At         time.Time          `json:"at"`
+	Reason     string             `json:"reason"`
+	Recipients []ledger.Recipient `json:"recipients"`
+}
+
+// copyToBadmail copies the archived message to badmail/<key> and writes
+// the reason object beside it; both Puts are idempotent, so a crash
+// before the ledger records the disposition only repeats them.
+func (p *poll) copyToBadmail(ctx context.Context, rec *ledger.Record, reason string) (string, error) {
+	key := BadmailPrefix + rec.ArchiveKey
+	body, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
+	if err != nil {
+		return "", fmt.Errorf("badmail: %w", err)
+	}
+	info, err := p.c.Archive.Put(ctx, key, archive.Meta{Mailbox: p.mb.ID, UIDL: rec.UIDL, MessageID: rec.MessageID}, body)
+	body.Close()
+	if err != nil {
+		return "", fmt.Errorf("badmail: %w", err)
+	}
+	if info.SHA256 != rec.SHA256 {
+		return "", fmt.Errorf("badmail: copy of %s has digest %s, the archive recorded %s", rec.ArchiveKey, info.SHA256, rec.SHA256)
+	}
+	data, err := json.MarshalIndent(badmailReason{
+		Mailbox: p.mb.ID, UIDL: rec.UIDL, MessageID: rec.MessageID, ArchiveKey: rec.ArchiveKey, SHA256: rec.SHA256,
+		FirstSeen: rec.FirstSeen, At: p.c.now().UTC(), Reason: reason, Recipients: rec.Recipients,
+	}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("badmail: %w", err)
+	}
+	if _, err := p.c.Archive.Put(ctx, key+".reason.json", archive.Meta{Mailbox: p.mb.ID, UIDL: rec.UIDL}, bytes.NewReader(data)); err != nil {
+		return "", fmt.Errorf("badmail: %w", err)
+	}
+	return key, nil
+}
+
+// sendNotices tells the postmaster about this attempt: one notice per
+// cause the switches select and the ledger has not recorded yet. A notice
+// is recorded as sent only after the SMTP server accepted it; a failed
+// notice is logged and tried again at the next attempt of the message.
+func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt, log *slog.Logger) error {
+	ns := p.c.Settings.Notify
+	if ns.To == "" {
+		return nil
+	}
+	byCause := map[notify.Cause][]notify.RecipientStatus{}
+	var causes []notify.Cause
+	add := func(c notify.Cause, rs notify.RecipientStatus) {
+		if !ns.enabled(c) || rec.WasNotified(string(c)) {
+			return
+		}
+		if _, ok := byCause[c]; !ok {
+			causes = append(causes, c)
+		}
+		byCause[c] = append(byCause[c], rs)
+	}
+	for _, f := range att.failed {
+		add(notify.Classify(f.err), notify.RecipientFromError(f.addr, f.err, f.remote, att.at))
+	}
+	if att.disposition == ledger.DispositionBadmail {
+		thisAttempt := map[string]failure{}
+		for _, f := range att.failed {
+			thisAttempt[f.addr] = f
+		}
+		for _, rc := range rec.Recipients {
+			if rc.Status == ledger.Accepted {
+				continue
+			}
+			if f, ok := thisAttempt[rc.Address]; ok {
+				// Set aside for good: failed, with the reply of this attempt.
+				rs := notify.RecipientFromError(f.addr, f.err, f.remote, att.at)
+				rs.Action = notify.ActionFailed
+				add(notify.CauseBadmail, rs)
+				continue
+			}
+			rs := notify.RecipientStatus{Final: rc.Address, Action: notify.ActionFailed, Status: "5.0.0", LastAttempt: rc.At}
+			if att.loop {
+				rs.Status = "5.4.6"
+			} else if rc.Enhanced != "" && (rc.Enhanced[0] == '4' || rc.Enhanced[0] == '5') {
+				rs.Status = rc.Enhanced
+			} else if rc.Status == ledger.Deferred {
+				rs.Status = "4.4.7" // delivery time expired
+			}
+			if rc.Reply != "" && !att.loop {
+				rs.DiagnosticCode = rc.Reply
+			}
+			add(notify.CauseBadmail, rs)
+		}
+	}
+	if len(causes) == 0 {
+		return nil
+	}
+	header, err := p.originalHeader(ctx, rec)
+	if err != nil {
+		log.Warn("notice not sent: archived copy unreadable", "err", err)
+		return nil
+	}
+	sent := 0
+	for _, c := range causes {
+		var buf bytes.Buffer
+		n := notify.Notice{
+			From: p.c.Settings.Postmaster, To: ns.To, ReportingMTA: p.c.Settings.Hostname,
+			ReceivedFromMTA: p.mb.Server, OriginalHeader: header, Recipients: byCause[c], Cause: c,
+			Reason: att.reason, Disposition: p.dispositionText(rec), Mailbox: p.mb.ID, ArchiveKey: rec.ArchiveKey,
+			ArrivalDate: rec.ArchivedAt, Now: att.at,
+		}
+		if err := notify.BuildDSN(&buf, n); err != nil {
+			// The POP3 host may not be a valid MTA name; it is optional.
+			n.ReceivedFromMTA = ""
+			buf.Reset()
+			if err := notify.BuildDSN(&buf, n); err != nil {
+				log.Error("notice not built", "cause", c, "err", err)
+				continue
+			}
+		}
+		if err := p.routing.sendNotice(ctx, ns.To, buf.Bytes()); err != nil {
+			log.Warn("notice to the postmaster not accepted; retried at the next attempt", "cause", c, "to", ns.To, "err", err)
+			continue
+		}
+		rec.Notified = append(rec.Notified, string(c))
+		p.res.Notices++
+		sent++
+		log.Info("notice sent to the postmaster", "cause", c, "to", ns.To, "message_id", rec.MessageID)
+	}
+	if sent == 0 {
+		return nil
+	}
+	if err := p.c.Ledger.Put(ctx, rec); err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return nil
+}
+
+// originalHeader reads the start of the archived copy: BuildDSN keeps its
+// header section.
+func (p *poll) originalHeader(ctx context.Context, rec *ledger.Record) ([]byte, error) {
+	rc, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, notify.MaxOriginalHeader+1024))
+}
+
+func (p *poll) dispositionText(rec *ledger.Record) string {
+	switch rec.Disposition {
+	case ledger.DispositionBadmail:
+		return "moved to badmail (" + rec.BadmailKey + ") and deleted from the POP3 server"
+	case ledger.DispositionDeletedRejected:
+		return "deleted from the POP3 server; the archive keeps a copy (" + rec.ArchiveKey + ")"
+	}
+	if rec.Delivered() {
+		return ""
+	}
+	return "left on the POP3 server; retried every " + p.retryDelay(1, false).String()
+}

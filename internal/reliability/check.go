@@ -138,7 +138,17 @@ func Check(ctx context.Context, o Observation) Tally {
 	for i, rcv := range o.Received {
 		body, traceID := StripAdded(rcv.Data)
 		d := digestOf(body)
-		m := byDigest[d]
+		// The trace id names the archive object, hence the UIDL: among
+		// the messages served under it, the one with these bytes. (Two
+		// messages may serve identical bytes; the UIDL tells them apart.)
+		rec := recByTraceID[traceID]
+		var m *Message
+		if rec != nil {
+			m = messageWith(o.Messages, rec.UIDL, d)
+		}
+		if m == nil {
+			m = byDigest[d]
+		}
 		if id, ok := o.Normalised[d]; ok && m == nil {
 			m = byID[id]
 			t.RelayNormalised++
@@ -147,10 +157,10 @@ func Check(ctx context.Context, o Observation) Tally {
 			// Bytes differ from every served message: find which message
 			// it was meant to be, by the trace id or X-Test-Seq.
 			var want []byte
-			if r := recByTraceID[traceID]; r != nil {
-				m = messageFor(o.Messages, r)
-				if o.Archive != nil && r.Size < 64<<20 {
-					want, _ = readObject(ctx, o.Archive, r.ArchiveKey)
+			if rec != nil {
+				m = messageWith(o.Messages, rec.UIDL, rec.SHA256)
+				if o.Archive != nil && rec.Size < 64<<20 {
+					want, _ = readObject(ctx, o.Archive, rec.ArchiveKey)
 				}
 			}
 			if m == nil {
@@ -308,9 +318,10 @@ func recordFor(recs []*ledger.Record, digest string) (rec *ledger.Record, own bo
 	return other, false
 }
 
-func messageFor(msgs []Message, r *ledger.Record) *Message {
+// messageWith returns the message served under uidl with digest d.
+func messageWith(msgs []Message, uidl, d string) *Message {
 	for i := range msgs {
-		if msgs[i].UIDL == r.UIDL && msgs[i].Digest == r.SHA256 {
+		if msgs[i].UIDL == uidl && msgs[i].Digest == d {
 			return &msgs[i]
 		}
 	}

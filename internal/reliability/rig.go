@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -97,6 +98,11 @@ type Rig struct {
 	RelayPass   func(context.Context) (string, error)
 	Settings    connector.Settings
 	MailboxEdit func(*connector.Mailbox)
+	// FreshRelay sends each message over its own SMTP connection, so that
+	// one message's failure cannot leave the connection unusable for the
+	// next (the hostile corpus, against a server that does not resync
+	// after an over-long line).
+	FreshRelay bool
 	// Snapshots are ledger records saved by Snapshot, for the checker.
 	Snapshots []*ledger.Record
 	// Refusal is the poll error that explains unrecorded messages.
@@ -255,15 +261,46 @@ func (r *Rig) Connector(owner string) *connector.Connector {
 		Archive: r.Archive,
 		Ledger:  r.Ledger,
 		DialRelay: func(ctx context.Context) (connector.Relay, error) {
-			o := r.RelayOpts
-			o.Addr = r.smtpAddr.Load().(string)
-			return app.DialSMTP(o, r.RelayPass)(ctx)
+			if r.FreshRelay {
+				return freshRelay{r.dialRelay}, nil
+			}
+			return r.dialRelay(ctx)
 		},
 		Settings: s,
 		Logger:   r.Logger,
 		Now:      r.Clock.Now,
 	}
 }
+
+func (r *Rig) dialRelay(ctx context.Context) (connector.Relay, error) {
+	o := r.RelayOpts
+	o.Addr = r.smtpAddr.Load().(string)
+	return app.DialSMTP(o, r.RelayPass)(ctx)
+}
+
+// freshRelay dials a new SMTP connection for every message.
+type freshRelay struct {
+	dial func(context.Context) (connector.Relay, error)
+}
+
+func (f freshRelay) Send(ctx context.Context, env relay.Envelope, body io.Reader) ([]relay.Outcome, error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.Send(ctx, env, body)
+	if err != nil {
+		c.Close()
+		return out, err
+	}
+	if qerr := c.Quit(); qerr != nil {
+		c.Close()
+	}
+	return out, nil
+}
+
+func (freshRelay) Quit() error  { return nil }
+func (freshRelay) Close() error { return nil }
 
 // Poll runs one poll with the default connector.
 func (r *Rig) Poll() connector.Result {

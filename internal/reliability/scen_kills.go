@@ -71,6 +71,9 @@ func runKills(t T, o *Options) Row {
 		Dir: dir, POPAddr: r.Dovecot.TLSAddr, POPTLS: "implicit", POPCAFile: r.Dovecot.CA.CertFile,
 		POPPasswordFile: writeSecret(t, dir, "pop.pass", popPassword),
 		SMTPAddr:        r.SMTP.Addr, DeliverTo: r.Recipients,
+		// Five new messages per run: every run reaches its DELE and QUIT
+		// after a dozen log lines, so kills land in every phase.
+		MaxMessagesPerPoll: 5,
 	})
 	p := &ProcRig{Rig: r, Bin: bin, Dir: dir, Config: cfg}
 
@@ -83,20 +86,23 @@ func runKills(t T, o *Options) Row {
 			leaseHeld++
 		}
 	}
-	// Kill phase: each run is killed after a random number of log lines
-	// (about two per message: archived, then delivered or deferred) plus a
-	// random delay, or at a random moment of its start-up.
-	for kills < o.Kills && p.Runs < 4*o.Kills {
-		remaining := r.Dovecot.Count(t, popUser)
-		if remaining == 0 {
-			break
-		}
-		plan := &KillPlan{AfterLines: rng.IntN(2*remaining + 2), Delay: time.Duration(rng.IntN(20_000)) * time.Microsecond}
+	// Kill phase: each run is killed after a random number of its log
+	// lines (about two per message, archived then delivered or deferred,
+	// then "deleted" and the poll summary) plus a random delay of up to
+	// 20 ms, or at a random moment of its first 300 ms.
+	for kills < o.Kills && p.Runs < 6*o.Kills && r.Dovecot.Count(t, popUser) > 0 {
+		plan := &KillPlan{AfterLines: rng.IntN(15), Delay: time.Duration(rng.IntN(20_000)) * time.Microsecond}
 		if plan.AfterLines == 0 {
-			plan.Delay = time.Duration(rng.IntN(400)) * time.Millisecond
+			plan.Delay = time.Duration(rng.IntN(300)) * time.Millisecond
 		}
 		res := p.Run(plan)
 		note(res)
+		// Between runs too: nothing gone from the server without its
+		// recorded delivery, and the archive equal to the source.
+		if mid := Check(t.Context(), p.Observe(false)); mid.DeletedUndelivered > 0 || mid.ArchiveMismatches > 0 {
+			t.Errorf("after run %d (killed %v at %d lines + %s): deleted-undelivered %d, archive mismatches %d: %v",
+				p.Runs, res.Killed, plan.AfterLines, plan.Delay, mid.DeletedUndelivered, mid.ArchiveMismatches, sortedProblems(mid.Problems, 5))
+		}
 		if res.Killed {
 			kills++
 			moments = append(moments, fmt.Sprintf("%d+%s", plan.AfterLines, plan.Delay.Round(time.Millisecond)))
@@ -107,18 +113,27 @@ func runKills(t T, o *Options) Row {
 	// Completion: run until the mailbox is empty (deferrals come due
 	// after the 1-2 s retry interval).
 	var last RunResult
-	for i := 0; i < 40; i++ {
+	for stalled := 0; stalled < 20; {
+		before := r.Dovecot.Count(t, popUser)
 		last = p.Run(nil)
 		note(last)
-		if r.Dovecot.Count(t, popUser) == 0 && last.Code == 0 {
+		after := r.Dovecot.Count(t, popUser)
+		if after == 0 && last.Code == 0 {
 			break
 		}
-		time.Sleep(1100 * time.Millisecond)
+		if after < before {
+			stalled = 0
+			continue
+		}
+		stalled++
+		time.Sleep(1100 * time.Millisecond) // let the retry schedule come due
 	}
 	if n := r.Dovecot.Count(t, popUser); n != 0 {
 		t.Errorf("%d messages still on the server after %d runs; last output:\n%s", n, p.Runs, tail(last.Output, 15))
 	}
-	row := p.Row("kills/sigkill-popconn", kills, false)
+	// A kill cuts at most one DATA, whose transaction may carry every
+	// recipient.
+	row := p.Row("kills/sigkill-popconn", kills*len(r.Recipients), false)
 	row.Kills = kills
 	row.Notes = append(row.Notes,
 		fmt.Sprintf("seed %d; %d runs: %d killed, %d ended on their own before the kill, then completion runs", seed, p.Runs, kills, exits),

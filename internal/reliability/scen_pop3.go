@@ -225,19 +225,19 @@ func POP3FaultCases() []Case {
 		{
 			name: "slow-but-progressing",
 			setup: func(r *Rig, mb *pop3test.Mailbox) {
-				r.PopOpts.Timeout = time.Second
+				r.PopOpts.Timeout = 1500 * time.Millisecond
 			},
 			fault: func(r *Rig, armed *atomic.Bool) func(*pop3test.Session, string) bool {
 				return func(s *pop3test.Session, cmd string) bool {
 					if cmd != "RETR 2" || !armed.Load() {
 						return false
 					}
-					// 8 pieces 400 ms apart: 2.8 s in all, never 1 s silent.
+					// 8 pieces 300 ms apart: 2.4 s in all, never 1.5 s silent.
 					wire := pop3test.DotStuff(r.Boxes[0].mb.Messages[1])
 					s.Send("+OK trickling")
 					step := len(wire)/8 + 1
 					for i := 0; i < len(wire); i += step {
-						time.Sleep(400 * time.Millisecond)
+						time.Sleep(300 * time.Millisecond)
 						s.SendRaw(wire[i:min(i+step, len(wire))])
 					}
 					return true

@@ -156,21 +156,31 @@ func runDropMidData(t T, o *Options) Row {
 // final "." comes after the client's timeout: the client must treat it as
 // deferred and deliver again later — the one accepted duplicate window.
 func runNoReplyAfterDot(t T, o *Options) Row {
-	var once sync.Once
+	var first atomic.Bool
+	slept := make(chan struct{})
 	r := smtpRig(t, o, 5, testenv.SMTPScript{OnData: func(_ string, _ []string, data []byte) error {
-		if seqOf(data) == 2 {
-			once.Do(func() { time.Sleep(2500 * time.Millisecond) })
+		if seqOf(data) == 2 && first.CompareAndSwap(false, true) {
+			time.Sleep(4 * time.Second) // then accept: the client gave up at 1.5 s
+			defer close(slept)
 		}
 		return nil
 	}})
-	r.RelayOpts.Timeout = time.Second
-	r.Settings.DeliveryTimeout = time.Second
+	r.RelayOpts.Timeout = 1500 * time.Millisecond
+	r.Settings.DeliveryTimeout = 1500 * time.Millisecond
 	res := r.Poll()
 	if res.Deferred != 1 {
 		t.Errorf("reply after the timeout: deferred %d, want 1", res.Deferred)
 	}
 	wantDeferred(t, r, "timed out", "seq-2")
 	finish(t, r, r.SMTP.Addr)
+	select { // the late copy is recorded once OnData returns
+	case <-slept:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the stalled DATA never finished")
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(r.SMTP.Messages()) < 6 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	row := r.Row("smtp/no-reply-after-dot", 1)
 	if row.Duplicates != 1 {
 		t.Errorf("%d duplicates, want exactly 1 (the server kept the first copy)", row.Duplicates)

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -25,6 +27,7 @@ func StorageFaultCases() []Case {
 		{"storage/ledger-garbage-file", runLedgerGarbage},
 		{"storage/ledger-damaged-pages", runLedgerDamagedPages},
 		{"storage/ledger-locked", runLedgerLocked},
+		{"storage/ledger-disk-full", runLedgerDiskFull},
 	}
 }
 
@@ -166,9 +169,15 @@ func runLedgerDamagedPages(t T, o *Options) Row {
 		}
 		return nil
 	}}, nil)
-	res := p.Run(nil)
-	if res.Code != 1 {
-		t.Logf("setup run (all deferred): exit %d", res.Code)
+	p.Run(nil)
+	deferred := 0
+	for _, rec := range readLedgerFile(t, p.LedgerPath(), "sales") {
+		if !rec.Delivered() && rec.LastError != "" {
+			deferred++
+		}
+	}
+	if deferred != 5 {
+		t.Fatalf("setup: %d of 5 messages deferred in the ledger", deferred)
 	}
 	data, err := os.ReadFile(p.LedgerPath())
 	if err != nil {
@@ -184,7 +193,7 @@ func runLedgerDamagedPages(t T, o *Options) Row {
 		t.Fatal(err)
 	}
 	deferring.Store(false)
-	res = p.Run(nil)
+	res := p.Run(nil)
 	if res.Code == 0 || !strings.Contains(strings.ToLower(res.Output), "corrupt") {
 		t.Errorf("damaged ledger: exit %d, want non-zero with an error saying the ledger is corrupt; output:\n%s", res.Code, tail(res.Output, 10))
 	}
@@ -220,6 +229,52 @@ func runLedgerLocked(t T, o *Options) Row {
 		t.Errorf("delivered %d of 5 once the ledger was free", row.Delivered)
 	}
 	row.Notes = append(row.Notes, note)
+	return row
+}
+
+// runLedgerDiskFull: the ledger's file system fills up while a poll runs.
+// Ledger writes fail; nothing may be deleted. A write that fails after
+// DATA was accepted leaves the delivery unrecorded: that message is
+// delivered again, the accepted duplicate window.
+func runLedgerDiskFull(t T, o *Options) Row {
+	r := NewRig(t, o, RigOptions{Script: &testenv.SMTPScript{}})
+	dir := mountTmpfs(t, "size=512k")
+	l, err := boltledger.Open(filepath.Join(dir, "ledger.db"), boltledger.Options{Timeout: time.Second, Now: r.Clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	r.Ledger = l
+	ids, msgs := SeqMessages(1, 40)
+	r.ServePOP3(ids, msgs, nil)
+	// Fill the file system: bbolt's next growth of the file fails.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	var firstErr error
+	for i := 0; i < 5 && firstErr == nil; i++ {
+		res := r.Poll()
+		firstErr = res.Err
+		r.Clock.Advance(5 * time.Minute)
+	}
+	if firstErr == nil || !errors.Is(firstErr, syscall.ENOSPC) && !strings.Contains(firstErr.Error(), "no space") {
+		t.Errorf("full ledger file system: err = %v, want one saying no space is left", firstErr)
+	}
+	os.Remove(filler)
+	r.PollUntilDone(4)
+	if !r.Done() {
+		t.Errorf("not done once the ledger had room: %v", r.lastErr())
+	}
+	row := r.Row("storage/ledger-disk-full", 1)
+	row.Notes = append(row.Notes, "error: "+errString(firstErr))
 	return row
 }
 

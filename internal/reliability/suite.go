@@ -85,8 +85,8 @@ type Row struct {
 	Tally
 	// AllowedDups is how many duplicates the case's faults may cause.
 	AllowedDups int
-	// Refusal, when set, is the clear error the case expects and got
-	// (e.g. "no UIDL"); it is shown in the notes.
+	// Notes say what the case saw beyond the counts: seeds, the errors
+	// a fault produced, why messages were left on the server.
 	Notes []string
 	// Failures are the case's own expectation failures (beyond the
 	// invariants), filled in by the runner.

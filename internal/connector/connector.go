@@ -216,6 +216,10 @@ type poll struct {
 	src     Source
 	routing *routing    // used by the delivering goroutine only
 	crashed atomic.Bool // a test hook simulated a crash
+	// untrusted, set by the fetching side, says why the POP3 session can
+	// no longer be believed; the poll then sends no DELE and drops the
+	// connection without QUIT (there is nothing to commit).
+	untrusted string
 }
 
 // hook reports a durable step to the test hooks. Once one step has
@@ -249,7 +253,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 		if quitted {
 			return
 		}
-		if errors.Is(err, ErrCrash) {
+		if errors.Is(err, ErrCrash) || p.untrusted != "" {
 			p.src.Close()
 			return
 		}
@@ -271,10 +275,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
-	byUID := make(map[string]*ledger.Record, len(recs))
-	for _, r := range recs {
-		byUID[r.UIDL] = r
-	}
+	byUID := currentRecords(recs)
 	onServer := make(map[string]bool, len(msgs))
 	for _, m := range msgs {
 		onServer[m.UID] = true
@@ -290,7 +291,9 @@ func (p *poll) run(ctx context.Context) (err error) {
 	// Mail that was archived but whose server copy has gone (another client
 	// deleted it) is still ours to deliver: the archive is the durable copy.
 	for _, r := range recs {
-		if onServer[r.UIDL] || r.Settled() || r.Deleted() || !r.Archived() || p.res.Stopped != "" {
+		base := baseUID(r.UIDL)
+		handled := onServer[base] && byUID[base] == r // the main loop's
+		if handled || r.Settled() || r.Deleted() || !r.Archived() || r.Held != "" || p.res.Stopped != "" {
 			continue
 		}
 		if p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{}); p.res.Stopped != "" {
@@ -302,6 +305,10 @@ func (p *poll) run(ctx context.Context) (err error) {
 	}
 	p.res.OldestUndelivered = p.oldestUndelivered(byUID)
 
+	if p.untrusted != "" {
+		p.log.Error("POP3 session out of step: no DELE sent, connection dropped; the next poll goes on", "reason", p.untrusted)
+		return nil
+	}
 	if len(toDelete) == 0 {
 		return nil
 	}
@@ -354,7 +361,7 @@ func (p *poll) sweepGone(ctx context.Context, recs []*ledger.Record, onServer ma
 	var gone []*ledger.Record
 	now := p.c.now()
 	for _, r := range recs {
-		if !onServer[r.UIDL] && r.Settled() && !r.Deleted() {
+		if !onServer[baseUID(r.UIDL)] && r.Settled() && !r.Deleted() {
 			r.DeletedAt = now
 			gone = append(gone, r)
 		}
@@ -411,7 +418,9 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 		return fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
 	}
 	insp := message.NewInspector()
-	key := archive.KeyFor(p.mb.ID, m.UID, rec.FirstSeen)
+	// The ledger key, not the bare UIDL: a reused UIDL's message gets its
+	// own archive object.
+	key := archive.KeyFor(p.mb.ID, rec.UIDL, rec.FirstSeen)
 	info, err := p.c.Archive.Put(ctx, key, archive.Meta{Mailbox: p.mb.ID, UIDL: m.UID}, io.TeeReader(body, insp))
 	cerr := body.Close()
 	if err == nil && cerr != nil {
@@ -430,10 +439,22 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 		p.log.Warn("header not parsed cleanly; relaying as is", "uidl", m.UID, "err", sum.ParseError)
 	}
 	rec.ArchiveKey, rec.SHA256, rec.Size = info.Key, info.SHA256, info.Size
+	rec.ListSize = m.Size
 	rec.ArchivedAt = p.c.now().UTC()
+	if sizeMatches(m.Size, info.Size) {
+		rec.Held = ""
+	} else {
+		// What arrived is not what the server listed: relaying it could
+		// hand Exchange an altered message, and deleting the original
+		// would lose the real one. Keep both; fetch again later.
+		rec.Held = fmt.Sprintf("the server listed %d octets but sent %d: not relayed and not deleted; fetched again every retry interval", m.Size, info.Size)
+		rec.LastError = rec.Held
+		rec.NextAttempt = p.c.now().UTC().Add(p.retryDelay(1, false))
+		p.log.Error("held: size differs from the server's LIST", "uidl", m.UID, "listed", m.Size, "received", info.Size, "key", info.Key)
+	}
 	rec.MessageID = sum.MessageID
 	if rec.MessageID == "" {
-		rec.MessageID = p.generatedMessageID(m.UID)
+		rec.MessageID = p.generatedMessageID(rec.UIDL)
 		rec.MessageIDAdded = true
 	}
 	rec.Sender = p.envelopeSender(sum)

@@ -50,11 +50,34 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		}()
 		fetched := 0
 		var fetchedBytes int64
+		// Held messages are fetched again after all others: a server that
+		// mangles one should not hold up the rest of the mailbox.
+		var held []ServerMessage
+		ordered := make([]ServerMessage, 0, len(msgs))
 		for _, m := range msgs {
+			if rec := byUID[m.UID]; rec != nil && rec.Held != "" && sameMessage(m, rec) {
+				held = append(held, m)
+				continue
+			}
+			ordered = append(ordered, m)
+		}
+		ordered = append(ordered, held...)
+		for _, m := range ordered {
+			if p.untrusted != "" {
+				return
+			}
 			if p.res.Stopped == "" {
 				p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
 			}
 			rec := byUID[m.UID]
+			if rec != nil && !sameMessage(m, rec) {
+				// The UIDL was reused for another message: never DELE it
+				// on the old record's account.
+				if rec, err = p.startGeneration(ctx, m, rec); err != nil {
+					return
+				}
+				byUID[m.UID] = rec
+			}
 			if rec != nil && rec.Settled() {
 				// A recorded disposition deletes whatever the
 				// after-delivery policy; a delivery follows the policy.
@@ -75,7 +98,8 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
 				byUID[m.UID] = rec
 			}
-			if !rec.Archived() {
+			refetch := rec.Held != "" && !p.c.now().Before(rec.NextAttempt)
+			if !rec.Archived() || refetch {
 				fetched++
 				fetchedBytes += m.Size
 				if err = p.fetchAndArchive(ctx, m, rec); err != nil {
@@ -85,8 +109,16 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 					return
 				}
 				p.log.Info("archived", "uidl", m.UID, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+				if rec.Held != "" && rec.Size < rec.ListSize {
+					// The server ended the message early; the rest of it
+					// may still be on the wire, so every later reply on this
+					// connection is suspect: fetch and delete nothing more.
+					p.untrusted = fmt.Sprintf("RETR of %s ended %d octets short of its LIST size", m.UID, rec.ListSize-rec.Size)
+					p.res.Stopped = "POP3 session out of step"
+					return
+				}
 			}
-			if rec.GaveUp || rec.Disposition != "" {
+			if rec.GaveUp || rec.Disposition != "" || rec.Held != "" {
 				continue
 			}
 			if p.c.now().Before(rec.NextAttempt) {
@@ -136,6 +168,25 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		return nil, ferr
 	}
 	return mergeByNum(fetchDels, dels), nil
+}
+
+// startGeneration closes old, whose UIDL the server now lists for another
+// message (the old one must have left the server for the UIDL to be
+// reused), and returns the record of the new message.
+func (p *poll) startGeneration(ctx context.Context, m ServerMessage, old *ledger.Record) (*ledger.Record, error) {
+	now := p.c.now().UTC()
+	p.log.Warn("UIDL reused for another message: recorded as a new message", "uidl", m.UID,
+		"listed", m.Size, "recorded_list_size", old.ListSize, "recorded_size", old.Size, "previous", old.UIDL)
+	// A settled old record is done with; an unsettled one stays as it is
+	// and is delivered from the archive like any message whose server
+	// copy vanished.
+	if old.Settled() && !old.Deleted() {
+		old.DeletedAt = now
+		if err := p.c.Ledger.Put(ctx, old); err != nil {
+			return nil, fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+		}
+	}
+	return &ledger.Record{Mailbox: p.mb.ID, UIDL: nextGeneration(old.UIDL), FirstSeen: now}, nil
 }
 
 // mergeByNum merges two lists of deletions each in ascending message

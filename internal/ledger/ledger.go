@@ -63,6 +63,15 @@ type Record struct {
 
 	FirstSeen time.Time `json:"first_seen"`
 	Size      int64     `json:"size"` // bytes archived (as served after dot-unstuffing)
+	// ListSize is the size the server's LIST gave when the message was
+	// fetched. A later LIST of the same UIDL with another size is another
+	// message (a reused UIDL); a fetch that does not match it is held.
+	ListSize int64 `json:"list_size,omitempty"`
+	// Held says why a message is neither relayed nor deleted: what the
+	// server sent does not match what it listed (a server fault, such as
+	// Dovecot not dot-stuffing a first line that starts with "."). It is
+	// fetched again at each retry interval and released once they match.
+	Held string `json:"held,omitempty"`
 
 	ArchiveKey string    `json:"archive_key,omitempty"`
 	SHA256     string    `json:"sha256,omitempty"` // hex digest of the archived bytes

@@ -127,7 +127,7 @@ func Check(ctx context.Context, o Observation) Tally {
 	recsByUIDL := map[string][]*ledger.Record{}
 	recByTraceID := map[string]*ledger.Record{}
 	for _, r := range o.Records {
-		recsByUIDL[r.UIDL] = append(recsByUIDL[r.UIDL], r)
+		recsByUIDL[serverUIDL(r)] = append(recsByUIDL[serverUIDL(r)], r)
 		if r.ArchiveKey != "" {
 			recByTraceID[strings.TrimSuffix(path.Base(r.ArchiveKey), ".eml")] = r
 		}
@@ -144,7 +144,7 @@ func Check(ctx context.Context, o Observation) Tally {
 		rec := recByTraceID[traceID]
 		var m *Message
 		if rec != nil {
-			m = messageWith(o.Messages, rec.UIDL, d)
+			m = messageWith(o.Messages, serverUIDL(rec), d)
 		}
 		if m == nil {
 			m = byDigest[d]
@@ -158,7 +158,7 @@ func Check(ctx context.Context, o Observation) Tally {
 			// it was meant to be, by the trace id or X-Test-Seq.
 			var want []byte
 			if rec != nil {
-				m = messageWith(o.Messages, rec.UIDL, rec.SHA256)
+				m = messageWith(o.Messages, serverUIDL(rec), rec.SHA256)
 				if o.Archive != nil && rec.Size < 64<<20 {
 					want, _ = readObject(ctx, o.Archive, rec.ArchiveKey)
 				}
@@ -221,6 +221,11 @@ func Check(ctx context.Context, o Observation) Tally {
 			t.Waiting++
 		case onServer && own && rec.LastError != "" && !rec.NextAttempt.IsZero():
 			t.Waiting++
+		case onServer && heldFor(recsByUIDL[m.UIDL], m.Size):
+			// Held: what the server sent did not match its LIST size, so
+			// the archived bytes are by definition not this message's;
+			// the record names the reason and the next fetch.
+			t.Waiting++
 		case onServer && (o.LedgerUnreadable || (rec == nil && o.Refusal != nil)):
 			t.Refused++
 		case onServer:
@@ -262,11 +267,17 @@ func Check(ctx context.Context, o Observation) Tally {
 			t.ArchiveMismatches++
 			t.problem("record %s: archived object is %d bytes sha256 %.12s, ledger says %d bytes %.12s", r.UIDL, n, d, r.Size, r.SHA256)
 		}
+		if r.Held != "" {
+			// The record says the fetch did not match the server's LIST:
+			// the archive holds what arrived, kept for inspection; the
+			// message itself stays on the server (checked above).
+			continue
+		}
 		match := false
-		for _, m := range served[r.UIDL] {
+		for _, m := range served[serverUIDL(r)] {
 			match = match || m.Digest == d
 		}
-		if !match && len(served[r.UIDL]) > 0 {
+		if !match && len(served[serverUIDL(r)]) > 0 {
 			t.ArchiveMismatches++
 			t.problem("record %s: archived bytes (sha256 %.12s) are not what the server served under that UIDL", r.UIDL, d)
 		}
@@ -438,4 +449,22 @@ func sortedProblems(p []string, n int) []string {
 		out = append(out[:n], fmt.Sprintf("... and %d more", len(p)-n))
 	}
 	return out
+}
+
+// serverUIDL is the server's UIDL of a ledger record: the connector keys a
+// message whose UIDL the server reused as "<uidl> <generation>".
+func serverUIDL(r *ledger.Record) string {
+	uidl, _, _ := strings.Cut(r.UIDL, " ")
+	return uidl
+}
+
+// heldFor reports whether the current record among recs for a message of
+// the given served size is held for a size mismatch, with a next fetch.
+func heldFor(recs []*ledger.Record, size int64) bool {
+	for _, r := range recs {
+		if r.Held != "" && !r.NextAttempt.IsZero() && r.ListSize == size {
+			return true
+		}
+	}
+	return false
 }

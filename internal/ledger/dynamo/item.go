@@ -65,6 +65,8 @@ type recordItem struct {
 	DispositionReason string   `dynamodbav:"disposition_reason,omitempty"`
 	DispositionAt     string   `dynamodbav:"disposition_at,omitempty"`
 	BadmailKey        string   `dynamodbav:"badmail_key,omitempty"`
+	ListSize          int64    `dynamodbav:"list_size,omitempty"`
+	Held              string   `dynamodbav:"held,omitempty"`
 	Notified          []string `dynamodbav:"notified,omitempty"`
 
 	DeletedAt string `dynamodbav:"deleted_at,omitempty"`
@@ -142,6 +144,8 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 		DispositionReason: r.DispositionReason,
 		DispositionAt:     formatTime(r.DispositionAt),
 		BadmailKey:        r.BadmailKey,
+		ListSize:          r.ListSize,
+		Held:              r.Held,
 		Notified:          r.Notified,
 		DeletedAt:         formatTime(r.DeletedAt),
 		Version:           version,
@@ -191,6 +195,8 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		Disposition:       ledger.Disposition(it.Disposition),
 		DispositionReason: it.DispositionReason,
 		BadmailKey:        it.BadmailKey,
+		ListSize:          it.ListSize,
+		Held:              it.Held,
 		Notified:          it.Notified,
 		Version:           it.Version,
 	}

@@ -10,10 +10,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/archive"
@@ -36,6 +38,7 @@ type App struct {
 	Secrets   *config.Secrets
 	Routing   *Routing
 	closers   []func() error
+	logs      logHolder
 }
 
 // Close releases the ledger and archive.
@@ -134,7 +137,7 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 		if !m.Enabled {
 			continue
 		}
-		mb, err := MailboxFor(m, secrets)
+		mb, err := mailboxFor(m, secrets, &a.logs)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -146,6 +149,10 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 
 // MailboxFor builds the connector's view of one configured mailbox.
 func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, error) {
+	return mailboxFor(m, secrets, nil)
+}
+
+func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (connector.Mailbox, error) {
 	host, _, err := net.SplitHostPort(m.Server)
 	if err != nil {
 		return connector.Mailbox{}, fmt.Errorf("mailbox %s: server %q: %w", m.ID, m.Server, err)
@@ -192,18 +199,44 @@ func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, e
 		MaxMessages:   m.MaxMessagesPerPoll,
 		MaxBytes:      int64(m.MaxBytesPerPoll),
 		PollTimeout:   m.PollTimeout,
-		Dial: DialPOP3(opts, m.Username, func(ctx context.Context) (string, error) {
-			return secrets.Resolve(ctx, sec)
-		}),
+		Dial: func(ctx context.Context) (connector.Source, error) {
+			o := opts
+			o.Logger = logs.get()
+			return DialPOP3(o, m.Username, func(ctx context.Context) (string, error) {
+				return secrets.Resolve(ctx, sec)
+			})(ctx)
+		},
 	}, nil
+}
+
+// logHolder lets a logger chosen after Build reach the dialers built in it.
+type logHolder struct{ p atomic.Pointer[slog.Logger] }
+
+func (h *logHolder) get() *slog.Logger {
+	if h == nil {
+		return nil
+	}
+	return h.p.Load()
+}
+
+// SetLogger sends the pipeline's log, and the POP3 and SMTP transcripts
+// (at debug level, never with a secret), to log.
+func (a *App) SetLogger(log *slog.Logger) {
+	a.logs.p.Store(log)
+	a.Connector.Logger = log
+	if a.Routing != nil {
+		a.Routing.Logger = log
+	}
 }
 
 // Routing is the configuration's delivery routes: the route table and the
 // SMTP client options of each route.
 type Routing struct {
 	Table *route.Table
-	opts  map[string]relay.Options
-	pass  map[string]func(context.Context) (string, error)
+	// Logger receives the SMTP transcripts at debug level; nil discards.
+	Logger *slog.Logger
+	opts   map[string]relay.Options
+	pass   map[string]func(context.Context) (string, error)
 }
 
 // ConfigRoutes returns the configured routes; a configuration built in code
@@ -255,6 +288,7 @@ func (r *Routing) Dial(ctx context.Context, rt route.Route) (*relay.Client, erro
 		return nil, fmt.Errorf("route %q is not configured", rt.Name)
 	}
 	o.Addr = rt.Addr()
+	o.Logger = r.Logger
 	if o.Auth != nil && r.pass[key] != nil {
 		pass, err := r.pass[key](ctx)
 		if err != nil {

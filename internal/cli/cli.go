@@ -203,7 +203,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer a.Close()
-	a.Connector.Logger = log
+	a.SetLogger(log)
 
 	// First signal: drain (finish the message in flight). Second: abort.
 	ctx, cancel := context.WithCancel(context.Background())

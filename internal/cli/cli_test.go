@@ -119,6 +119,12 @@ func TestRunOnceAndStatus(t *testing.T) {
 	if strings.Contains(logs, popPassword) {
 		t.Fatal("the POP3 password appears in the logs")
 	}
+	// At debug level the POP3 and SMTP transcripts are logged, redacted.
+	for _, want := range []string{"RETR", "MAIL FROM"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("debug logs lack the %s transcript line", want)
+		}
+	}
 	// JSON logs name mailbox, UIDL, Message-ID and outcome.
 	for _, want := range []string{`"mailbox":"sales"`, `"uidl":`, `"message_id":"m1@example.org"`, `"outcome":"accepted"`} {
 		if !strings.Contains(logs, want) {

@@ -188,7 +188,7 @@ func (f *Function) ready(ctx context.Context) (*app.App, *slog.Logger, error) {
 	if err != nil {
 		return nil, logger, fmt.Errorf("lambdafn: %w", err)
 	}
-	a.Connector.Logger = logger
+	a.SetLogger(logger)
 	enabled := make([]string, len(a.Mailboxes))
 	for i, m := range a.Mailboxes {
 		enabled[i] = m.ID

@@ -60,7 +60,14 @@ type workerConfig struct {
 	Self      string // this program (for the raw client and profiled popconn)
 	Workdir   string // parent of run directories
 	Verify    bool   // dump what smtp-sink receives and compare bodies
-	Timeout   time.Duration
+	// PopconnWrap is put before popconn's command line (after time -v), for
+	// diagnostics such as "strace -f -c -o FILE"; it skews the timings.
+	PopconnWrap []string
+	// PopconnData, if set, is where popconn's archive and ledger go instead
+	// of the run directory (e.g. a tmpfs, to see popconn without disk
+	// flushes; fsync on tmpfs returns at once).
+	PopconnData string
+	Timeout     time.Duration
 }
 
 // sinkCounter is the SMTP destination: the counting smtp-sink, or in verify
@@ -310,14 +317,24 @@ func (e *env) command(job Job, runDir string) ([]string, func(*Result, string) e
 		return args, check, nil
 	case toolPopconn:
 		cfgFile := filepath.Join(runDir, "popconn.yaml")
-		archiveDir := filepath.Join(runDir, "archive")
-		if err := os.WriteFile(cfgFile, []byte(popconnConfig(popAddr, e.sinkAddr, job.TLS, e.dove.CA.CertFile, e.passFile, archiveDir, filepath.Join(runDir, "ledger.db"))), 0o600); err != nil {
+		dataDir := runDir
+		if e.cfg.PopconnData != "" {
+			d, err := os.MkdirTemp(e.cfg.PopconnData, "popconn-bench-data-")
+			if err != nil {
+				return nil, nil, err
+			}
+			dataDir = d
+			e.s.Cleanup(func() { os.RemoveAll(d) })
+		}
+		archiveDir := filepath.Join(dataDir, "archive")
+		if err := os.WriteFile(cfgFile, []byte(popconnConfig(popAddr, e.sinkAddr, job.TLS, e.dove.CA.CertFile, e.passFile, archiveDir, filepath.Join(dataDir, "ledger.db"))), 0o600); err != nil {
 			return nil, nil, err
 		}
 		args := []string{e.cfg.Popconn, "run", "--once", "--config", cfgFile}
 		if job.CPUProfile != "" {
 			args = []string{e.cfg.Self, "popconn-pprof", "--cpuprofile", job.CPUProfile, "--trace", job.CPUProfile + ".trace", "--", "run", "--once", "--config", cfgFile}
 		}
+		args = append(append([]string(nil), e.cfg.PopconnWrap...), args...)
 		check := func(res *Result, _ string) error {
 			n := 0
 			err := filepath.WalkDir(archiveDir, func(p string, d fs.DirEntry, err error) error {
@@ -535,6 +552,12 @@ func startNSWorker(cfg workerConfig) (*nsWorker, error) {
 		"--run-timeout", cfg.Timeout.String()}
 	if cfg.Verify {
 		args = append(args, "--verify")
+	}
+	if cfg.PopconnData != "" {
+		args = append(args, "--popconn-data", cfg.PopconnData)
+	}
+	if len(cfg.PopconnWrap) > 0 {
+		args = append(args, "--popconn-wrap", strings.Join(cfg.PopconnWrap, " "))
 	}
 	cmd := exec.Command(unshare, args...)
 	cmd.Stderr = os.Stderr

@@ -50,7 +50,17 @@
 // What it cannot do: it cannot tell whether an SMTP server that accepted
 // DATA but whose 250 reply was lost has delivered the message; it records
 // the attempt as deferred and delivers again (the accepted duplicate). A
-// lease is time-based: a poller stalled past its lease's expiry could
-// overlap the next; the poll deadline is kept below the lease TTL so this
-// needs a stall longer than the margin.
+// lease is time-based: a poller starts a message only with two SMTP
+// timeouts of its poll left, and its lease outlives the poll deadline by
+// two minutes, so in real time polls never overlap; a process frozen (or a
+// clock jumping) past that margin while a message is in flight can see
+// that message relayed again by the next poller, whose ledger write then
+// wins (the frozen poller's write fails as a conflict). An SMTP server
+// cannot check a fencing token, so no lease can close this window
+// (internal/reliability stages it: at most the message in flight).
+//
+// A POP3 UIDL names a message only while it is on the server (RFC 1939
+// §7): a settled record whose UIDL is listed again with another LIST size
+// starts a new ledger generation instead of being deleted; a reused UIDL
+// with the same size is taken for the same message.
 package connector

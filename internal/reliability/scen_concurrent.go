@@ -67,10 +67,16 @@ func runThreePollers(t T, o *Options) Row {
 	return row
 }
 
-// runLeaseExpiresMidData: poller A stalls in DATA (a slow SMTP server)
-// past its lease's expiry — staged by moving the ledger's clock past the
-// TTL (poll timeout + 2 min) while A waits — and poller B takes the
-// mailbox. Each message must still be delivered once.
+// runLeaseExpiresMidData: poller A stalls after the final "." of DATA
+// past its lease's expiry — staged by moving the shared clock past the TTL
+// (poll timeout + 2 min) while the server withholds its reply — and poller
+// B takes the mailbox. In real time this cannot happen (A starts a message
+// only with 2×timeout+5s of its poll left, and its lease outlives the poll
+// by 2 minutes); it takes a stalled process or a clock jump, the known
+// limit of a lease without fencing tokens, which an SMTP server cannot
+// check. The connector documents it. What must still hold: nothing lost,
+// nothing deleted undelivered, A's late write refused (ErrConflict), and
+// at most the one message A had in flight duplicated.
 func runLeaseExpiresMidData(t T, o *Options) Row {
 	if !o.Ledger.HonoursClock {
 		t.Skipf("ledger %s does not take the scenario's clock for leases", o.Ledger.Name)
@@ -108,9 +114,9 @@ func runLeaseExpiresMidData(t T, o *Options) Row {
 	t.Logf("poller A: delivered %d err %v; poller B: delivered %d deleted %d err %v", ra.Delivered, ra.Err, resB.Delivered, resB.Deleted, resB.Err)
 	r.Clock.Advance(time.Hour)
 	r.PollUntilDone(3)
-	row := r.Row("concurrent/lease-expires-mid-data", 0)
-	if row.Duplicates > 0 {
-		t.Errorf("BUG: %d duplicate(s): poller B relayed the message poller A was still sending after A's lease expired (A: %v)", row.Duplicates, ra.Err)
+	row := r.Row("concurrent/lease-expires-mid-data", 1)
+	if row.Duplicates > 0 && !errors.Is(ra.Err, ledger.ErrConflict) {
+		t.Errorf("%d duplicate(s), and poller A's late write was not refused as a conflict: %v", row.Duplicates, ra.Err)
 	}
 	row.Notes = append(row.Notes, fmt.Sprintf("A: %v; B: delivered %d, err %v", ra.Err, resB.Delivered, resB.Err))
 	return row

@@ -41,9 +41,9 @@ func runHostileDovecot(t T, o *Options) Row {
 			i--
 		}
 	}
-	r := NewRig(t, o, RigOptions{Dovecot: true, Script: &testenv.SMTPScript{}})
+	r := NewRig(t, o, RigOptions{Dovecot: true, Script: &testenv.SMTPScript{MaxLineLength: 4 << 20}}) // long lines must arrive byte for byte
 	r.FreshRelay = true
-	r.RelayOpts.Timeout = 30 * time.Second
+	r.RelayOpts.Timeout = 5 * time.Second // per read or write; the bare-CR message waits it out each poll
 	r.MailboxEdit = func(mb *connector.Mailbox) { mb.PollTimeout = 10 * time.Minute }
 	r.SeedDovecot(names, msgs)
 	var changed []string
@@ -71,10 +71,10 @@ func runHostileExact(t T, o *Options) Row {
 		t.Fatal(err)
 	}
 	gn, gm := GeneratedHostile(1 << 20)
-	names, msgs = append(names, gn[:2]...), append(msgs, gm[:2]...) // not the big one
-	r := NewRig(t, o, RigOptions{Script: &testenv.SMTPScript{}})
+	names, msgs = append(names, gn[:2]...), append(msgs, gm[:2]...)                    // not the big one
+	r := NewRig(t, o, RigOptions{Script: &testenv.SMTPScript{MaxLineLength: 4 << 20}}) // long lines must arrive byte for byte
 	r.FreshRelay = true
-	r.RelayOpts.Timeout = 30 * time.Second
+	r.RelayOpts.Timeout = 5 * time.Second // per read or write; the bare-CR message waits it out each poll
 	r.PopOpts.Timeout = 30 * time.Second
 	r.ServePOP3(names, msgs, nil)
 	r.PollUntilDone(4)
@@ -97,7 +97,7 @@ func runHostileExact(t T, o *Options) Row {
 // otherwise serve them unchanged): the connector must not delete what it
 // did not fetch whole.
 func runDovecotLeadingDot(t T, o *Options) Row {
-	r := NewRig(t, o, RigOptions{Dovecot: true, Script: &testenv.SMTPScript{}})
+	r := NewRig(t, o, RigOptions{Dovecot: true, Script: &testenv.SMTPScript{MaxLineLength: 4 << 20}}) // long lines must arrive byte for byte
 	ids := []string{"seq-1", "leading-dot-text", "seq-3", "leading-dot-alone", "seq-5"}
 	msgs := [][]byte{GenMessage(1), []byte(".abc first line starts with a dot\r\nSubject: x\r\n\r\nbody\r\n"),
 		GenMessage(3), []byte(".\r\nSubject: first line is a lone dot\r\n\r\nbody\r\n"), GenMessage(5)}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/pop3"
+	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/testenv"
+)
+
+// TestSeededMailboxServedExactly checks the generator's promise against a
+// real Dovecot: every seeded message is served with exactly Workload.Size
+// octets (LIST agrees, W= in the name), and the raw client empties the
+// mailbox.
+func TestSeededMailboxServedExactly(t *testing.T) {
+	s := &session{name: t.Name()}
+	t.Cleanup(s.cleanup)
+	var e *env
+	if err := guard(func() {
+		testenv.NeedBinary(t, "dovecot")
+		testenv.NeedBinary(t, "smtp-sink", "/usr/sbin/smtp-sink")
+		e = newEnv(s, "host", workerConfig{Workdir: t.TempDir(), Timeout: time.Minute})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wl := Workload{Name: "t", Count: 5, Size: 3001}
+	if err := e.prepare(Job{Workload: wl, RunID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := pop3.Dial(ctx, pop3.Options{Addr: e.dove.Addr, TLS: pop3.TLSNone, AllowPlaintextAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(ctx, benchUser, benchPass); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != wl.Count {
+		t.Fatalf("LIST shows %d messages, want %d", len(list), wl.Count)
+	}
+	for _, m := range list {
+		if m.Size != wl.Size {
+			t.Errorf("LIST %d: size %d, want %d", m.Num, m.Size, wl.Size)
+		}
+		body, err := c.Retr(ctx, m.Num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		if _, err := got.ReadFrom(body); err != nil {
+			t.Fatal(err)
+		}
+		body.Close()
+		if int64(got.Len()) != wl.Size {
+			t.Errorf("RETR %d: %d octets, want %d", m.Num, got.Len(), wl.Size)
+		}
+	}
+	c.Close()
+
+	// The raw client (as `bench raw` runs it) reads and deletes everything.
+	if err := rawFetch(e.dove.Addr, benchUser, e.passFile, false, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := maildirCount(e.dove.Maildir(benchUser)); err != nil || n != 0 {
+		t.Fatalf("%d messages left after the raw client (%v)", n, err)
+	}
+
+	// A second prepare starts from an empty maildir without Dovecot's index.
+	if err := e.prepare(Job{Workload: wl, RunID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := maildirCount(e.dove.Maildir(benchUser)); err != nil || n != wl.Count {
+		t.Fatalf("%d messages after re-seeding, want %d (%v)", n, wl.Count, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(e.dove.Maildir(benchUser), "dovecot*")); len(m) != 0 {
+		t.Errorf("Dovecot index files survived prepare: %v", m)
+	}
+}
+
+// TestCountingSinkCounts checks that smtp-sink's -c counter, which the
+// benchmark trusts instead of dumps, counts each accepted message once.
+func TestCountingSinkCounts(t *testing.T) {
+	s := &session{name: t.Name()}
+	t.Cleanup(s.cleanup)
+	var sink *countingSink
+	if err := guard(func() { sink = startCountingSink(s, t.TempDir()) }); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := relay.Dial(ctx, relay.Options{Addr: sink.Addr, TLS: relay.TLSNone, HeloDomain: "bench.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := []byte("Subject: count me\r\n\r\nbody\r\n")
+	for i := 1; i <= 3; i++ {
+		out, err := c.Send(ctx, relay.Envelope{From: "a@example.org", To: []string{"b@example.net"}}, bytes.NewReader(msg))
+		if err != nil || out[0].Err != nil {
+			t.Fatalf("send %d: %v %v", i, err, out[0].Err)
+		}
+		n, err := sink.Messages()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != i {
+			t.Fatalf("after %d messages smtp-sink counts %d", i, n)
+		}
+	}
+}

@@ -5,12 +5,15 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
 # Fuzz targets run briefly in `make test`, longer in `make fuzz`.
 FUZZ_TARGETS := \
 	./internal/message:FuzzInspector \
 	./internal/pop3:FuzzDotReader \
-	./internal/config:FuzzParse
+	./internal/relay:FuzzDotStuffer \
+	./internal/config:FuzzParse \
+	./internal/recipients:FuzzResolve \
+	./internal/notify:FuzzBuildDSN
 
 .PHONY: all build deps demo test unit integration fuzz fuzz-short bench vet clean
 

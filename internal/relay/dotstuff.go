@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 )
 
@@ -27,41 +28,65 @@ func newDotStuffer(w io.Writer) *dotStuffer {
 }
 
 func (d *dotStuffer) Write(p []byte) (int, error) {
-	for i, c := range p {
-		if c == '\n' {
-			// CRLF, or a bare LF sent as CRLF: one line break, held back.
-			d.pendingCR = false
-			if err := d.flushBreak(); err != nil {
-				return i, err
+	for i := 0; i < len(p); {
+		// Fast path: inside a line with nothing held back, everything up to
+		// the next CR or LF passes unchanged in one write.
+		if !d.pendingCR && !d.pendingCRLF && !d.lineStart {
+			j := bytes.IndexAny(p[i:], "\r\n")
+			if j < 0 {
+				j = len(p) - i
 			}
-			d.pendingCRLF, d.lineStart = true, true
-			continue
+			if j > 0 {
+				if _, err := d.w.Write(p[i : i+j]); err != nil {
+					return i, err
+				}
+				i += j
+				continue
+			}
 		}
-		if err := d.flushBreak(); err != nil {
+		if err := d.step(p[i]); err != nil {
 			return i, err
 		}
-		if d.pendingCR {
-			// A bare CR: data, and not a line end.
-			if err := d.w.WriteByte('\r'); err != nil {
-				return i, err
-			}
-			d.pendingCR = false
-		}
-		if c == '\r' {
-			d.pendingCR = true
-			continue
-		}
-		if c == '.' && d.lineStart {
-			if err := d.w.WriteByte('.'); err != nil {
-				return i, err
-			}
-		}
-		if err := d.w.WriteByte(c); err != nil {
-			return i, err
-		}
-		d.lineStart = false
+		i++
 	}
 	return len(p), nil
+}
+
+// step handles one byte at a line boundary or after a held-back byte.
+func (d *dotStuffer) step(c byte) error {
+	if c == '\n' {
+		// CRLF, or a bare LF sent as CRLF: one line break, held back.
+		d.pendingCR = false
+		if err := d.flushBreak(); err != nil {
+			return err
+		}
+		d.pendingCRLF, d.lineStart = true, true
+		return nil
+	}
+	if err := d.flushBreak(); err != nil {
+		return err
+	}
+	if d.pendingCR {
+		// A bare CR: data, and not a line end.
+		if err := d.w.WriteByte('\r'); err != nil {
+			return err
+		}
+		d.pendingCR, d.lineStart = false, false
+	}
+	if c == '\r' {
+		d.pendingCR = true
+		return nil
+	}
+	if c == '.' && d.lineStart {
+		if err := d.w.WriteByte('.'); err != nil {
+			return err
+		}
+	}
+	if err := d.w.WriteByte(c); err != nil {
+		return err
+	}
+	d.lineStart = false
+	return nil
 }
 
 // flushBreak writes a held-back line break once more bytes follow it.
@@ -80,7 +105,7 @@ func (d *dotStuffer) Finish() error {
 		if err := d.w.WriteByte('\r'); err != nil {
 			return err
 		}
-		d.pendingCR = false
+		d.pendingCR, d.lineStart = false, false
 	}
 	return d.w.Flush()
 }

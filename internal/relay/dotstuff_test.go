@@ -19,6 +19,7 @@ func TestDotStuffer(t *testing.T) {
 		{"bare CR kept", "a\rb\r\n", "a\rb\r\n.\r\n"},
 		{"CR CR LF kept", "a\r\r\nb\r\n", "a\r\r\nb\r\n.\r\n"},
 		{"dot after bare CR not a line start", "a\r.b\r\n", "a\r.b\r\n.\r\n"},
+		{"bare CR opening a line, then a dot", "\r.\r\n", "\r.\r\n.\r\n"},
 		{"final bare CR", "a\r", "a\r\r\n.\r\n"},
 		{"blank lines", "a\r\n\r\n\r\n", "a\r\n\r\n\r\n.\r\n"},
 	}
@@ -41,4 +42,54 @@ func TestDotStuffer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// referenceStuff applies the rules one byte at a time, for comparison.
+func referenceStuff(in []byte) string {
+	var out []byte
+	lineStart := true
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		switch {
+		case c == '\n':
+			out = append(out, '\r', '\n')
+			lineStart = true
+			continue
+		case c == '\r' && i+1 < len(in) && in[i+1] == '\n':
+			continue // the LF writes the CRLF
+		case c == '.' && lineStart:
+			out = append(out, '.')
+		}
+		out = append(out, c)
+		lineStart = false
+	}
+	// The final line break is supplied by the terminator.
+	s := string(out)
+	if len(s) >= 2 && s[len(s)-2:] == "\r\n" {
+		s = s[:len(s)-2]
+	}
+	return s + "\r\n.\r\n"
+}
+
+func FuzzDotStuffer(f *testing.F) {
+	for _, s := range []string{"", "a\r\n", ".\r\n..\r\n", "a\r\r\nb", "x\ny\r", "\r\n\r\n."} {
+		f.Add([]byte(s), 3)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, chunk int) {
+		if chunk <= 0 {
+			chunk = 1
+		}
+		var buf bytes.Buffer
+		d := newDotStuffer(&buf)
+		for i := 0; i < len(in); i += chunk {
+			d.Write(in[i:min(i+chunk, len(in))])
+		}
+		if err := d.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		buf.WriteString("\r\n.\r\n")
+		if got, want := buf.String(), referenceStuff(in); got != want {
+			t.Fatalf("wire %q, reference %q", got, want)
+		}
+	})
 }

@@ -10,6 +10,7 @@ FUZZTIME ?= 8s
 FUZZ_TARGETS := \
 	./internal/message:FuzzInspector \
 	./internal/pop3:FuzzDotReader \
+	./internal/pop3:FuzzServerReplies \
 	./internal/relay:FuzzDotStuffer \
 	./internal/config:FuzzParse \
 	./internal/recipients:FuzzResolve \

@@ -39,6 +39,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,17 +228,17 @@ func benchMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 2
 	}
-	s := &session{name: "bench"}
+	s := &testenv.Session{Name: "bench", SkipHint: "make bench-compare installs what is needed"}
 	code := 0
-	if err := guard(func() { code = run(s, o) }); err != nil {
+	if err := testenv.Guard(func() { code = run(s, o) }); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: FAILED: %v\n", err)
 		code = 1
 	}
-	s.cleanup()
+	s.Close()
 	return code
 }
 
-func run(s *session, o *options) int {
+func run(s *testenv.Session, o *options) int {
 	self, err := os.Executable()
 	if err != nil {
 		s.Fatal(err)
@@ -347,7 +348,7 @@ func transport(useTLS bool) string {
 
 // profileRun runs popconn's code under pprof on workload a, once per
 // repetition, on the host loopback; the last run's profile is kept.
-func profileRun(s *session, o *options, host *localWorker) int {
+func profileRun(s *testenv.Session, o *options, host *localWorker) int {
 	wl := o.workloads[0]
 	for _, w := range o.workloads {
 		if w.Name == "a" {

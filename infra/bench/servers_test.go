@@ -17,10 +17,10 @@ import (
 // octets (LIST agrees, W= in the name), and the raw client empties the
 // mailbox.
 func TestSeededMailboxServedExactly(t *testing.T) {
-	s := &session{name: t.Name()}
-	t.Cleanup(s.cleanup)
+	s := &testenv.Session{Name: t.Name(), SkipHint: "make bench-compare installs what is needed"}
+	t.Cleanup(s.Close)
 	var e *env
-	if err := guard(func() {
+	if err := testenv.Guard(func() {
 		testenv.NeedBinary(t, "dovecot")
 		testenv.NeedBinary(t, "smtp-sink", "/usr/sbin/smtp-sink")
 		e = newEnv(s, "host", workerConfig{Workdir: t.TempDir(), Timeout: time.Minute})
@@ -89,10 +89,10 @@ func TestSeededMailboxServedExactly(t *testing.T) {
 // TestCountingSinkCounts checks that smtp-sink's -c counter, which the
 // benchmark trusts instead of dumps, counts each accepted message once.
 func TestCountingSinkCounts(t *testing.T) {
-	s := &session{name: t.Name()}
-	t.Cleanup(s.cleanup)
+	s := &testenv.Session{Name: t.Name(), SkipHint: "make bench-compare installs what is needed"}
+	t.Cleanup(s.Close)
 	var sink *countingSink
-	if err := guard(func() { sink = startCountingSink(s, t.TempDir()) }); err != nil {
+	if err := testenv.Guard(func() { sink = startCountingSink(s, t.TempDir()) }); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

@@ -79,7 +79,7 @@ type sinkCounter interface {
 // env is one set of servers (Dovecot and smtp-sink) in one network
 // namespace, and runs Jobs against them one at a time.
 type env struct {
-	s        *session
+	s        *testenv.Session
 	net      string
 	cfg      workerConfig
 	dove     *testenv.Dovecot
@@ -97,7 +97,7 @@ const (
 	benchPass = "bench-Pass-7f3a"
 )
 
-func newEnv(s *session, netName string, cfg workerConfig) *env {
+func newEnv(s *testenv.Session, netName string, cfg workerConfig) *env {
 	e := &env{s: s, net: netName, cfg: cfg, user: benchUser}
 	if err := os.MkdirAll(cfg.Workdir, 0o755); err != nil {
 		s.Fatalf("bench: %v", err)
@@ -131,11 +131,11 @@ func newEnv(s *session, netName string, cfg workerConfig) *env {
 
 type dumpCounter struct {
 	sink *testenv.SMTPSink
-	s    *session
+	s    *testenv.Session
 }
 
 func (d dumpCounter) Messages() (n int, err error) {
-	err = guard(func() { n = len(d.sink.Messages(d.s)) })
+	err = testenv.Guard(func() { n = len(d.sink.Messages(d.s)) })
 	return n, err
 }
 
@@ -362,7 +362,7 @@ func (e *env) command(job Job, runDir string) ([]string, func(*Result, string) e
 // fields (fetchmail adds Received), so only bodies and the Message-ID count.
 func (e *env) verifyDumps(job Job) (err error) {
 	var got []testenv.Received
-	if err := guard(func() { got = e.dumpSink.Messages(e.s) }); err != nil {
+	if err := testenv.Guard(func() { got = e.dumpSink.Messages(e.s) }); err != nil {
 		return err
 	}
 	fresh := got[e.verified:]
@@ -653,11 +653,11 @@ func loopbackRoute() string {
 // workerMain is `bench worker`: the child side of nsWorker.
 func workerMain(cfg workerConfig, quickack bool) int {
 	enc := json.NewEncoder(os.Stdout)
-	s := &session{name: "bench worker"}
-	defer s.cleanup()
+	s := &testenv.Session{Name: "bench worker", SkipHint: "make bench-compare installs what is needed"}
+	defer s.Close()
 	var e *env
 	info := ""
-	err := guard(func() {
+	err := testenv.Guard(func() {
 		if quickack {
 			route, err := setupQuickACK()
 			if err != nil {
@@ -686,7 +686,7 @@ func workerMain(cfg workerConfig, quickack bool) int {
 			return 1
 		}
 		var res Result
-		if err := guard(func() { res = e.Run(j) }); err != nil {
+		if err := testenv.Guard(func() { res = e.Run(j) }); err != nil {
 			res = Result{Job: j, Net: "quickack", Err: err.Error()}
 		}
 		if err := enc.Encode(res); err != nil {

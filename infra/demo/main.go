@@ -29,24 +29,18 @@ func main() {
 	popconn := flag.String("popconn", "bin/popconn", "the popconn binary to run")
 	dir := flag.String("dir", "demo-data", "where the demo keeps its config, archive and ledger (wiped first)")
 	flag.Parse()
-	s := &session{}
-	code := 0
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := p.(stop); !ok {
-					panic(p)
-				}
-				code = 1
-			}
-		}()
-		run(s, *popconn, *dir)
+	s := &testenv.Session{Name: "demo", SkipHint: "run `make demo`, which installs the servers"}
+	err := func() error {
+		defer s.Close() // stops the servers by PID, whatever happened
+		return testenv.Guard(func() { run(s, *popconn, *dir) })
 	}()
-	s.cleanup()
-	os.Exit(code)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
 }
 
-func run(s *session, popconn, dir string) {
+func run(s *testenv.Session, popconn, dir string) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		s.Fatal(err)
@@ -140,7 +134,7 @@ mailboxes:
 
 func step(title string) { fmt.Printf("\n== %s\n", title) }
 
-func must(s *session, bin string, args ...string) {
+func must(s *testenv.Session, bin string, args ...string) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
 	if err := cmd.Run(); err != nil {
@@ -168,41 +162,4 @@ func firstLine(b []byte) string {
 		return strings.TrimRight(string(b[:i]), "\r")
 	}
 	return string(b)
-}
-
-// session runs testenv's real-server launchers outside a test: it keeps
-// their cleanups (which stop the servers by PID) and turns a fatal error
-// into an orderly stop.
-type session struct{ cleanups []func() }
-
-type stop struct{}
-
-func (s *session) Helper()                         {}
-func (s *session) Cleanup(f func())                { s.cleanups = append(s.cleanups, f) }
-func (s *session) Logf(format string, args ...any) { fmt.Printf("   "+format+"\n", args...) }
-func (s *session) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
-}
-func (s *session) Fatal(args ...any) { s.Fatalf("%s", fmt.Sprint(args...)) }
-func (s *session) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
-	panic(stop{})
-}
-func (s *session) Skip(args ...any) {
-	s.Fatalf("%s (run `make demo`, which installs the servers)", fmt.Sprint(args...))
-}
-func (s *session) TempDir() string {
-	d, err := os.MkdirTemp("", "popconn-demo-")
-	if err != nil {
-		s.Fatal(err)
-	}
-	s.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-// cleanup runs the cleanups last-first, as testing does.
-func (s *session) cleanup() {
-	for i := len(s.cleanups) - 1; i >= 0; i-- {
-		s.cleanups[i]()
-	}
 }

@@ -510,7 +510,7 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 	for i, rc := range rec.Recipients {
 		addrs[i] = rc.Address
 	}
-	rec.NeedsSMTPUTF8 = !isASCII(rec.Sender) || !allASCII(addrs)
+	rec.NeedsSMTPUTF8 = relay.NeedsSMTPUTF8(rec.Sender, addrs)
 	if err := p.c.Ledger.Put(ctx, rec); err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
@@ -756,22 +756,4 @@ func (p *poll) deleteDelivered(ctx context.Context, dels []deletion, quitted *bo
 func traceID(rec *ledger.Record) string {
 	name := rec.ArchiveKey[strings.LastIndexByte(rec.ArchiveKey, '/')+1:]
 	return strings.TrimSuffix(name, ".eml")
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-func allASCII(ss []string) bool {
-	for _, s := range ss {
-		if !isASCII(s) {
-			return false
-		}
-	}
-	return true
 }

@@ -736,6 +736,12 @@ func checkAddress(a string, sender bool) error {
 	return nil
 }
 
+// NeedsSMTPUTF8 reports whether an envelope needs the SMTPUTF8 extension
+// (RFC 6531): a sender or recipient address that is not ASCII.
+func NeedsSMTPUTF8(from string, to []string) bool {
+	return !isASCII(from) || !allASCII(to)
+}
+
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {

@@ -132,6 +132,9 @@ type Result struct {
 	Notices         int // postmaster notices accepted for delivery
 	Deleted         int // deletions confirmed by QUIT
 	NotDue          int // waiting for their next attempt
+	// DuplicateUIDs counts listed messages left alone because the server
+	// gave their UIDL to more than one message.
+	DuplicateUIDs int
 	// UnrecordedReplies counts messages the SMTP server accepted whose
 	// reply the poll could not record (it stopped in between): the next
 	// run relays them again. This window is the only source of duplicates.
@@ -272,6 +275,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 		return fmt.Errorf("mailbox %s: list: %w", p.mb.ID, err)
 	}
 	p.res.OnServer = len(msgs)
+	msgs = p.withoutDuplicateUIDs(msgs)
 	recs, err := p.c.Ledger.List(ctx, p.mb.ID)
 	if err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
@@ -314,6 +318,26 @@ func (p *poll) run(ctx context.Context) (err error) {
 		return nil
 	}
 	return p.deleteDelivered(ctx, toDelete, &quitted)
+}
+
+// withoutDuplicateUIDs drops every message whose UIDL the listing gives
+// more than once (a broken server): a UIDL that names two messages names
+// neither, so both stay on the server, untouched, with an error logged.
+func (p *poll) withoutDuplicateUIDs(msgs []ServerMessage) []ServerMessage {
+	count := make(map[string]int, len(msgs))
+	for _, m := range msgs {
+		count[m.UID]++
+	}
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if count[m.UID] > 1 {
+			p.log.Error("the server lists this UIDL for several messages: left on the server, not fetched", "uidl", m.UID, "message", m.Num)
+			p.res.DuplicateUIDs++
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // budgetExhausted says why no further message should be started, or "".
@@ -570,6 +594,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	}
 	now := p.c.now().UTC()
 	att := attempt{at: now}
+	anyAcceptedNow := false // a recipient accepted in this attempt
 	if hops := p.maxTraceHops(); rec.TraceHops > hops {
 		// A loop: relaying again would only add another hop.
 		att.loop = true
@@ -578,6 +603,9 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		rec.LastError = att.reason
 	} else {
 		outcomes, remote := p.routing.send(ctx, p, rec, env)
+		for _, o := range outcomes {
+			anyAcceptedNow = anyAcceptedNow || o.Err == nil
+		}
 		rec.Attempts++
 		rec.LastAttempt = now
 		anyTemp, anyPerm := false, false
@@ -602,12 +630,9 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			reasons = append(reasons, rc.Address+": "+o.Err.Error())
 		}
 		if err := p.hook(StepRelayed, rec.UIDL); err != nil {
-			for _, o := range outcomes {
-				if o.Err == nil {
-					// Accepted but not recorded: the next run sends again.
-					p.res.UnrecordedReplies++
-					break
-				}
+			if anyAcceptedNow {
+				// Accepted but not recorded: the next run sends again.
+				p.res.UnrecordedReplies++
 			}
 			return err
 		}
@@ -636,7 +661,14 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			return err
 		}
 	}
-	if err := p.c.Ledger.Put(ctx, rec); err != nil {
+	// The SMTP server has answered: record it even if the poll's context
+	// ended meanwhile (deadline, SIGTERM), or the next run relays again.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := p.c.Ledger.Put(wctx, rec); err != nil {
+		if anyAcceptedNow {
+			p.res.UnrecordedReplies++
+		}
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
 	if err := p.hook(StepDeliveryRecorded, rec.UIDL); err != nil {

@@ -60,7 +60,10 @@
 // (internal/reliability stages it: at most the message in flight).
 //
 // A POP3 UIDL names a message only while it is on the server (RFC 1939
-// §7): a settled record whose UIDL is listed again with another LIST size
-// starts a new ledger generation instead of being deleted; a reused UIDL
-// with the same size is taken for the same message.
+// §7): a record whose deletion the server confirmed, or whose UIDL is
+// listed again with another LIST size, starts a new ledger generation
+// instead of being deleted; a UIDL the listing gives to two messages
+// names neither, and both are left on the server. A delivered but not yet
+// deleted record listed again with the same size is taken for the same
+// message (under the keep policy that is every poll).
 package connector

@@ -70,7 +70,9 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
 			}
 			rec := byUID[m.UID]
-			if rec != nil && !sameMessage(m, rec) {
+			// A record whose deletion the server confirmed cannot be the
+			// message listed now: the UIDL was reused (whatever the size).
+			if rec != nil && (rec.Deleted() || !sameMessage(m, rec)) {
 				// The UIDL was reused for another message: never DELE it
 				// on the old record's account.
 				if rec, err = p.startGeneration(ctx, m, rec); err != nil {
@@ -98,7 +100,18 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
 				byUID[m.UID] = rec
 			}
-			refetch := rec.Held != "" && !p.c.now().Before(rec.NextAttempt)
+			if rec.Held != "" && !rec.GaveUp && p.c.Settings.GiveUpAfter > 0 && p.c.now().Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter {
+				// Never badmail a held message: deleting it would lose the
+				// only good copy, the one on the server.
+				rec.GaveUp = true
+				if err = p.c.Ledger.Put(ctx, rec); err != nil {
+					err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+					return
+				}
+				p.res.GaveUp++
+				p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", m.UID, "reason", rec.Held)
+			}
+			refetch := rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt)
 			if !rec.Archived() || refetch {
 				fetched++
 				fetchedBytes += m.Size
@@ -140,11 +153,13 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		if deliverErr != nil {
 			continue // drain, so the fetching side can finish
 		}
-		if p.budgetExhausted(ctx, 0, 0, ServerMessage{}) == "deadline" {
+		// Near the deadline, or stopping on a signal: the queued messages
+		// are archived and recorded; the next poll delivers them.
+		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
 			skippedForDeadline = true
-			continue // archived; it is delivered by the next poll
+			continue
 		}
-		if err := p.deliver(ctx, j.rec, p.log.With("uidl", j.rec.UIDL)); err != nil {
+		if err := p.deliverRecovered(ctx, j.rec); err != nil {
 			deliverErr = err
 			close(stop)
 			continue
@@ -157,7 +172,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 	// The fetching side has finished writing Stopped; a message archived
 	// but left for the next poll also means the poll stopped early.
 	if skippedForDeadline && p.res.Stopped == "" {
-		p.res.Stopped = "deadline"
+		p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{})
 	}
 	if deliverErr != nil {
 		return nil, deliverErr
@@ -168,6 +183,17 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		return nil, ferr
 	}
 	return mergeByNum(fetchDels, dels), nil
+}
+
+// deliverRecovered is deliver with a panic turned into an error, so the
+// fetching side is always told to stop and waited for.
+func (p *poll) deliverRecovered(ctx context.Context, rec *ledger.Record) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("mailbox %s: internal error while delivering %s: %v", p.mb.ID, rec.UIDL, v)
+		}
+	}()
+	return p.deliver(ctx, rec, p.log.With("uidl", rec.UIDL))
 }
 
 // startGeneration closes old, whose UIDL the server now lists for another

@@ -298,10 +298,15 @@ func (p *poll) run(ctx context.Context) (err error) {
 	for _, r := range recs {
 		base := baseUID(r.UIDL)
 		handled := onServer[base] && byUID[base] == r // the main loop's
-		if handled || r.Settled() || r.Deleted() || !r.Archived() || r.Held != "" || p.res.Stopped != "" {
+		if handled || r.Settled() || r.Deleted() || !r.Archived() || r.Held != "" {
 			continue
 		}
-		if p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{}); p.res.Stopped != "" {
+		// The fetch budget does not apply (nothing is fetched); the
+		// deadline and a stop request do.
+		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
+			if p.res.Stopped == "" {
+				p.res.Stopped = why
+			}
 			break
 		}
 		if err := p.deliverIfDue(ctx, r); err != nil {
@@ -505,7 +510,9 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 	rec.Sender = p.envelopeSender(sum)
 	rec.Needs8BitMIME = sum.Has8Bit
 	rec.TraceHops = p.countOwnTrace(sum)
-	if len(rec.Recipients) == 0 {
+	// Recipients are fixed from the first good copy: a held (mismatched)
+	// fetch may carry a damaged header.
+	if len(rec.Recipients) == 0 && rec.Held == "" {
 		to := p.mb.DeliverTo
 		if p.mb.Global != nil {
 			res := p.mb.Global.Resolve(sum.Header)

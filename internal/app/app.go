@@ -66,11 +66,6 @@ func OpenLocalStores(cfg *config.Config) (Stores, func() error, error) {
 	if err != nil {
 		return Stores{}, nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
 	}
-	// A crash mid-Put leaves a temp file, never a partial object; clear
-	// those older than any Put in flight could be.
-	if _, err := arc.Sweep(context.Background(), time.Hour); err != nil {
-		return Stores{}, nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
-	}
 	led, err := boltledger.Open(cfg.Ledger.Path, boltledger.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return Stores{}, nil, err
@@ -89,6 +84,15 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 		local, closeFn, err := OpenLocalStores(cfg)
 		if err != nil {
 			return nil, err
+		}
+		// A crash mid-Put leaves a temp file, never a partial object; a
+		// process that will write clears those older than any Put in
+		// flight could be (read-only commands such as status do not).
+		if arc, ok := local.Archive.(*fsarchive.Archive); ok {
+			if _, err := arc.Sweep(context.Background(), time.Hour); err != nil {
+				closeFn()
+				return nil, fmt.Errorf("archive %s: %w", cfg.Archive.Dir, err)
+			}
 		}
 		a.closers = append(a.closers, closeFn)
 		if stores.Archive == nil {

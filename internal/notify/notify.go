@@ -185,18 +185,26 @@ func RecipientFromError(rcpt string, e *relay.Error, remoteMTA string, at time.T
 	return rs
 }
 
+// checkAddressing validates what every message this package writes needs:
+// its From and To as bare addresses and the reporting MTA's host name.
+func checkAddressing(fromAddr, toAddr, reportingMTA string) (from, to string, err error) {
+	if from, err = bareAddress("From", fromAddr); err != nil {
+		return "", "", err
+	}
+	if to, err = bareAddress("To", toAddr); err != nil {
+		return "", "", err
+	}
+	if !validHostname(reportingMTA) {
+		return "", "", fmt.Errorf("%w: reporting MTA %q is not a host name", ErrInvalid, reportingMTA)
+	}
+	return from, to, nil
+}
+
 // BuildDSN writes n as an RFC 3464 delivery status notification to w.
 func BuildDSN(w io.Writer, n Notice) error {
-	from, err := bareAddress("From", n.From)
+	from, to, err := checkAddressing(n.From, n.To, n.ReportingMTA)
 	if err != nil {
 		return err
-	}
-	to, err := bareAddress("To", n.To)
-	if err != nil {
-		return err
-	}
-	if !validHostname(n.ReportingMTA) {
-		return fmt.Errorf("%w: reporting MTA %q is not a host name", ErrInvalid, n.ReportingMTA)
 	}
 	if n.ReceivedFromMTA != "" && !validMTAName(n.ReceivedFromMTA) {
 		return fmt.Errorf("%w: received-from MTA %q is not a host name or address", ErrInvalid, n.ReceivedFromMTA)

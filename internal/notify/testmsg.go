@@ -34,16 +34,9 @@ type TestNotice struct {
 // them (the POPcon manual's "Test settings (email to postmaster)"). Relay
 // it like a notice, with the null reverse-path.
 func TestMessage(w io.Writer, n TestNotice) error {
-	from, err := bareAddress("From", n.From)
+	from, to, err := checkAddressing(n.From, n.To, n.ReportingMTA)
 	if err != nil {
 		return err
-	}
-	to, err := bareAddress("To", n.To)
-	if err != nil {
-		return err
-	}
-	if !validHostname(n.ReportingMTA) {
-		return fmt.Errorf("%w: reporting MTA %q is not a host name", ErrInvalid, n.ReportingMTA)
 	}
 	if n.Now.IsZero() {
 		return fmt.Errorf("%w: Now is not set", ErrInvalid)

@@ -50,6 +50,28 @@ type Archive interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
+// Stager is an Archive that can take in a message's bytes before making
+// them durable, so that the next message can be received while this one is
+// flushed (on a local disk the flush, not the copy, is what takes time).
+// Put is Stage followed by Commit.
+type Stager interface {
+	// Stage streams r into a temporary object for key. Nothing is visible
+	// under key until Commit; Discard (or a crash) leaves the key as it was.
+	Stage(ctx context.Context, key string, meta Meta, r io.Reader) (Staged, error)
+}
+
+// Staged is a message received by Stage but not yet durable. Its methods
+// may be called from another goroutine than Stage's, one at a time.
+type Staged interface {
+	// Info is the key, size and digest of the staged bytes.
+	Info() Info
+	// Commit makes the bytes durable under the key, with every guarantee
+	// of Put; afterwards Discard does nothing.
+	Commit(ctx context.Context) error
+	// Discard drops the staged bytes if they were not committed.
+	Discard()
+}
+
 // KeyFor names the object of one message: <mailbox>/<yyyy>/<mm>/<dd>/<id>.eml,
 // dated by when the message was first seen (UTC), with id derived from the
 // mailbox and UIDL so the same message always gets the same key. UIDLs may

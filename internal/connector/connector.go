@@ -224,6 +224,78 @@ type poll struct {
 	// no longer be believed; the poll then sends no DELE and drops the
 	// connection without QUIT (there is nothing to commit).
 	untrusted string
+	// outcomes are the ledger writes of delivered messages running in
+	// the background (see recordLater).
+	outcomes struct {
+		wg  sync.WaitGroup
+		sem chan struct{} // bounds how many run at once
+		mu  sync.Mutex    // guards err and res.UnrecordedReplies
+		err error         // the first failure
+	}
+}
+
+// maxOutcomeWrites bounds the outcome writes in flight; the bolt ledger
+// commits them together, the DynamoDB ledger sends them in parallel.
+const maxOutcomeWrites = 8
+
+// countUnrecorded counts a message accepted by the SMTP server whose
+// acceptance could not be recorded.
+func (p *poll) countUnrecorded() {
+	p.outcomes.mu.Lock()
+	p.res.UnrecordedReplies++
+	p.outcomes.mu.Unlock()
+}
+
+// recordLater writes a delivered message's outcome to the ledger in the
+// background, so that the next message's SMTP transaction overlaps the
+// write. Only a message with nothing else to do (every recipient accepted,
+// no notice) goes this way, and nothing that depends on the record (DELE,
+// the end of the poll) happens before waitOutcomes. The duplicate window of
+// rule 3 is unchanged in kind: a crash before the write leaves an accepted
+// message unrecorded, as a crash before a synchronous write would; it may
+// now hold up to maxOutcomeWrites messages.
+func (p *poll) recordLater(ctx context.Context, rec *ledger.Record) {
+	if p.outcomes.sem == nil {
+		p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
+	}
+	p.outcomes.sem <- struct{}{}
+	p.outcomes.wg.Add(1)
+	go func() {
+		defer p.outcomes.wg.Done()
+		defer func() { <-p.outcomes.sem }()
+		err := func() (err error) {
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("mailbox %s: internal error while recording %s: %v", p.mb.ID, rec.UIDL, v)
+				}
+			}()
+			// The SMTP server has answered: record it even if the poll's
+			// context ended meanwhile (deadline, SIGTERM).
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			if err := p.c.Ledger.Put(wctx, rec); err != nil {
+				p.countUnrecorded()
+				return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+			}
+			return p.hook(StepDeliveryRecorded, rec.UIDL)
+		}()
+		if err != nil {
+			p.outcomes.mu.Lock()
+			if p.outcomes.err == nil {
+				p.outcomes.err = err
+			}
+			p.outcomes.mu.Unlock()
+		}
+	}()
+}
+
+// waitOutcomes waits for every background outcome write and returns the
+// first failure.
+func (p *poll) waitOutcomes() error {
+	p.outcomes.wg.Wait()
+	p.outcomes.mu.Lock()
+	defer p.outcomes.mu.Unlock()
+	return p.outcomes.err
 }
 
 // hook reports a durable step to the test hooks. Once one step has
@@ -253,6 +325,10 @@ func (p *poll) run(ctx context.Context) (err error) {
 	p.src = src
 	quitted := false
 	defer func() {
+		// No ledger write may outlive the poll (and its lease).
+		if werr := p.waitOutcomes(); werr != nil && err == nil {
+			err = werr
+		}
 		p.routing.closeAll(errors.Is(err, ErrCrash))
 		if quitted {
 			return
@@ -314,6 +390,10 @@ func (p *poll) run(ctx context.Context) (err error) {
 		}
 	}
 	p.res.OldestUndelivered = p.oldestUndelivered(byUID)
+	// Deletion needs every delivery recorded (rule 1).
+	if err := p.waitOutcomes(); err != nil {
+		return err
+	}
 
 	if p.untrusted != "" {
 		p.log.Error("POP3 session out of step: no DELE sent, connection dropped; the next poll goes on", "reason", p.untrusted)
@@ -462,29 +542,72 @@ func (p *poll) deliverIfDue(ctx context.Context, rec *ledger.Record) error {
 	return p.deliver(ctx, rec, p.log.With("uidl", rec.UIDL))
 }
 
-func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger.Record) error {
+// receive fetches one message into the archive and fills rec from what
+// arrived. It returns seal, which finishes the job: the archived copy made
+// durable (archive.Staged.Commit, when the archive can stage; otherwise
+// Put already did it here) and "archived" recorded in the ledger. Until
+// seal returns, the message is neither durable nor recorded: nothing may
+// relay it and rec belongs to seal. seal must be called exactly once;
+// it runs on another goroutine so that the next message can be received
+// while this one is flushed.
+func (p *poll) receive(ctx context.Context, m ServerMessage, rec *ledger.Record) (seal func(context.Context) error, size int64, err error) {
 	body, err := p.src.Retr(ctx, m.Num)
 	if err != nil {
-		return fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
+		return nil, 0, fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
 	}
 	insp := message.NewInspector()
 	// The ledger key, not the bare UIDL: a reused UIDL's message gets its
 	// own archive object.
 	key := archive.KeyFor(p.mb.ID, rec.UIDL, rec.FirstSeen)
-	info, err := p.c.Archive.Put(ctx, key, archive.Meta{Mailbox: p.mb.ID, UIDL: m.UID}, io.TeeReader(body, insp))
+	meta := archive.Meta{Mailbox: p.mb.ID, UIDL: m.UID}
+	var (
+		info   archive.Info
+		staged archive.Staged
+	)
+	if st, ok := p.c.Archive.(archive.Stager); ok {
+		if staged, err = st.Stage(ctx, key, meta, io.TeeReader(body, insp)); err == nil {
+			info = staged.Info()
+		}
+	} else {
+		info, err = p.c.Archive.Put(ctx, key, meta, io.TeeReader(body, insp))
+	}
 	cerr := body.Close()
 	if err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("mailbox %s: archive %s: %w", p.mb.ID, m.UID, err)
+		if staged != nil {
+			staged.Discard()
+		}
+		return nil, 0, fmt.Errorf("mailbox %s: archive %s: %w", p.mb.ID, m.UID, err)
 	}
-	p.res.Fetched++
-	p.res.Bytes += info.Size
-	if err := p.hook(StepArchived, m.UID); err != nil {
-		return err
+	if staged == nil {
+		if err := p.hook(StepArchived, m.UID); err != nil {
+			return nil, 0, err
+		}
 	}
-	sum := insp.Summary()
+	p.fillFromArrival(m, rec, info, insp.Summary())
+	seal = func(ctx context.Context) error {
+		if staged != nil {
+			if err := staged.Commit(ctx); err != nil {
+				return fmt.Errorf("mailbox %s: archive %s: %w", p.mb.ID, m.UID, err)
+			}
+			if err := p.hook(StepArchived, m.UID); err != nil {
+				return err
+			}
+		}
+		if err := p.c.Ledger.Put(ctx, rec); err != nil {
+			return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+		}
+		return p.hook(StepArchiveRecorded, m.UID)
+	}
+	return seal, info.Size, nil
+}
+
+// fillFromArrival sets rec's archive fields, hold state, Message-ID,
+// envelope sender and (for the first good copy) recipients from what the
+// server sent.
+func (p *poll) fillFromArrival(m ServerMessage, rec *ledger.Record, info archive.Info, sum *message.Summary) {
 	if sum.ParseError != nil {
 		p.log.Warn("header not parsed cleanly; relaying as is", "uidl", m.UID, "err", sum.ParseError)
 	}
@@ -542,10 +665,6 @@ func (p *poll) fetchAndArchive(ctx context.Context, m ServerMessage, rec *ledger
 		addrs[i] = rc.Address
 	}
 	rec.NeedsSMTPUTF8 = relay.NeedsSMTPUTF8(rec.Sender, addrs)
-	if err := p.c.Ledger.Put(ctx, rec); err != nil {
-		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
-	}
-	return p.hook(StepArchiveRecorded, m.UID)
 }
 
 // generatedMessageID derives a stable Message-ID from the ledger key, so
@@ -639,7 +758,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		if err := p.hook(StepRelayed, rec.UIDL); err != nil {
 			if anyAcceptedNow {
 				// Accepted but not recorded: the next run sends again.
-				p.res.UnrecordedReplies++
+				p.countUnrecorded()
 			}
 			return err
 		}
@@ -668,13 +787,17 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			return err
 		}
 	}
+	if rec.Delivered() && len(att.failed) == 0 && !att.loop {
+		p.recordLater(ctx, rec)
+		return nil
+	}
 	// The SMTP server has answered: record it even if the poll's context
 	// ended meanwhile (deadline, SIGTERM), or the next run relays again.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if err := p.c.Ledger.Put(wctx, rec); err != nil {
 		if anyAcceptedNow {
-			p.res.UnrecordedReplies++
+			p.countUnrecorded()
 		}
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}

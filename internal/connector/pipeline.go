@@ -3,15 +3,18 @@ package connector
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
-// prefetch is how many archived messages may wait for delivery while the
+// prefetch is how many received messages may wait for delivery while the
 // next one is fetched. They wait on disk (in the archive), not in memory,
-// so memory stays flat; a small number is enough to keep both the POP3
-// and the SMTP connection busy.
-const prefetch = 2
+// so memory stays flat. Their archive flushes and ledger records run at
+// the same time (see receive), which lets the fsyncs and the ledger's group
+// commit share work: on the bench machine (workload a, 1,000 × 20 kB) the
+// fetching side kept pace with the SMTP side from about 8.
+const prefetch = 8
 
 // deletion is a delivered message that the policy says to remove.
 type deletion struct {
@@ -20,24 +23,31 @@ type deletion struct {
 }
 
 // fetchAndDeliver walks the server's list in order. One goroutine fetches
-// and archives (POP3 session, archive, ledger "archived"); this goroutine
-// delivers what has been archived (SMTP connection, ledger "delivered").
-// The two overlap, so a poll takes about as long as the slower half rather
-// than the sum. Every guarantee is per message and unchanged: a record
-// reaches the delivering side only after its archive is recorded, and the
-// two sides never write the same record at the same time (the fetching
-// side hands a record over and does not touch it again).
+// (POP3 session) and receives each message into the archive; a short-lived
+// goroutine per message seals it (archive made durable, ledger
+// "archived"); this goroutine delivers, in server order, each message once
+// its seal has succeeded (SMTP connection, ledger "delivered"). The stages
+// overlap, so a poll takes about as long as the slowest one rather than the
+// sum. Every guarantee is per message and unchanged: a record is relayed
+// only after its archive is durable and recorded, and no two goroutines
+// write the same record at the same time (the fetching side hands a record
+// to its seal and does not touch it again; the seal hands it on here).
 //
 // It returns the delivered messages to delete, in server order.
 func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) ([]deletion, error) {
 	type job struct {
-		num int
-		rec *ledger.Record
+		num     int
+		rec     *ledger.Record
+		sealed  <-chan error // the seal's outcome; nil when recorded before this poll
+		size    int64        // octets received, when sealed != nil
+		deliver bool         // false: only wait for the seal (held, not due, ...)
 	}
 	jobs := make(chan job, prefetch)
 	stop := make(chan struct{}) // closed when delivery failed: fetch no more
+	var stopOnce sync.Once
 	var fetchDels []deletion
 	fetchErr := make(chan error, 1)
+	var sealing sync.WaitGroup // seals whose job may never reach the queue
 
 	go func() {
 		var err error
@@ -112,34 +122,53 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", m.UID, "reason", rec.Held)
 			}
 			refetch := rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt)
+			j := job{num: m.Num, rec: rec}
 			if !rec.Archived() || refetch {
 				fetched++
 				fetchedBytes += m.Size
-				if err = p.fetchAndArchive(ctx, m, rec); err != nil {
+				seal, size, rerr := p.receive(ctx, m, rec)
+				if rerr != nil {
+					err = rerr
 					if !rec.Archived() && rec.Version == 0 {
 						delete(byUID, m.UID) // nothing was recorded
 					}
 					return
 				}
-				p.log.Info("archived", "uidl", m.UID, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+				sealed := make(chan error, 1)
+				j.sealed, j.size = sealed, size
+				sealing.Add(1)
+				go func() {
+					defer sealing.Done()
+					defer func() {
+						if v := recover(); v != nil {
+							sealed <- fmt.Errorf("mailbox %s: internal error while archiving %s: %v", p.mb.ID, m.UID, v)
+						}
+					}()
+					sealed <- seal(ctx)
+				}()
 				if rec.Held != "" && rec.Size < rec.ListSize {
 					// The server ended the message early; the rest of it
 					// may still be on the wire, so every later reply on this
 					// connection is suspect: fetch and delete nothing more.
 					p.untrusted = fmt.Sprintf("RETR of %s ended %d octets short of its LIST size", m.UID, rec.ListSize-rec.Size)
 					p.res.Stopped = "POP3 session out of step"
+					select {
+					case jobs <- j: // for its seal's outcome
+					case <-stop:
+					}
 					return
 				}
 			}
-			if rec.GaveUp || rec.Disposition != "" || rec.Held != "" {
-				continue
-			}
-			if p.c.now().Before(rec.NextAttempt) {
+			j.deliver = !rec.GaveUp && rec.Disposition == "" && rec.Held == ""
+			if j.deliver && p.c.now().Before(rec.NextAttempt) {
 				p.res.NotDue++
+				j.deliver = false
+			}
+			if !j.deliver && j.sealed == nil {
 				continue
 			}
 			select {
-			case jobs <- job{m.Num, rec}:
+			case jobs <- j:
 			case <-stop:
 				return
 			}
@@ -147,10 +176,24 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 	}()
 
 	var dels []deletion
-	var deliverErr error
+	var deliverErr, sealErr error
 	skippedForDeadline := false
 	for j := range jobs {
-		if deliverErr != nil {
+		if j.sealed != nil {
+			if err := <-j.sealed; err != nil {
+				if sealErr == nil {
+					// Later messages are not relayed in this poll: the
+					// next one resumes from the ledger.
+					sealErr = err
+					stopOnce.Do(func() { close(stop) })
+				}
+			} else {
+				p.res.Fetched++
+				p.res.Bytes += j.size
+				p.log.Info("archived", "uidl", j.rec.UIDL, "message_id", j.rec.MessageID, "size", j.rec.Size, "key", j.rec.ArchiveKey)
+			}
+		}
+		if deliverErr != nil || sealErr != nil || !j.deliver {
 			continue // drain, so the fetching side can finish
 		}
 		// Near the deadline, or stopping on a signal: the queued messages
@@ -161,7 +204,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		}
 		if err := p.deliverRecovered(ctx, j.rec); err != nil {
 			deliverErr = err
-			close(stop)
+			stopOnce.Do(func() { close(stop) })
 			continue
 		}
 		if j.rec.Disposition != "" || (j.rec.Delivered() && p.shouldDelete(j.rec)) {
@@ -169,6 +212,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		}
 	}
 	ferr := <-fetchErr
+	sealing.Wait() // a seal whose job the fetching side never queued
 	// The fetching side has finished writing Stopped; a message archived
 	// but left for the next poll also means the poll stopped early.
 	if skippedForDeadline && p.res.Stopped == "" {
@@ -181,6 +225,9 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		// What was archived before the failure has been delivered above;
 		// the POP3 session is not trusted for DELE after a failed fetch.
 		return nil, ferr
+	}
+	if sealErr != nil {
+		return nil, sealErr
 	}
 	return mergeByNum(fetchDels, dels), nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,12 +35,17 @@ func TestContract(t *testing.T) {
 }
 
 // listFiles returns every path under dir, relative and slash-separated.
+// listFiles lists everything under dir but the pool of pre-created
+// temporary files (TestTempPool covers those).
 func listFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && d.Name() == poolDir {
+			return filepath.SkipDir
 		}
 		if p != dir {
 			rel, _ := filepath.Rel(dir, p)
@@ -453,5 +459,95 @@ func BenchmarkPut(b *testing.B) {
 				i++
 			}
 		})
+	}
+}
+
+// The pool of pre-created files: many Puts (sequential and concurrent)
+// store exactly their bytes, a stale pool file is never used, and Close
+// leaves no temporary file behind.
+func TestTempPool(t *testing.T) {
+	dir := t.TempDir()
+	a, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	body := func(i int) string { return strings.Repeat(fmt.Sprintf("message %d\r\n", i), i+1) }
+	for i := range 20 {
+		if _, err := a.Put(ctx, fmt.Sprintf("box/2026/01/02/m%d.eml", i), archive.Meta{}, strings.NewReader(body(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stage several, then commit them at once: their directory fsyncs are
+	// shared; every object must still hold its own bytes.
+	var stages []archive.Staged
+	for i := 20; i < 40; i++ {
+		st, err := a.Stage(ctx, fmt.Sprintf("box/2026/01/02/m%d.eml", i), archive.Meta{}, strings.NewReader(body(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stages = append(stages, st)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(stages))
+	for i, st := range stages {
+		wg.Go(func() { errs[i] = st.Commit(ctx) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Commit %d: %v", i, err)
+		}
+		stages[i].Discard() // after Commit: does nothing
+	}
+	for i := range 40 {
+		got, err := os.ReadFile(filepath.Join(dir, "box", "2026", "01", "02", fmt.Sprintf("m%d.eml", i)))
+		if err != nil || string(got) != body(i) {
+			t.Fatalf("m%d.eml = %q, %v; want %q", i, got, err, body(i))
+		}
+	}
+	// A discarded stage leaves nothing under its key.
+	st, err := a.Stage(ctx, "box/2026/01/02/dropped.eml", archive.Meta{}, strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Discard()
+	if _, err := os.Stat(filepath.Join(dir, "box", "2026", "01", "02", "dropped.eml")); !os.IsNotExist(err) {
+		t.Fatalf("discarded stage visible: %v", err)
+	}
+	// A pool file older than poolMaxAge is dropped, not used.
+	a.pool.mu.Lock()
+	for i := range a.pool.ready {
+		a.pool.ready[i].made = time.Now().Add(-2 * poolMaxAge)
+	}
+	oldNames := map[string]bool{}
+	for _, p := range a.pool.ready {
+		oldNames[p.name] = true
+	}
+	a.pool.mu.Unlock()
+	st, err = a.Stage(ctx, "box/2026/01/02/fresh.eml", archive.Meta{}, strings.NewReader("fresh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oldNames[st.(*staged).tmp] {
+		t.Fatalf("a stale pool file was used: %s", st.(*staged).tmp)
+	}
+	if err := st.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name := range oldNames {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name))); !os.IsNotExist(err) {
+			t.Fatalf("stale pool file %s not removed: %v", name, err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, poolDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("pool files left after Close: %v", entries)
 	}
 }

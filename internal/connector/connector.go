@@ -250,10 +250,10 @@ func (p *poll) countUnrecorded() {
 // background, so that the next message's SMTP transaction overlaps the
 // write. Only a message with nothing else to do (every recipient accepted,
 // no notice) goes this way, and nothing that depends on the record (DELE,
-// the end of the poll) happens before waitOutcomes. The duplicate window of
-// rule 3 is unchanged in kind: a crash before the write leaves an accepted
-// message unrecorded, as a crash before a synchronous write would; it may
-// now hold up to maxOutcomeWrites messages.
+// the end of the poll, the next message's final ".") happens before
+// waitOutcomes. So the duplicate window of rule 3 is unchanged: a crash or
+// failed write leaves at most the one accepted message unrecorded, as a
+// synchronous write would.
 func (p *poll) recordLater(ctx context.Context, rec *ledger.Record) {
 	if p.outcomes.sem == nil {
 		p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
@@ -706,7 +706,20 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	if p.crashed.Load() {
 		return fmt.Errorf("before sending %s: %w", rec.UIDL, ErrCrash)
 	}
+	// An earlier message's outcome could not be recorded (another poller
+	// took the mailbox over, the ledger failed): send nothing more.
+	p.outcomes.mu.Lock()
+	werr := p.outcomes.err
+	p.outcomes.mu.Unlock()
+	if werr != nil {
+		return werr
+	}
 	var env relay.Envelope
+	// Commit (the final ".") only once every earlier outcome is recorded,
+	// so a failed write stops the poll before another message is taken:
+	// the duplicate window stays one message wide, as with synchronous
+	// writes, while the write still overlaps this message's transfer.
+	env.BeforeEnd = p.waitOutcomes
 	env.From = rec.Sender
 	env.Size = rec.Size
 	env.Needs8BitMIME = rec.Needs8BitMIME

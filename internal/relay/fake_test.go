@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -309,5 +310,92 @@ func TestSinkImplicitTLS(t *testing.T) {
 	c.Quit()
 	if r := sink.WaitFor(t, 1, 10*time.Second)[0]; !bytes.Equal(r.Data, msg) {
 		t.Errorf("data differs through implicit TLS")
+	}
+}
+
+// Envelope.BeforeEnd: with an error the final "." never goes on the wire
+// (the server keeps nothing), the connection is closed, and
+// every recipient gets a temporary local error wrapping the cause; without
+// one the message is committed as usual.
+func TestFakeServerBeforeEnd(t *testing.T) {
+	cause := errors.New("earlier outcome not recorded")
+	for _, tc := range []struct {
+		name   string
+		hook   error
+		wantOK bool
+	}{
+		{"commits", nil, true},
+		{"abandons", cause, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var gotDot bool
+			addr, done := fakeServer(t, func(d *dialogue) {
+				d.say("220 fake.test ESMTP")
+				d.line()
+				d.say("250-fake.test", "250 8BITMIME")
+				for {
+					l := d.line()
+					switch {
+					case l == "":
+						return
+					case l == "DATA":
+						d.say("354 go")
+						for {
+							b := d.line()
+							if b == "" {
+								return // closed (or silent) mid-DATA
+							}
+							if b == "." {
+								gotDot = true
+								d.say("250 2.0.0 queued as X")
+								break
+							}
+						}
+					case l == "QUIT":
+						d.say("221 bye")
+						return
+					default:
+						d.say("250 2.0.0 ok")
+					}
+				}
+			})
+			c := mustDial(t, addr, nil)
+			called := 0
+			env := relay.Envelope{From: "a@example.org", To: []string{"b@example.net"}, BeforeEnd: func() error {
+				called++
+				return tc.hook
+			}}
+			out, err := c.Send(testContext(t), env, strings.NewReader("body line\r\n"))
+			if called != 1 {
+				t.Errorf("BeforeEnd called %d times, want 1", called)
+			}
+			if tc.wantOK {
+				if err != nil {
+					t.Fatal(err)
+				}
+				accepted(t, out, 1)
+				c.Quit()
+				<-done
+				if !gotDot {
+					t.Error("the server never saw the final dot")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Send succeeded although BeforeEnd failed")
+			}
+			e := asRelayError(t, err)
+			if !e.Temporary || !e.Local || !errors.Is(err, cause) {
+				t.Errorf("err = %#v, want a temporary local error wrapping the cause", e)
+			}
+			if out[0].Err == nil || !out[0].Err.Temporary {
+				t.Errorf("outcome = %+v, want a temporary error", out[0])
+			}
+			c.Close()
+			<-done
+			if gotDot {
+				t.Error("the server saw the final dot of an abandoned message")
+			}
+		})
 	}
 }

@@ -88,6 +88,14 @@ type Envelope struct {
 	// address is not ASCII. If the server does not advertise it, every
 	// recipient gets a permanent *Error and nothing is sent.
 	NeedsSMTPUTF8 bool
+	// BeforeEnd, when set, is called once the whole body is on the wire and
+	// before the final "." that commits the transaction. An error abandons
+	// the message: the connection is closed without the ".", so the server
+	// takes nothing (RFC 5321 §4.1.1.4), and every recipient gets a
+	// temporary *Error wrapping it. The caller uses it to hold the commit
+	// until its own earlier work (a ledger write) is known to have
+	// succeeded.
+	BeforeEnd func() error
 }
 
 // Outcome is the final word on one recipient.
@@ -519,12 +527,20 @@ func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, 
 	if err == nil {
 		err = stuffer.Finish()
 	}
+	var abandoned error
+	if err == nil && env.BeforeEnd != nil {
+		if abandoned = env.BeforeEnd(); abandoned != nil {
+			err = abandoned
+		}
+	}
 	if err != nil {
 		c.tr.endData()
 		// Never send the final "." after a failure: the server would take a
 		// truncated message. Closing the connection is the only abort.
 		var e *Error
-		if src.err != nil {
+		if abandoned != nil {
+			e = &Error{Op: "data", Message: "message abandoned before the final \".\"; connection closed: " + abandoned.Error(), Temporary: true, Local: true, Err: abandoned}
+		} else if src.err != nil {
 			e = &Error{Op: "data", Message: "reading the message body failed; connection closed without ending DATA", Temporary: true, Local: true, Err: src.err}
 		} else {
 			e = c.classify("data", err)

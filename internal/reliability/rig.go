@@ -472,6 +472,9 @@ func countFiles(t T, dir string) int {
 		if err != nil {
 			return err
 		}
+		if d.IsDir() && d.Name() == fsarchive.PoolDir {
+			return filepath.SkipDir // empty files made ahead, not objects
+		}
 		if d.Type().IsRegular() {
 			n++
 		}

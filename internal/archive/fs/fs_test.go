@@ -44,7 +44,7 @@ func listFiles(t *testing.T, dir string) []string {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && d.Name() == poolDir {
+		if d.IsDir() && d.Name() == PoolDir {
 			return filepath.SkipDir
 		}
 		if p != dir {
@@ -543,7 +543,7 @@ func TestTempPool(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := os.ReadDir(filepath.Join(dir, poolDir))
+	entries, err := os.ReadDir(filepath.Join(dir, PoolDir))
 	if err != nil {
 		t.Fatal(err)
 	}

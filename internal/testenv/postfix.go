@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -602,3 +603,36 @@ func groupExists(name string) bool {
 	}
 	return bytes.Contains(append([]byte("\n"), data...), []byte("\n"+name+":"))
 }
+
+// SharedPostfix starts one Postfix for a whole test binary, on first use,
+// so that a package's tests do not each pay for a start. Declare it as a
+// package variable with the Options every test needs (tests keep apart by
+// using their own recipients), call Get from each test, and Close from
+// TestMain after m.Run.
+type SharedPostfix struct {
+	Options PostfixOptions
+
+	once sync.Once
+	sess Session
+	pf   *Postfix
+	err  error
+}
+
+// Get returns the running instance, starting it on first use. A missing
+// Postfix skips (or, when Required, fails) each calling test; a failed
+// start fails each calling test with the reason.
+func (s *SharedPostfix) Get(t T) *Postfix {
+	t.Helper()
+	NeedPostfix(t)
+	s.once.Do(func() {
+		s.sess.Name = "testenv shared postfix"
+		s.err = Guard(func() { s.pf = StartPostfix(&s.sess, s.Options) })
+	})
+	if s.err != nil {
+		t.Fatalf("%v", s.err)
+	}
+	return s.pf
+}
+
+// Close stops the instance (if it was started) and removes its directory.
+func (s *SharedPostfix) Close() { s.sess.Close() }

@@ -313,6 +313,9 @@ func (p *poll) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if err := p.retryNotices(ctx, recs); err != nil {
+		return err
+	}
 	p.res.OldestUndelivered = p.oldestUndelivered(byUID)
 
 	if p.untrusted != "" {

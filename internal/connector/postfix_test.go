@@ -138,18 +138,8 @@ func TestPostfixUndeliverableOptions(t *testing.T) {
 			if got := rec.Recipients[0]; got.Code != 0 && !strings.Contains(got.Reply, tt.reply) {
 				t.Errorf("recorded reply %q, want %q", got.Reply, tt.reply)
 			}
-			onServer := r.dovecot.Count(t, "sales")
-			if tt.disposition == "" {
-				if onServer != 1 || rec.Deleted() || res.Rejected != 1 {
-					t.Errorf("left on server: count %d, deleted %v, result %+v", onServer, rec.Deleted(), res)
-				}
-			} else if onServer != 0 || !rec.Deleted() {
-				t.Errorf("after disposition %s: %d on server, deleted %v", tt.disposition, onServer, rec.Deleted())
-			}
+			checkDisposed(t, r, rec, res, sent["order.eml"])
 			if tt.disposition == ledger.DispositionBadmail {
-				if copied := r.archived(rec.BadmailKey); rec.BadmailKey != "badmail/"+rec.ArchiveKey || !bytes.Equal(copied, sent["order.eml"]) {
-					t.Errorf("badmail copy %s: %d bytes, equal to the served message: %v", rec.BadmailKey, len(copied), bytes.Equal(copied, sent["order.eml"]))
-				}
 				var reason struct {
 					Reason     string             `json:"reason"`
 					UIDL       string             `json:"uidl"`
@@ -187,6 +177,26 @@ func TestPostfixUndeliverableOptions(t *testing.T) {
 				t.Errorf("notices after the retry %v, want still %v", got, tt.causes)
 			}
 		})
+	}
+}
+
+// checkDisposed checks where a message stands after the poll res: left
+// on the POP3 server and rejected without a disposition, or deleted after
+// one; with badmail, the copy under badmail/ equals original.
+func checkDisposed(t *testing.T, r *rig, rec *ledger.Record, res connector.Result, original []byte) {
+	t.Helper()
+	onServer := r.dovecot.Count(t, "sales")
+	if rec.Disposition == "" {
+		if onServer != 1 || rec.Deleted() || res.Rejected != 1 {
+			t.Errorf("left on server: count %d, deleted %v, result %+v", onServer, rec.Deleted(), res)
+		}
+	} else if onServer != 0 || !rec.Deleted() {
+		t.Errorf("after disposition %s: %d on server, deleted %v", rec.Disposition, onServer, rec.Deleted())
+	}
+	if rec.Disposition == ledger.DispositionBadmail {
+		if copied := r.archived(rec.BadmailKey); rec.BadmailKey != "badmail/"+rec.ArchiveKey || !bytes.Equal(copied, original) {
+			t.Errorf("badmail copy %s: %d bytes, equal to the served message: %v", rec.BadmailKey, len(copied), bytes.Equal(copied, original))
+		}
 	}
 }
 
@@ -230,12 +240,7 @@ func TestPostfixTooLarge(t *testing.T) {
 				!strings.Contains(rec.DispositionReason, tt.reply) {
 				t.Fatalf("result %+v, disposition %q, reason %q", res, rec.Disposition, rec.DispositionReason)
 			}
-			if n := r.dovecot.Count(t, "sales"); n != 0 || !rec.Deleted() {
-				t.Errorf("%d on server, deleted %v", n, rec.Deleted())
-			}
-			if got := r.archived(rec.BadmailKey); !bytes.Equal(got, msg) {
-				t.Errorf("badmail copy differs from the message (%d bytes, want %d)", len(got), len(msg))
-			}
+			checkDisposed(t, r, rec, res, msg)
 			if n := len(pf.Messages(t, "big@corp.example")); n != 0 {
 				t.Errorf("Postfix delivered %d messages to big@corp.example, want none", n)
 			}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -330,9 +331,7 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 			t.Cleanup(func() { pf.Stop(t) })
 			return pf
 		}
-		_ = p.stop(5 * time.Second)
-		if fileContains(logFile, "Address already in use") || fileContains(outFile, "Address already in use") {
-			t.Logf("testenv: postfix port race (attempt %d), retrying with new ports", attempt+1)
+		if bindRace(t, "postfix", attempt, p, logFile, outFile) {
 			continue
 		}
 		break
@@ -528,30 +527,20 @@ func (pf *Postfix) WaitFor(t T, rcpt string, n int, timeout time.Duration) []Del
 var maildirTime = regexp.MustCompile(`^(\d+)\.[^.]*M(\d+)`)
 
 func readDelivered(md, rcpt string) ([]Delivered, error) {
-	var out []Delivered
-	for _, sub := range []string{"new", "cur"} {
-		entries, err := os.ReadDir(filepath.Join(md, sub))
-		if os.IsNotExist(err) {
-			continue // nothing delivered yet: virtual(8) creates it
+	files, err := scanMaildir(md)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // nothing delivered yet: virtual(8) creates the Maildir
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Delivered, 0, len(files))
+	for _, f := range files {
+		d := Delivered{Recipient: rcpt, File: f.Path, Data: f.Data}
+		if line, _, ok := bytes.Cut(f.Data, []byte("\n")); ok && bytes.HasPrefix(line, []byte("Return-Path: ")) {
+			d.ReturnPath = pathAddr(string(line[len("Return-Path: "):]))
 		}
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
-			if !e.Type().IsRegular() {
-				continue
-			}
-			path := filepath.Join(md, sub, e.Name())
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return nil, err
-			}
-			d := Delivered{Recipient: rcpt, File: path, Data: data}
-			if line, _, ok := bytes.Cut(data, []byte("\n")); ok && bytes.HasPrefix(line, []byte("Return-Path: ")) {
-				d.ReturnPath = pathAddr(string(line[len("Return-Path: "):]))
-			}
-			out = append(out, d)
-		}
+		out = append(out, d)
 	}
 	key := func(name string) (int64, int64) {
 		m := maildirTime.FindStringSubmatch(filepath.Base(name))

@@ -389,6 +389,9 @@ func (p *poll) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if err := p.retryNotices(ctx, recs); err != nil {
+		return err
+	}
 	p.res.OldestUndelivered = p.oldestUndelivered(byUID)
 	// Deletion needs every delivery recorded (rule 1).
 	if err := p.waitOutcomes(); err != nil {

@@ -234,19 +234,8 @@ func TestUndeliverableOptions(t *testing.T) {
 			if rec.Disposition != tt.disposition {
 				t.Fatalf("disposition %q, want %q (reason %q)", rec.Disposition, tt.disposition, rec.DispositionReason)
 			}
-			onServer := r.dovecot.Count(t, "sales")
-			if tt.disposition == "" {
-				if onServer != 1 || rec.Deleted() || res.Rejected != 1 {
-					t.Errorf("left on server: count %d, deleted %v, result %+v", onServer, rec.Deleted(), res)
-				}
-			} else if onServer != 0 || !rec.Deleted() {
-				t.Errorf("after disposition %s: %d on server, deleted %v", tt.disposition, onServer, rec.Deleted())
-			}
+			checkDisposed(t, r, rec, res, sent["order.eml"])
 			if tt.disposition == ledger.DispositionBadmail {
-				copied := r.archived(rec.BadmailKey)
-				if rec.BadmailKey != "badmail/"+rec.ArchiveKey || !bytes.Equal(copied, sent["order.eml"]) {
-					t.Errorf("badmail copy %s: %d bytes, equal to the served message: %v", rec.BadmailKey, len(copied), bytes.Equal(copied, sent["order.eml"]))
-				}
 				var reason struct {
 					Reason string `json:"reason"`
 					UIDL   string `json:"uidl"`

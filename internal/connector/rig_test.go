@@ -48,6 +48,7 @@ type rig struct {
 
 type rigOptions struct {
 	script     *testenv.SMTPScript // nil: a real smtp-sink
+	smtpAddr   string              // an SMTP server already running (the shared Postfix); "" = script or sink
 	deliverTo  []string
 	policy     connector.DeletePolicy
 	password   string // POP3 password used by the connector; "" = the right one
@@ -81,6 +82,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.script != nil {
 		r.script = testenv.StartScriptedSMTP(t, *o.script)
 		r.smtp = r.script.Addr
+	} else if o.smtpAddr != "" {
+		r.smtp = o.smtpAddr
 	} else {
 		r.sink = testenv.StartSMTPSink(t, testenv.SMTPSinkOptions{})
 		r.smtp = r.sink.Addr

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -252,8 +253,13 @@ func (p *poll) copyToBadmail(ctx context.Context, rec *ledger.Record, reason str
 
 // sendNotices tells the postmaster about this attempt: one notice per
 // cause the switches select and the ledger has not recorded yet. A notice
-// is recorded as sent only after the SMTP server accepted it; a failed
-// notice is logged and tried again at the next attempt of the message.
+// is recorded as sent only after the SMTP server accepted it, so none is
+// sent twice once accepted (up to the same window as a delivery: accepted
+// but the ledger write lost). A notice that was not accepted (route down,
+// refused, archive unreadable) is tried again: for a message left on the
+// server, at its next delivery attempt; for a message already set aside
+// (badmail, or deleted on a listed code), by retryNotices at the retry
+// interval, until the give-up age has passed since it was set aside.
 func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt, log *slog.Logger) error {
 	ns := p.c.Settings.Notify
 	if ns.To == "" {
@@ -304,33 +310,37 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 		}
 	}
 	if len(causes) == 0 {
-		return nil
+		return p.scheduleNotices(ctx, rec, 0, 0, "", log)
 	}
 	header, err := p.originalHeader(ctx, rec)
 	if err != nil {
 		log.Warn("notice not sent: archived copy unreadable", "err", err)
-		return nil
+		return p.scheduleNotices(ctx, rec, 0, len(causes), err.Error(), log)
 	}
-	sent := 0
+	sent, failed := 0, 0
+	lastErr := ""
 	for _, c := range causes {
 		var buf bytes.Buffer
 		n := notify.Notice{
 			From: p.c.Settings.Postmaster, To: ns.To, ReportingMTA: p.c.Settings.Hostname,
 			ReceivedFromMTA: p.mb.Server, OriginalHeader: header, Recipients: byCause[c], Cause: c,
 			Reason: att.reason, Disposition: p.dispositionText(rec), Mailbox: p.mb.ID, ArchiveKey: rec.ArchiveKey,
-			ArrivalDate: rec.ArchivedAt, Now: att.at,
+			ArrivalDate: rec.ArchivedAt, Now: p.c.now().UTC(),
 		}
 		if err := notify.BuildDSN(&buf, n); err != nil {
 			// The POP3 host may not be a valid MTA name; it is optional.
 			n.ReceivedFromMTA = ""
 			buf.Reset()
 			if err := notify.BuildDSN(&buf, n); err != nil {
+				// Building again gives the same result: not retried.
 				log.Error("notice not built", "cause", c, "err", err)
 				continue
 			}
 		}
 		if err := p.routing.sendNotice(ctx, ns.To, buf.Bytes()); err != nil {
-			log.Warn("notice to the postmaster not accepted; retried at the next attempt", "cause", c, "to", ns.To, "err", err)
+			failed++
+			lastErr = err.Error()
+			log.Warn("notice to the postmaster not accepted; retried later", "cause", c, "to", ns.To, "err", err)
 			continue
 		}
 		rec.Notified = append(rec.Notified, string(c))
@@ -338,13 +348,110 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 		sent++
 		log.Info("notice sent to the postmaster", "cause", c, "to", ns.To, "message_id", rec.MessageID)
 	}
-	if sent == 0 {
+	return p.scheduleNotices(ctx, rec, sent, failed, lastErr, log)
+}
+
+// scheduleNotices records what sendNotices did. For a message set aside
+// (rec.Disposition set), whose record no delivery attempt will visit
+// again, NextAttempt is when retryNotices tries the notices not accepted
+// yet; zero when none is due or the give-up age has passed since the
+// message was set aside. A message left on the server needs no schedule:
+// its next delivery attempt sends what is still due.
+func (p *poll) scheduleNotices(ctx context.Context, rec *ledger.Record, sent, failed int, lastErr string, log *slog.Logger) error {
+	changed := sent > 0
+	if rec.Disposition != "" {
+		next := time.Time{}
+		if failed > 0 {
+			now := p.c.now().UTC()
+			giveUp := p.c.Settings.GiveUpAfter
+			if giveUp > 0 && now.Sub(rec.DispositionAt) >= giveUp {
+				log.Error("gave up on the notice to the postmaster: not accepted since the message was set aside",
+					"message_id", rec.MessageID, "to", p.c.Settings.Notify.To, "set_aside", rec.DispositionAt.Format(time.RFC3339),
+					"give_up_after", formatAge(giveUp), "last_error", lastErr)
+			} else {
+				next = now.Add(p.retryDelay(1, false))
+			}
+		}
+		if !next.Equal(rec.NextAttempt) {
+			rec.NextAttempt = next
+			changed = true
+		}
+	}
+	if !changed {
 		return nil
 	}
-	if err := p.c.Ledger.Put(ctx, rec); err != nil {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := p.c.Ledger.Put(wctx, rec); err != nil {
 		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
 	return nil
+}
+
+// retryNotices tries again the notices of messages set aside earlier
+// (badmail, or deleted on a listed code) that the SMTP server did not
+// accept, once they are due: whether or not the message is still on the
+// POP3 server, since the archive and the ledger hold all a notice needs.
+// The notice is rebuilt from the ledger record: the same causes,
+// recipients, statuses, replies and reason as the first one, without the
+// Remote-MTA field (the record does not keep which host answered).
+func (p *poll) retryNotices(ctx context.Context, recs []*ledger.Record) error {
+	if p.c.Settings.Notify.To == "" {
+		return nil
+	}
+	now := p.c.now()
+	for _, r := range recs {
+		if r.Disposition == "" || r.NextAttempt.IsZero() || now.Before(r.NextAttempt) {
+			continue
+		}
+		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
+			if p.res.Stopped == "" {
+				p.res.Stopped = why
+			}
+			return nil
+		}
+		att := p.recordedAttempt(r)
+		if err := p.sendNotices(ctx, r, &att, p.log.With("uidl", r.UIDL)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordedAttempt rebuilds, from the ledger record of a message set aside,
+// the attempt its notices describe: each recipient that did not accept it,
+// with the last reply recorded for it.
+func (p *poll) recordedAttempt(rec *ledger.Record) attempt {
+	att := attempt{at: rec.LastAttempt, reason: rec.DispositionReason, disposition: rec.Disposition,
+		loop: rec.TraceHops > p.maxTraceHops()}
+	if att.at.IsZero() {
+		att.at = rec.DispositionAt
+	}
+	for _, rc := range rec.Recipients {
+		if rc.Status == ledger.Rejected || rc.Status == ledger.Deferred {
+			att.failed = append(att.failed, failure{addr: rc.Address, err: recordedError(rc)})
+		}
+	}
+	return att
+}
+
+// recordedError turns a recipient's recorded reply back into the error it
+// came from: Reply holds relay.Error's text, "smtp OP: CODE ENHANCED
+// MESSAGE". An error without a reply code can only have been local.
+func recordedError(rc ledger.Recipient) *relay.Error {
+	e := &relay.Error{Code: rc.Code, Enhanced: rc.Enhanced, Temporary: rc.Status == ledger.Deferred, Local: rc.Code == 0}
+	msg := strings.TrimPrefix(rc.Reply, "smtp ")
+	if op, rest, ok := strings.Cut(msg, ": "); ok && op != "" && !strings.ContainsAny(op, " \t") {
+		e.Op, msg = op, rest
+	}
+	if rc.Code != 0 {
+		msg = strings.TrimPrefix(msg, strconv.Itoa(rc.Code)+" ")
+	}
+	if rc.Enhanced != "" {
+		msg = strings.TrimPrefix(msg, rc.Enhanced+" ")
+	}
+	e.Message = msg
+	return e
 }
 
 // originalHeader reads the start of the archived copy: BuildDSN keeps its

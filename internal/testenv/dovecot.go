@@ -206,9 +206,7 @@ func StartDovecot(t T, opts DovecotOptions) *Dovecot {
 			t.Cleanup(func() { d.Stop(t) })
 			return d
 		}
-		_ = p.stop(5 * time.Second)
-		if fileContains(logFile, "Address already in use") || fileContains(outFile, "Address already in use") {
-			t.Logf("testenv: dovecot port race (attempt %d), retrying with new ports", attempt+1)
+		if bindRace(t, "dovecot", attempt, p, logFile, outFile) {
 			continue
 		}
 		break

@@ -286,6 +286,21 @@ func logTail(n int, files ...string) string {
 	return b.String()
 }
 
+// bindRace stops a server that did not start and reports whether one of
+// its logs says a port was taken in the meantime, so that the caller
+// retries with new ports.
+func bindRace(t T, name string, attempt int, p *proc, logs ...string) bool {
+	t.Helper()
+	_ = p.stop(5 * time.Second)
+	for _, f := range logs {
+		if fileContains(f, "Address already in use") {
+			t.Logf("testenv: %s port race (attempt %d), retrying with new ports", name, attempt+1)
+			return true
+		}
+	}
+	return false
+}
+
 // fileContains reports whether file holds s (used to spot bind races).
 func fileContains(file, s string) bool {
 	data, err := os.ReadFile(file)

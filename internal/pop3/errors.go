@@ -29,6 +29,11 @@ var (
 	// data injected after the STLS response). The connection is closed.
 	ErrProtocol = errors.New("pop3: protocol violation")
 
+	// ErrMechanismNotOffered is wrapped by Login when the server does not
+	// announce the requested mechanism. Nothing is sent; the client never
+	// falls back to another mechanism.
+	ErrMechanismNotOffered = errors.New("pop3: server does not offer the configured sign-in mechanism")
+
 	// ErrClosed is returned for calls after Close or Quit.
 	ErrClosed = errors.New("pop3: client closed")
 
@@ -50,9 +55,16 @@ type Error struct {
 	// without brackets ("IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM",
 	// "AUTH" from RFC 3206), or "" when the server sent none.
 	Code string
+	// Challenge is the error report an XOAUTH2 or OAUTHBEARER server sent
+	// as a challenge before its -ERR (RFC 7628 §3.2.2), rendered as
+	// "status invalid_token, scope ..."; "" when there was none.
+	Challenge string
 }
 
 func (e *Error) Error() string {
+	if e.Challenge != "" {
+		return "pop3: " + e.Command + ": " + e.Response + " (token refused: " + e.Challenge + ")"
+	}
 	return "pop3: " + e.Command + ": " + e.Response
 }
 

@@ -499,7 +499,7 @@ func (c *Client) authSASL(mech string, ir, errReply []byte) error {
 	}
 	c.debug("S: " + line)
 	if isContinuation(line) {
-		var challenge string
+		var challenge *oauthsasl.Challenge
 		if errReply == nil {
 			// PLAIN has a single step: cancel (RFC 5034 §4).
 			if err := c.send(name, "*"); err != nil {
@@ -508,7 +508,7 @@ func (c *Client) authSASL(mech string, ir, errReply []byte) error {
 		} else {
 			raw, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(line, "+")))
 			if ch, ok := oauthsasl.ParseChallenge(raw); derr == nil && ok {
-				challenge = ch.String()
+				challenge = &ch
 			}
 			if err := c.sendLogged(name, base64.StdEncoding.EncodeToString(errReply), "(reply to error challenge)"); err != nil {
 				return err

@@ -46,6 +46,6 @@ func TestChallenge(t *testing.T) {
 		}
 	}
 	if string(ErrorReply(OAuthBearer)) != "\x01" || len(ErrorReply(XOAUTH2)) != 0 || ErrorReply(XOAUTH2) == nil {
-		t.Error("ErrorReply: want %x01 for OAUTHBEARER and a non-nil empty reply for XOAUTH2")
+		t.Error("ErrorReply: want 0x01 for OAUTHBEARER and a non-nil empty reply for XOAUTH2")
 	}
 }

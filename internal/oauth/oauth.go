@@ -57,6 +57,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 )
 
 // Grant is an OAuth 2.0 grant type.
@@ -479,15 +481,4 @@ func scrub(s string, secrets []string) string {
 	return truncate(s)
 }
 
-func truncate(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
-}
+func truncate(s string) string { return oauthsasl.Printable(s, 200) }

@@ -178,15 +178,20 @@ func hasCtl(s string) bool {
 }
 
 // clean keeps server text printable and short before it reaches an error.
-func clean(s string) string {
+func clean(s string) string { return Printable(s, 100) }
+
+// Printable replaces control characters in server-supplied text by spaces
+// and shortens it to max bytes (plus "..."), before it is quoted in an
+// error message or a log line.
+func Printable(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
-	if len(s) > 100 {
-		s = s[:100] + "..."
+	if len(s) > max {
+		s = s[:max] + "..."
 	}
 	return s
 }

@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/relay"
 )
@@ -31,8 +33,15 @@ func (s popSource) Dele(ctx context.Context, nums ...int) error { return s.c.Del
 func (s popSource) Quit(ctx context.Context) error              { return s.c.Quit(ctx) }
 func (s popSource) Close() error                                { return s.c.Close() }
 
-// DialPOP3 returns a SourceDialer that connects and logs in.
+// DialPOP3 returns a SourceDialer that connects and logs in with a
+// password (AUTH PLAIN if offered, else USER/PASS).
 func DialPOP3(opts pop3.Options, user string, password func(context.Context) (string, error)) connector.SourceDialer {
+	return DialPOP3Mechanism(opts, pop3.MechAuto, user, password)
+}
+
+// DialPOP3Mechanism returns a SourceDialer that resolves the password,
+// connects and logs in with mech (USER, PLAIN, APOP or auto).
+func DialPOP3Mechanism(opts pop3.Options, mech pop3.Mechanism, user string, password func(context.Context) (string, error)) connector.SourceDialer {
 	return func(ctx context.Context) (connector.Source, error) {
 		pass, err := password(ctx)
 		if err != nil {
@@ -42,7 +51,30 @@ func DialPOP3(opts pop3.Options, user string, password func(context.Context) (st
 		if err != nil {
 			return nil, err
 		}
-		if err := c.Auth(ctx, user, pass); err != nil {
+		if err := c.Login(ctx, mech, user, pass); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return popSource{c}, nil
+	}
+}
+
+// DialPOP3OAuth returns a SourceDialer that connects and signs in with
+// mech (XOAUTH2 or OAUTHBEARER) and an access token from tokens. A token
+// the server rejects is renewed once, on the same connection.
+func DialPOP3OAuth(opts pop3.Options, mech pop3.Mechanism, user string, tokens *oauth.Source) connector.SourceDialer {
+	return func(ctx context.Context) (connector.Source, error) {
+		c, err := pop3.Dial(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		err = tokens.Authenticate(ctx, func(ctx context.Context, token string) error {
+			return c.Login(ctx, mech, user, token)
+		}, func(err error) bool {
+			var e *pop3.Error
+			return errors.As(err, &e) && e.TokenRejected()
+		})
+		if err != nil {
 			c.Close()
 			return nil, err
 		}

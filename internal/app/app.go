@@ -24,6 +24,7 @@ import (
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/ledger"
 	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/recipients"
 	"github.com/popconnector/popconnector/internal/relay"
@@ -173,7 +174,10 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 		AllowPlaintextAuth: m.AllowPlaintextLogin,
 		Timeout:            m.Timeout,
 	}
-	sec := m.Password
+	dial, err := popDialer(m, opts, secrets, logs)
+	if err != nil {
+		return connector.Mailbox{}, fmt.Errorf("mailbox %s: %w", m.ID, err)
+	}
 	policy := connector.DeleteAfterDelivery
 	switch m.AfterDelivery {
 	case config.AfterDeliveryKeep:
@@ -203,14 +207,65 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 		MaxMessages:   m.MaxMessagesPerPoll,
 		MaxBytes:      int64(m.MaxBytesPerPoll),
 		PollTimeout:   m.PollTimeout,
-		Dial: func(ctx context.Context) (connector.Source, error) {
+		Dial:          dial,
+	}, nil
+}
+
+// popDialer signs in as the mailbox's auth_mechanism says. An OAuth
+// mailbox gets one token source for the life of the App, so that the
+// access token is reused across polls until it expires.
+func popDialer(m config.Mailbox, opts pop3.Options, secrets *config.Secrets, logs *logHolder) (connector.SourceDialer, error) {
+	mech := pop3.Mechanism(strings.ToUpper(string(m.AuthMechanism)))
+	if m.AuthMechanism == config.MailboxAuthAuto {
+		mech = pop3.MechAuto
+	}
+	if m.AuthMechanism.IsOAuth() {
+		if m.OAuth == nil {
+			return nil, fmt.Errorf("auth_mechanism %s needs an oauth block", m.AuthMechanism)
+		}
+		tokens, err := TokenSource(*m.OAuth, secrets)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) (connector.Source, error) {
 			o := opts
 			o.Logger = logs.get()
-			return DialPOP3(o, m.Username, func(ctx context.Context) (string, error) {
-				return secrets.Resolve(ctx, sec)
-			})(ctx)
-		},
+			return DialPOP3OAuth(o, mech, m.Username, tokens)(ctx)
+		}, nil
+	}
+	sec := m.Password
+	return func(ctx context.Context) (connector.Source, error) {
+		o := opts
+		o.Logger = logs.get()
+		return DialPOP3Mechanism(o, mech, m.Username, func(ctx context.Context) (string, error) {
+			return secrets.Resolve(ctx, sec)
+		})(ctx)
 	}, nil
+}
+
+// TokenSource makes the OAuth token source of an oauth block. Its secrets
+// are resolved when a token is requested, not now.
+func TokenSource(o config.OAuth, secrets *config.Secrets) (*oauth.Source, error) {
+	tc, err := tlsConfig(true, o.CAFile, "")
+	if err != nil {
+		return nil, fmt.Errorf("oauth: %w", err)
+	}
+	cfg := oauth.Config{
+		TokenURL:  o.TokenURL,
+		Grant:     oauth.Grant(o.Grant),
+		ClientID:  o.ClientID,
+		Scopes:    o.Scopes,
+		TLSConfig: tc,
+	}
+	if !o.ClientSecret.IsZero() {
+		sec := o.ClientSecret
+		cfg.ClientSecret = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
+	}
+	if !o.RefreshToken.IsZero() {
+		sec := o.RefreshToken
+		cfg.RefreshToken = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
+	}
+	return oauth.New(cfg)
 }
 
 // logHolder lets a logger chosen after Build reach the dialers built in it.
@@ -262,8 +317,14 @@ func NewRouting(cfg *config.Config, secrets *config.Secrets) (*Routing, error) {
 			return nil, fmt.Errorf("route %s: %w", cr.Name, err)
 		}
 		key := strings.ToLower(cr.Name)
+		if cr.Auth != nil && cr.Auth.Mechanism.IsOAuth() && cr.Auth.OAuth != nil {
+			// One token source per route for the life of the App.
+			if o.Auth.Token, err = TokenSource(*cr.Auth.OAuth, secrets); err != nil {
+				return nil, fmt.Errorf("route %s: %w", cr.Name, err)
+			}
+		}
 		r.opts[key] = o
-		if cr.Auth != nil {
+		if cr.Auth != nil && !cr.Auth.Mechanism.IsOAuth() {
 			sec := cr.Auth.Password
 			r.pass[key] = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
 		}

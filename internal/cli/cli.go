@@ -151,14 +151,27 @@ func secretRefs(cfg *config.Config) []secretRef {
 		if r.Auth == nil {
 			continue
 		}
-		path := fmt.Sprintf("routes[%d].auth.password", i)
+		path := fmt.Sprintf("routes[%d].auth", i)
 		if len(cfg.Routes) <= 1 && r.Name == config.DefaultRouteName {
-			path = "delivery.auth.password"
+			path = "delivery.auth"
 		}
-		refs = append(refs, secretRef{path, r.Auth.Password})
+		refs = credentialRefs(refs, path, r.Auth.Mechanism.IsOAuth(), r.Auth.Password, r.Auth.OAuth)
 	}
 	for i, m := range cfg.Mailboxes {
-		refs = append(refs, secretRef{fmt.Sprintf("mailboxes[%d].password", i), m.Password})
+		refs = credentialRefs(refs, fmt.Sprintf("mailboxes[%d]", i), m.AuthMechanism.IsOAuth(), m.Password, m.OAuth)
+	}
+	return refs
+}
+
+// credentialRefs adds the password, or an oauth block's secrets, under p.
+func credentialRefs(refs []secretRef, p string, isOAuth bool, password config.Secret, o *config.OAuth) []secretRef {
+	if !isOAuth || o == nil {
+		return append(refs, secretRef{p + ".password", password})
+	}
+	for _, s := range []secretRef{{p + ".oauth.client_secret", o.ClientSecret}, {p + ".oauth.refresh_token", o.RefreshToken}} {
+		if !s.secret.IsZero() {
+			refs = append(refs, s)
+		}
 	}
 	return refs
 }

@@ -255,8 +255,10 @@ func (d Delivery) Addr() string {
 type AuthMechanism string
 
 const (
-	AuthPlain AuthMechanism = "plain"
-	AuthLogin AuthMechanism = "login"
+	AuthPlain       AuthMechanism = "plain"
+	AuthLogin       AuthMechanism = "login"
+	AuthXOAUTH2     AuthMechanism = "xoauth2"
+	AuthOAuthBearer AuthMechanism = "oauthbearer"
 )
 
 // Auth is SMTP AUTH for delivery. Key: delivery.auth.
@@ -264,7 +266,65 @@ type Auth struct {
 	// Mechanism defaults to plain. Key: mechanism.
 	Mechanism AuthMechanism
 	Username  string
-	Password  Secret
+	// Password is used by plain and login. Key: password.
+	Password Secret
+	// OAuth is set exactly when Mechanism is xoauth2 or oauthbearer. Key:
+	// oauth.
+	OAuth *OAuth
+}
+
+// MailboxAuth is how popconn signs in to a POP3 mailbox.
+type MailboxAuth string
+
+const (
+	// MailboxAuthAuto: AUTH PLAIN when the server offers it, else
+	// USER/PASS.
+	MailboxAuthAuto        MailboxAuth = "auto"
+	MailboxAuthUser        MailboxAuth = "user"
+	MailboxAuthPlain       MailboxAuth = "plain"
+	MailboxAuthAPOP        MailboxAuth = "apop"
+	MailboxAuthXOAUTH2     MailboxAuth = "xoauth2"
+	MailboxAuthOAuthBearer MailboxAuth = "oauthbearer"
+)
+
+// IsOAuth reports whether the mechanism signs in with an OAuth token.
+func (a MailboxAuth) IsOAuth() bool { return a == MailboxAuthXOAUTH2 || a == MailboxAuthOAuthBearer }
+
+// IsOAuth reports whether the mechanism signs in with an OAuth token.
+func (a AuthMechanism) IsOAuth() bool { return a == AuthXOAUTH2 || a == AuthOAuthBearer }
+
+// OAuthGrant is how popconn obtains access tokens.
+type OAuthGrant string
+
+const (
+	// OAuthClientCredentials: the application signs in as itself with its
+	// client secret (RFC 6749 §4.4).
+	OAuthClientCredentials OAuthGrant = "client_credentials"
+	// OAuthRefreshToken: a refresh token from a one-time interactive
+	// sign-in is exchanged for access tokens (RFC 6749 §6).
+	OAuthRefreshToken OAuthGrant = "refresh_token"
+)
+
+// OAuth is where and how access tokens for XOAUTH2 and OAUTHBEARER are
+// obtained. Key: mailboxes[i].oauth, delivery.auth.oauth.
+type OAuth struct {
+	// TokenURL is the token endpoint, https only. Key: token_url.
+	TokenURL string
+	// Grant defaults to refresh_token when RefreshToken is set, else
+	// client_credentials. Key: grant.
+	Grant OAuthGrant
+	// ClientID is the application (client) id. Key: client_id.
+	ClientID string
+	// ClientSecret is required for client_credentials, optional for a
+	// refresh token of a public client. Key: client_secret.
+	ClientSecret Secret
+	// RefreshToken is required for refresh_token. Key: refresh_token.
+	RefreshToken Secret
+	// Scopes are requested with each token. Key: scopes.
+	Scopes []string
+	// CAFile is an extra PEM bundle trusted for the token endpoint
+	// besides the system roots. Key: ca_file.
+	CAFile string
 }
 
 // Archive is where raw messages are kept. Key: archive.
@@ -319,7 +379,15 @@ type Mailbox struct {
 	CAFile            string
 	ServerName        string
 	Username          string
-	Password          Secret
+	// AuthMechanism is how popconn signs in: auto (default), user, plain,
+	// apop, xoauth2 or oauthbearer. Key: auth_mechanism.
+	AuthMechanism MailboxAuth
+	// Password is the password (auto, user, plain) or APOP secret; not used
+	// with xoauth2 and oauthbearer. Key: password.
+	Password Secret
+	// OAuth is set exactly when AuthMechanism is xoauth2 or oauthbearer.
+	// Key: oauth.
+	OAuth *OAuth
 	// DeliverTo lists the Exchange addresses every message is relayed to
 	// (individual-mailbox mapping). Key: deliver_to.
 	DeliverTo []string
@@ -526,9 +594,34 @@ type fileUndeliverable struct {
 }
 
 type fileAuth struct {
-	Mechanism string `yaml:"mechanism"`
-	Username  string `yaml:"username"`
-	Password  Secret `yaml:"password"`
+	Mechanism string     `yaml:"mechanism"`
+	Username  string     `yaml:"username"`
+	Password  Secret     `yaml:"password"`
+	OAuth     *fileOAuth `yaml:"oauth"`
+}
+
+type fileOAuth struct {
+	TokenURL     string   `yaml:"token_url"`
+	Grant        string   `yaml:"grant"`
+	ClientID     string   `yaml:"client_id"`
+	ClientSecret Secret   `yaml:"client_secret"`
+	RefreshToken Secret   `yaml:"refresh_token"`
+	Scopes       []string `yaml:"scopes"`
+	CAFile       string   `yaml:"ca_file"`
+}
+
+func (o *fileOAuth) toOAuth() *OAuth {
+	if o == nil {
+		return nil
+	}
+	grant := OAuthClientCredentials
+	if !o.RefreshToken.IsZero() {
+		grant = OAuthRefreshToken
+	}
+	return &OAuth{
+		TokenURL: o.TokenURL, Grant: OAuthGrant(orStr(o.Grant, string(grant))), ClientID: o.ClientID,
+		ClientSecret: o.ClientSecret, RefreshToken: o.RefreshToken, Scopes: o.Scopes, CAFile: o.CAFile,
+	}
 }
 
 type fileArchive struct {
@@ -553,7 +646,9 @@ type fileMailbox struct {
 	CAFile              string            `yaml:"ca_file"`
 	ServerName          string            `yaml:"server_name"`
 	Username            string            `yaml:"username"`
+	AuthMechanism       string            `yaml:"auth_mechanism"`
 	Password            Secret            `yaml:"password"`
+	OAuth               *fileOAuth        `yaml:"oauth"`
 	DeliverTo           addrList          `yaml:"deliver_to"`
 	AfterDelivery       string            `yaml:"after_delivery"`
 	KeepDays            intValue          `yaml:"keep_days"`
@@ -659,7 +754,9 @@ func (f *fileConfig) toConfig() *Config {
 			CAFile:              m.CAFile,
 			ServerName:          m.ServerName,
 			Username:            m.Username,
+			AuthMechanism:       MailboxAuth(orStr(m.AuthMechanism, string(MailboxAuthAuto))),
 			Password:            m.Password,
+			OAuth:               m.OAuth.toOAuth(),
 			DeliverTo:           []string(m.DeliverTo),
 			AfterDelivery:       AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
 			KeepDays:            int(m.KeepDays),
@@ -693,6 +790,7 @@ func (d fileDelivery) toDelivery() Delivery {
 			Mechanism: AuthMechanism(orStr(a.Mechanism, string(AuthPlain))),
 			Username:  a.Username,
 			Password:  a.Password,
+			OAuth:     a.OAuth.toOAuth(),
 		}
 	}
 	return out

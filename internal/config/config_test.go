@@ -234,6 +234,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 			TLS:                TLSImplicit,
 			VerifyCertificate:  true,
 			Username:           "sales@isp.example",
+			AuthMechanism:      MailboxAuthAuto,
 			Password:           SecretRef("env:POP_SALES"),
 			DeliverTo:          []string{"sales@corp.example"},
 			AfterDelivery:      AfterDeliveryDelete,
@@ -282,6 +283,7 @@ func TestParseValidFull(t *testing.T) {
 			AllowPlaintextLogin: true,
 			VerifyCertificate:   true,
 			Username:            "lab",
+			AuthMechanism:       MailboxAuthAuto,
 			Password:            SecretRef("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/lab-AbCdEf"),
 			DeliverTo:           []string{"lab@corp.example", "ops.team@corp.example"},
 			AfterDelivery:       AfterDeliveryKeep,
@@ -300,6 +302,7 @@ func TestParseValidFull(t *testing.T) {
 			CAFile:             "testdata/ca.pem",
 			ServerName:         "pop.lab.example",
 			Username:           "lab",
+			AuthMechanism:      MailboxAuthAuto,
 			Password:           SecretRef("ssm:/popconn/lab2"),
 			DeliverTo:          []string{"lab@corp.example", "ops.team@corp.example"},
 			AfterDelivery:      AfterDeliveryKeepDays,
@@ -338,8 +341,9 @@ func TestExampleParsesCleanly(t *testing.T) {
 	if w := c.Warnings(); len(w) != 0 {
 		t.Errorf("Example() has warnings: %q", w)
 	}
-	if len(c.Mailboxes) != 3 || c.Mailboxes[1].Server != "pop.isp.example:995" || c.Mailboxes[1].KeepDays != 14 ||
-		c.Mailboxes[2].Type != MailboxGlobal || c.Mailboxes[2].Undeliverable.Action != UndeliverableDelete {
+	if len(c.Mailboxes) != 4 || c.Mailboxes[1].Server != "pop.isp.example:995" || c.Mailboxes[1].KeepDays != 14 ||
+		c.Mailboxes[2].Type != MailboxGlobal || c.Mailboxes[2].Undeliverable.Action != UndeliverableDelete ||
+		c.Mailboxes[3].AuthMechanism != MailboxAuthXOAUTH2 || c.Mailboxes[3].OAuth == nil || c.Mailboxes[3].OAuth.Grant != OAuthClientCredentials {
 		t.Errorf("Example() parsed to unexpected mailboxes: %+v", c.Mailboxes)
 	}
 	// Example returns a copy: changing it does not change the next call.

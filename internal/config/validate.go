@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/mail"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -277,14 +278,14 @@ func (v *validator) delivery(p string, d *Delivery) {
 	v.duration(p+".timeout", d.Timeout, minTimeout, maxTimeout)
 	if a := d.Auth; a != nil {
 		switch a.Mechanism {
-		case AuthPlain, AuthLogin:
+		case AuthPlain, AuthLogin, AuthXOAUTH2, AuthOAuthBearer:
 		default:
-			v.fail(p+".auth.mechanism", "must be plain or login, got %q", a.Mechanism)
+			v.fail(p+".auth.mechanism", "must be plain or login, or xoauth2 or oauthbearer with an oauth block; got %q", a.Mechanism)
 		}
 		if strings.TrimSpace(a.Username) == "" {
 			v.fail(p+".auth.username", "required when %s.auth is present", p)
 		}
-		v.secret(p+".auth.password", a.Password)
+		v.credentials(p+".auth", "mechanism", string(a.Mechanism), a.Mechanism.IsOAuth(), a.Password, a.OAuth)
 		switch d.TLS {
 		case TLSNone:
 			v.warn(p+".auth", "tls: none sends the SMTP password unencrypted")
@@ -353,7 +354,12 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 			seen.drops[key] = i
 		}
 	}
-	v.secret(p+".password", m.Password)
+	switch m.AuthMechanism {
+	case MailboxAuthAuto, "", MailboxAuthUser, MailboxAuthPlain, MailboxAuthAPOP, MailboxAuthXOAUTH2, MailboxAuthOAuthBearer:
+	default:
+		v.fail(p+".auth_mechanism", "must be one of auto, user, plain, apop, xoauth2, oauthbearer; got %q", m.AuthMechanism)
+	}
+	v.credentials(p, "auth_mechanism", string(m.AuthMechanism), m.AuthMechanism.IsOAuth(), m.Password, m.OAuth)
 	switch m.Type {
 	case MailboxIndividual, "":
 		if len(m.DeliverTo) == 0 {
@@ -443,6 +449,68 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 	}
 	if m.Sender != "" {
 		v.address(p+".sender", m.Sender, false)
+	}
+}
+
+// credentials checks a password or, for an OAuth mechanism, the oauth
+// block under p; mechKey names the key that chose the mechanism.
+func (v *validator) credentials(p, mechKey, mech string, isOAuth bool, password Secret, o *OAuth) {
+	if !isOAuth {
+		v.secret(p+".password", password)
+		if o != nil {
+			v.fail(p+".oauth", "applies only with %s: xoauth2 or oauthbearer (%s is %s)", mechKey, mechKey, orStr(mech, "auto"))
+		}
+		return
+	}
+	if !password.IsZero() {
+		v.warn(p+".password", "is not used with %s: %s; the access token comes from oauth", mechKey, mech)
+	}
+	if o == nil {
+		v.fail(p+".oauth", "required with %s: %s: at least token_url, client_id and client_secret or refresh_token", mechKey, mech)
+		return
+	}
+	v.oauth(p+".oauth", o)
+}
+
+// oauth checks an oauth block.
+func (v *validator) oauth(p string, o *OAuth) {
+	u, err := url.Parse(o.TokenURL)
+	switch {
+	case strings.TrimSpace(o.TokenURL) == "":
+		v.fail(p+".token_url", "required: the token endpoint, e.g. https://login.microsoftonline.com/TENANT/oauth2/v2.0/token")
+	case err != nil || u.Host == "":
+		v.fail(p+".token_url", "%q is not an absolute URL", o.TokenURL)
+	case u.Scheme != "https":
+		v.fail(p+".token_url", "must use https; the client secret and tokens must not cross the network unencrypted")
+	case u.User != nil:
+		v.fail(p+".token_url", "must not contain a user name or password; use client_id and client_secret")
+	}
+	if strings.TrimSpace(o.ClientID) == "" {
+		v.fail(p+".client_id", "required: the application (client) id of the app registration")
+	}
+	switch o.Grant {
+	case OAuthClientCredentials:
+		v.secret(p+".client_secret", o.ClientSecret)
+		if !o.RefreshToken.IsZero() {
+			v.fail(p+".refresh_token", "applies only with grant: refresh_token")
+		}
+	case OAuthRefreshToken:
+		v.secret(p+".refresh_token", o.RefreshToken)
+		if !o.ClientSecret.IsZero() {
+			v.secret(p+".client_secret", o.ClientSecret)
+		}
+	default:
+		v.fail(p+".grant", "must be client_credentials or refresh_token; got %q", o.Grant)
+	}
+	for i, sc := range o.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
+			v.fail(fmt.Sprintf("%s.scopes[%d]", p, i), "must be one scope without spaces or quotes, e.g. https://outlook.office.com/POP.AccessAsUser.All; got %q", sc)
+		}
+	}
+	if o.CAFile != "" {
+		if msg := checkCAFile(o.CAFile); msg != "" {
+			v.fail(p+".ca_file", "%s", msg)
+		}
 	}
 }
 

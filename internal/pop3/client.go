@@ -3,8 +3,10 @@ package pop3
 import (
 	"bufio"
 	"context"
+	"crypto/md5"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 )
 
 // TLSMode selects how the connection is encrypted.
@@ -306,43 +310,127 @@ func (c *Client) hasCapa(tag, arg string) bool {
 	return false
 }
 
+// Mechanism selects how Login authenticates.
+type Mechanism string
+
+const (
+	// MechAuto is AUTH PLAIN when CAPA lists "SASL ... PLAIN", else
+	// USER/PASS: what Auth does.
+	MechAuto Mechanism = ""
+	// MechUser is USER/PASS (RFC 1939 §7).
+	MechUser Mechanism = "USER"
+	// MechPlain is AUTH PLAIN (RFC 5034, RFC 4616).
+	MechPlain Mechanism = "PLAIN"
+	// MechAPOP is APOP (RFC 1939 §7): an MD5 digest of the greeting's
+	// timestamp and the shared secret instead of the password.
+	MechAPOP Mechanism = "APOP"
+	// MechXOAUTH2 is AUTH XOAUTH2 with an OAuth 2.0 access token.
+	MechXOAUTH2 Mechanism = "XOAUTH2"
+	// MechOAuthBearer is AUTH OAUTHBEARER (RFC 7628) with an OAuth 2.0
+	// access token.
+	MechOAuthBearer Mechanism = "OAUTHBEARER"
+)
+
 // Auth logs in (RFC 1939 §7 USER/PASS, or RFC 5034 AUTH with the RFC 4616
-// PLAIN mechanism when CAPA lists "SASL ... PLAIN"). It refuses with
-// ErrPlaintextRefused on an unencrypted connection unless
-// Options.AllowPlaintextAuth. A rejection is a *Error matching ErrAuth;
-// neither it nor the transcript contains the password.
+// PLAIN mechanism when CAPA lists "SASL ... PLAIN"). It is Login with
+// MechAuto.
 func (c *Client) Auth(ctx context.Context, user, pass string) error {
+	return c.Login(ctx, MechAuto, user, pass)
+}
+
+// Login authenticates with mech. secret is the password for USER, PLAIN and
+// APOP, and the access token for XOAUTH2 and OAUTHBEARER. It refuses with
+// ErrPlaintextRefused on an unencrypted connection unless
+// Options.AllowPlaintextAuth (for every mechanism: an APOP digest can be
+// cracked offline and a bearer token is as good as a password). If the
+// server does not offer mech (CAPA SASL for the SASL mechanisms, CAPA USER
+// when the server answered CAPA, a greeting timestamp for APOP) it sends
+// nothing and returns an error wrapping ErrMechanismNotOffered; it never
+// falls back to another mechanism. A rejection is a *Error matching
+// ErrAuth; neither it nor the transcript contains the secret.
+func (c *Client) Login(ctx context.Context, mech Mechanism, user, secret string) error {
 	if c.tlsState == nil && !c.opts.AllowPlaintextAuth {
 		return ErrPlaintextRefused
 	}
-	if strings.ContainsAny(user, "\r\n\x00") || strings.ContainsAny(pass, "\r\n\x00") {
+	if strings.ContainsAny(user, "\r\n\x00") || strings.ContainsAny(secret, "\r\n\x00") {
 		return errors.New("pop3: user name or password contains CR, LF or NUL")
+	}
+	if mech == MechAuto {
+		mech = MechUser
+		if c.hasCapa("SASL", "PLAIN") {
+			mech = MechPlain
+		}
+	} else if err := c.checkOffered(mech); err != nil {
+		return err
 	}
 	if err := c.begin(ctx); err != nil {
 		return err
 	}
 	defer c.end()
-	// The server could echo the password; keep it out of the transcript.
-	c.secret = pass
+	// The server could echo the secret; keep it out of the transcript.
+	c.secret = secret
 	defer func() { c.secret = "" }()
 	var err error
-	if c.hasCapa("SASL", "PLAIN") {
-		err = c.authPlain(user, pass)
-	} else {
-		err = c.userPass(user, pass)
+	switch mech {
+	case MechUser:
+		err = c.userPass(user, secret)
+	case MechPlain:
+		err = c.authSASL("PLAIN", []byte("\x00"+user+"\x00"+secret), nil)
+	case MechAPOP:
+		err = c.apop(user, secret)
+	case MechXOAUTH2, MechOAuthBearer:
+		host, port := c.hostPort()
+		var ir []byte
+		if ir, err = oauthsasl.InitialResponse(string(mech), user, host, port, secret); err == nil {
+			err = c.authSASL(string(mech), ir, oauthsasl.ErrorReply(string(mech)))
+		}
 	}
-	if err == nil || pass == "" {
+	if err == nil || secret == "" {
 		return err
 	}
-	// A server could echo the password back in its response text.
+	// A server could echo the secret back in its response text.
 	var e *Error
 	if errors.As(err, &e) {
-		e.Response = strings.ReplaceAll(e.Response, pass, "***")
+		e.Response = strings.ReplaceAll(e.Response, secret, "***")
 	}
-	if strings.Contains(err.Error(), pass) {
-		return &redactedError{err: err, secret: pass}
+	if strings.Contains(err.Error(), secret) {
+		return &redactedError{err: err, secret: secret}
 	}
 	return err
+}
+
+// checkOffered returns an error wrapping ErrMechanismNotOffered when the
+// server did not announce mech.
+func (c *Client) checkOffered(mech Mechanism) error {
+	switch mech {
+	case MechUser:
+		// RFC 2449 §6.7: a server answering CAPA lists USER if it takes it.
+		if len(c.caps) == 0 || c.hasCapa("USER", "") {
+			return nil
+		}
+		return fmt.Errorf("%w: USER/PASS (CAPA does not list USER)", ErrMechanismNotOffered)
+	case MechAPOP:
+		if c.timestamp != "" {
+			return nil
+		}
+		return fmt.Errorf("%w: APOP (the greeting carries no <timestamp>)", ErrMechanismNotOffered)
+	case MechPlain, MechXOAUTH2, MechOAuthBearer:
+		if c.hasCapa("SASL", string(mech)) {
+			return nil
+		}
+		return fmt.Errorf("%w: AUTH %s (CAPA SASL lists %q)", ErrMechanismNotOffered, mech, strings.Join(c.caps["SASL"], " "))
+	}
+	return fmt.Errorf("pop3: unknown mechanism %q (want USER, PLAIN, APOP, XOAUTH2 or OAUTHBEARER)", string(mech))
+}
+
+// hostPort is the server name and port OAUTHBEARER reports (RFC 7628 §3.1).
+func (c *Client) hostPort() (string, int) {
+	host, p, _ := net.SplitHostPort(c.opts.Addr)
+	if c.opts.ServerName != "" {
+		host = c.opts.ServerName
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
 }
 
 // redactedError hides a secret in the text of an error it wraps.
@@ -362,18 +450,32 @@ func (c *Client) userPass(user, pass string) error {
 	return c.simple("PASS ***", "PASS "+pass, "PASS ***")
 }
 
-// authPlain implements RFC 5034 §4 with the PLAIN mechanism (RFC 4616 §2:
-// empty authzid, NUL, authcid, NUL, password).
-func (c *Client) authPlain(user, pass string) error {
-	const name = "AUTH PLAIN ***"
-	payload := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
-	if len("AUTH PLAIN ")+len(payload)+2 <= maxCommandLength {
-		if err := c.send(name, "AUTH PLAIN "+payload); err != nil {
+// apop implements RFC 1939 §7: "APOP name digest", digest the lower-case
+// hex MD5 of the greeting's timestamp (brackets included) followed by the
+// shared secret.
+func (c *Client) apop(user, secret string) error {
+	sum := md5.Sum([]byte(c.timestamp + secret))
+	name := "APOP " + user + " ***"
+	return c.simple(name, "APOP "+user+" "+hex.EncodeToString(sum[:]), name)
+}
+
+// authSASL runs one RFC 5034 §4 exchange for a single-step mechanism: the
+// initial response goes with AUTH when the line fits in 255 octets, else
+// after the server's empty "+ " challenge. A further challenge is the
+// server refusing: with errReply nil (PLAIN) the exchange is cancelled with
+// "*"; otherwise (XOAUTH2, OAUTHBEARER, RFC 7628 §3.2.3) the challenge is
+// an error report, errReply is sent and the server's -ERR follows. Either
+// way the result is a *Error, carrying the decoded challenge if any.
+func (c *Client) authSASL(mech string, ir, errReply []byte) error {
+	name := "AUTH " + mech + " ***"
+	payload := base64.StdEncoding.EncodeToString(ir)
+	if len("AUTH "+mech+" ")+len(payload)+2 <= maxCommandLength {
+		if err := c.sendLogged(name, "AUTH "+mech+" "+payload, name); err != nil {
 			return err
 		}
 	} else {
 		// Too long for an initial response: wait for the empty challenge.
-		if err := c.send(name, "AUTH PLAIN"); err != nil {
+		if err := c.send(name, "AUTH "+mech); err != nil {
 			return err
 		}
 		line, err := c.readLine(name)
@@ -397,19 +499,29 @@ func (c *Client) authPlain(user, pass string) error {
 	}
 	c.debug("S: " + line)
 	if isContinuation(line) {
-		// PLAIN has a single step; a further challenge is cancelled with "*"
-		// (RFC 5034 §4), which the server answers with -ERR.
-		if err := c.send(name, "*"); err != nil {
-			return err
+		var challenge *oauthsasl.Challenge
+		if errReply == nil {
+			// PLAIN has a single step: cancel (RFC 5034 §4).
+			if err := c.send(name, "*"); err != nil {
+				return err
+			}
+		} else {
+			raw, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(line, "+")))
+			if ch, ok := oauthsasl.ParseChallenge(raw); derr == nil && ok {
+				challenge = &ch
+			}
+			if err := c.sendLogged(name, base64.StdEncoding.EncodeToString(errReply), "(reply to error challenge)"); err != nil {
+				return err
+			}
 		}
 		ok, line, err := c.readStatus(name)
 		if err != nil {
 			return err
 		}
 		if ok {
-			return c.fail(name, fmt.Errorf("%w: +OK after cancelled AUTH", ErrProtocol))
+			return c.fail(name, fmt.Errorf("%w: +OK after a refused AUTH", ErrProtocol))
 		}
-		return &Error{Command: name, Response: line, Code: parseCode(line)}
+		return &Error{Command: name, Response: line, Code: parseCode(line), Challenge: challenge}
 	}
 	ok, isErr := parseStatus(line)
 	if !ok && !isErr {

@@ -1,6 +1,7 @@
 // Package pop3 is a small streaming POP3 client: RFC 1939 (POP3), RFC 2449
 // (CAPA, extended response codes, PIPELINING), RFC 2595 §4 (STLS), RFC 5034
-// with RFC 4616 (AUTH PLAIN), RFC 3206 (AUTH and SYS response codes).
+// with RFC 4616 (AUTH PLAIN), RFC 7628 (AUTH OAUTHBEARER) and XOAUTH2,
+// RFC 1939 §7 (APOP), RFC 3206 (AUTH and SYS response codes).
 //
 // It exists because the connector must archive messages of up to 150 MB
 // byte for byte inside 128 MB of memory, which a client that buffers RETR
@@ -35,22 +36,28 @@
 //     mode Dial fails with ErrNoSTLS rather than continue in plaintext,
 //     rejects plaintext data sent after the STLS +OK (response injection),
 //     and re-reads CAPA under TLS.
-//   - Credentials are sent only over TLS unless Options.AllowPlaintextAuth.
-//     No password or SASL payload appears in an error or the debug
-//     transcript, even if the server echoes it.
+//   - Credentials (password, APOP digest, access token) are sent only over
+//     TLS unless Options.AllowPlaintextAuth. No password, token or SASL
+//     payload appears in an error or the debug transcript, even if the
+//     server echoes it. Login uses exactly the mechanism asked for, or
+//     fails with ErrMechanismNotOffered before sending anything.
 //   - Deletion follows RFC 1939 §6: Dele only marks; Quit returning nil
 //     means the server committed the deletions; Close (or any failure)
 //     before that leaves every message on the server.
 //
-// Commands: USER, PASS, AUTH PLAIN (with initial response when it fits in
-// 255 octets, else after the "+ " challenge), CAPA, STLS, STAT, LIST, UIDL,
-// RETR, DELE, NOOP, RSET, QUIT. Extensions used when advertised: SASL PLAIN,
+// Commands: USER, PASS, APOP, AUTH PLAIN, XOAUTH2 and OAUTHBEARER (with
+// initial response when it fits in 255 octets, else after the "+ "
+// challenge; an XOAUTH2/OAUTHBEARER error challenge is answered as RFC 7628
+// §3.2.3 asks and the -ERR that follows returned with the challenge's
+// status), CAPA, STLS, STAT, LIST, UIDL, RETR, DELE, NOOP, RSET, QUIT.
+// Extensions used when advertised: SASL PLAIN,
 // PIPELINING (LIST+UIDL in one write, DELE in batches of 64), RESP-CODES and
 // AUTH-RESP-CODE (Error.Code, Error.Temporary), STLS.
 //
-// What it cannot do: APOP (the greeting timestamp is only exposed), TOP,
-// the single-message forms "LIST n" and "UIDL n", SASL mechanisms other
-// than PLAIN, UTF8 (RFC 6856), and concurrent use of one Client (except
+// What it cannot do: TOP, the single-message forms "LIST n" and "UIDL n",
+// SASL mechanisms other than PLAIN, XOAUTH2 and OAUTHBEARER (no LOGIN,
+// CRAM-MD5, SCRAM), obtaining OAuth tokens (package oauth does), UTF8
+// (RFC 6856), and concurrent use of one Client (except
 // Close to abort). Message numbers are valid only within one session;
 // use UIDL to identify messages across sessions. Note that LIST sizes are
 // the server's claim: Dovecot, for one, does not count the CRLF it appends

@@ -3,6 +3,8 @@ package pop3
 import (
 	"errors"
 	"strings"
+
+	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 )
 
 var (
@@ -29,6 +31,11 @@ var (
 	// data injected after the STLS response). The connection is closed.
 	ErrProtocol = errors.New("pop3: protocol violation")
 
+	// ErrMechanismNotOffered is wrapped by Login when the server does not
+	// announce the requested mechanism. Nothing is sent; the client never
+	// falls back to another mechanism.
+	ErrMechanismNotOffered = errors.New("pop3: server does not offer the configured sign-in mechanism")
+
 	// ErrClosed is returned for calls after Close or Quit.
 	ErrClosed = errors.New("pop3: client closed")
 
@@ -50,9 +57,16 @@ type Error struct {
 	// without brackets ("IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM",
 	// "AUTH" from RFC 3206), or "" when the server sent none.
 	Code string
+	// Challenge is the error report an XOAUTH2 or OAUTHBEARER server sent
+	// as a challenge before its -ERR (RFC 7628 §3.2.2); nil when there was
+	// none.
+	Challenge *oauthsasl.Challenge
 }
 
 func (e *Error) Error() string {
+	if e.Challenge != nil {
+		return "pop3: " + e.Command + ": " + e.Response + " (token refused: " + e.Challenge.String() + ")"
+	}
 	return "pop3: " + e.Command + ": " + e.Response
 }
 
@@ -69,6 +83,13 @@ func (e *Error) Temporary() bool {
 		return false
 	}
 	return !e.isAuthFailure()
+}
+
+// TokenRejected reports whether e is a rejection of an OAuth access token
+// that a renewed token may overcome: a credentials failure whose error
+// challenge, if any, does not blame scope or permissions.
+func (e *Error) TokenRejected() bool {
+	return e.isAuthFailure() && (e.Challenge == nil || e.Challenge.TokenRejected())
 }
 
 // Is makes errors.Is(err, ErrAuth) true for credential rejections.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 )
 
 // TLSMode is the TLS policy of a connection.
@@ -176,7 +179,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		} else {
 			raw.Close()
 		}
-		return nil, sec.scrubError(err)
+		return nil, c.secrets.scrubError(err)
 	}
 	return c, nil
 }
@@ -222,7 +225,7 @@ func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
 	}
 
 	if c.opts.Auth != nil {
-		if err := c.auth(); err != nil {
+		if err := c.auth(ctx); err != nil {
 			return err
 		}
 	}
@@ -332,16 +335,17 @@ func (c *Client) tlsConfig(host string) *tls.Config {
 }
 
 // auth authenticates (RFC 4954). The transcript shows only the mechanism.
-func (c *Client) auth() *Error {
-	mech, sc, err := c.opts.Auth.saslClient()
+func (c *Client) auth(ctx context.Context) *Error {
+	a := c.opts.Auth
+	if isBearer(a.Mechanism) {
+		return c.authBearer(ctx, strings.ToUpper(a.Mechanism))
+	}
+	mech, sc, err := a.saslClient()
 	if err != nil {
 		return &Error{Op: "auth", Message: err.Error(), Local: true}
 	}
-	if !c.tls && !c.opts.AllowInsecureAuth {
-		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowInsecureAuth to override)", Local: true}
-	}
-	if !supportsAuth(c.ext, mech) {
-		return &Error{Op: "auth", Message: fmt.Sprintf("server does not offer AUTH %s (offers %q)", mech, c.ext["AUTH"]), Local: true}
+	if e := c.authAllowed(mech); e != nil {
+		return e
 	}
 	c.tr.redact = true
 	err = c.sc.Auth(sc)
@@ -349,8 +353,79 @@ func (c *Client) auth() *Error {
 	if err != nil {
 		return c.secrets.scrubError(classify("auth", err))
 	}
-	c.tr.note("authenticated", slog.String("mechanism", mech), slog.String("username", c.opts.Auth.Username))
+	c.tr.note("authenticated", slog.String("mechanism", mech), slog.String("username", a.Username))
 	return nil
+}
+
+// authAllowed checks the TLS policy and that the server offers mech.
+func (c *Client) authAllowed(mech string) *Error {
+	if !c.tls && !c.opts.AllowInsecureAuth {
+		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowInsecureAuth to override)", Local: true}
+	}
+	if !supportsAuth(c.ext, mech) {
+		return &Error{Op: "auth", Message: fmt.Sprintf("server does not offer AUTH %s (offers %q)", mech, c.ext["AUTH"]), Local: true}
+	}
+	return nil
+}
+
+// authBearer signs in with an OAuth access token (XOAUTH2, or OAUTHBEARER
+// per RFC 7628). A 535 to a token that came from the token source's cache
+// makes the source renew it and the AUTH is tried once more on the same
+// connection. A failure to get a token is a temporary local error: the
+// mail stays where it is.
+func (c *Client) authBearer(ctx context.Context, mech string) *Error {
+	a := c.opts.Auth
+	if a.Token == nil {
+		return &Error{Op: "auth", Message: "AUTH " + mech + " needs an OAuth token source", Local: true}
+	}
+	if e := c.authAllowed(mech); e != nil {
+		return e
+	}
+	host, port := c.hostPort()
+	var challenge *oauthsasl.Challenge
+	err := a.Token.Authenticate(ctx, func(ctx context.Context, token string) error {
+		ir, err := oauthsasl.InitialResponse(mech, a.Username, host, port, token)
+		if err != nil {
+			return &Error{Op: "auth", Message: err.Error(), Local: true}
+		}
+		c.secrets = c.secrets.with(token, base64.StdEncoding.EncodeToString(ir))
+		c.tr.secrets = c.secrets
+		bc := &bearerClient{mech: mech, ir: ir}
+		c.tr.redact = true
+		err = c.sc.Auth(bc)
+		c.tr.redact = false
+		challenge = bc.challenge
+		if err == nil {
+			return nil
+		}
+		e := c.secrets.scrubError(classify("auth", err))
+		if bc.challenge != nil {
+			out := *e
+			out.Message += " (token refused: " + bc.challenge.String() + ")"
+			e = &out
+		}
+		return e
+	}, func(err error) bool { return bearerRejected(err, challenge) })
+	if err == nil {
+		c.tr.note("authenticated", slog.String("mechanism", mech), slog.String("username", a.Username))
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) && error(e) == err {
+		return e
+	}
+	// No token could be had, or renewing a rejected one failed.
+	return c.secrets.scrubError(&Error{Op: "auth", Message: "OAuth sign-in: " + err.Error(), Temporary: true, Local: true, Err: err})
+}
+
+// hostPort is the server name and port OAUTHBEARER reports (RFC 7628 §3.1).
+func (c *Client) hostPort() (string, int) {
+	host, p, _ := splitAddr(c.opts.Addr)
+	if c.opts.ServerName != "" {
+		host = c.opts.ServerName
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
 }
 
 func supportsAuth(ext map[string]string, mech string) bool {

@@ -37,6 +37,16 @@ type DovecotOptions struct {
 	// MailboxCert is the CA that signs the server certificate; nil makes a
 	// new one (available as Dovecot.CA either way).
 	MailboxCert *CA
+	// APOP offers APOP (RFC 1939 §7): auth_mechanisms gains apop, so the
+	// greeting carries a <timestamp>. The {PLAIN} passwd-file makes the
+	// shared secret available to Dovecot.
+	APOP bool
+	// OAuth2, if set, offers SASL XOAUTH2 and OAUTHBEARER with an oauth2
+	// passdb that checks tokens at this endpoint (tokeninfo_url, then
+	// introspection_mode = post with force_introspection, username_attribute
+	// username, active_attribute active), over HTTPS verified with the
+	// endpoint's CA. The token's user must also be in Users (the userdb).
+	OAuth2 *OAuthServer
 }
 
 // Dovecot is a running private Dovecot POP3 server.
@@ -76,6 +86,8 @@ type dovecotConf struct {
 	MailUID, MailGID        int
 	CertFile, KeyFile       string
 	Port, TLSPort           int
+	APOP, OAuth2            bool
+	OAuth2Conf              string
 }
 
 // StartDovecot starts a private Dovecot (`dovecot -F -c CONF`, own base_dir,
@@ -129,6 +141,12 @@ func StartDovecot(t T, opts DovecotOptions) *Dovecot {
 		}
 		conf.InternalGroup = grp.Name
 		conf.NonRoot = true
+	}
+
+	conf.APOP = opts.APOP
+	if opts.OAuth2 != nil {
+		conf.OAuth2 = true
+		conf.OAuth2Conf = writeDovecotOAuth2Conf(t, dir, opts.OAuth2)
 	}
 
 	d := &Dovecot{CA: ca, Dir: dir, users: map[string]bool{}, mailUID: conf.MailUID, mailGID: conf.MailGID}
@@ -213,6 +231,38 @@ func StartDovecot(t T, opts DovecotOptions) *Dovecot {
 	}
 	t.Fatalf("testenv: dovecot did not start: %v (config %s)%s", lastErr, confFile, logTail(30, outFile, logFile))
 	return nil
+}
+
+// writeDovecotOAuth2Conf writes the oauth2 passdb's settings file (Dovecot
+// 2.3 dovecot-oauth2.conf.ext) and a copy of the endpoint's CA that the auth
+// process, running as an unprivileged user, can read.
+func writeDovecotOAuth2Conf(t T, dir string, srv *OAuthServer) string {
+	t.Helper()
+	caFile := filepath.Join(dir, "oauth2-ca.pem")
+	if err := os.WriteFile(caFile, srv.CA.CertPEM, 0o644); err != nil {
+		t.Fatalf("testenv: write oauth2 CA: %v", err)
+	}
+	conf := strings.Join([]string{
+		// tokeninfo answers 401 for a bad token, which Dovecot reports as
+		// a credentials failure; introspection (RFC 7662, POST) then
+		// supplies the user name and the active flag.
+		"tokeninfo_url = " + srv.TokenInfoURL,
+		"introspection_url = " + srv.IntrospectURL,
+		"introspection_mode = post",
+		"force_introspection = yes",
+		"username_attribute = username",
+		"username_format = %u",
+		"active_attribute = active",
+		"active_value = true",
+		"tls_ca_cert_file = " + caFile,
+		"timeout_msecs = 10000",
+		"",
+	}, "\n")
+	path := filepath.Join(dir, "dovecot-oauth2.conf.ext")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatalf("testenv: write oauth2 conf: %v", err)
+	}
+	return path
 }
 
 // checkTLS verifies that the pop3s port completes a handshake with the

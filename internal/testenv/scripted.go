@@ -12,6 +12,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 )
 
 // ErrDropConnection, returned from an SMTPScript hook, makes the scripted
@@ -43,6 +45,12 @@ type SMTPScript struct {
 	// set, AUTH is only offered after STARTTLS unless InsecureAuth is true.
 	AuthUsers    map[string]string
 	InsecureAuth bool
+	// AuthBearer, if set, offers AUTH XOAUTH2 and OAUTHBEARER (RFC 7628)
+	// and requires AUTH as AuthUsers does. It receives the user name and
+	// the access token (e.g. OAuthServer.Introspect, then a comparison of
+	// users); an error refuses the token with an RFC 7628 error challenge
+	// ({"status":"invalid_token"}) and then 535 5.7.8.
+	AuthBearer func(user, token string) error
 	// MaxMessageBytes limits DATA; beyond it the reply is 552 5.3.4.
 	MaxMessageBytes int64
 	// MaxLineLength limits a line of DATA (go-smtp's default 2000 when 0;
@@ -171,7 +179,7 @@ func (s *scriptedSession) Reset() {
 func (s *scriptedSession) Logout() error { return nil }
 
 func (s *scriptedSession) Mail(from string, _ *smtp.MailOptions) error {
-	if len(s.script.AuthUsers) > 0 && s.authUser == "" {
+	if (len(s.script.AuthUsers) > 0 || s.script.AuthBearer != nil) && s.authUser == "" {
 		return errAuthRequired
 	}
 	if s.script.OnMail != nil {
@@ -216,13 +224,20 @@ func (s *scriptedSession) Data(r io.Reader) error {
 }
 
 func (s *scriptedSession) AuthMechanisms() []string {
-	if len(s.script.AuthUsers) == 0 {
-		return nil
+	var mechs []string
+	if len(s.script.AuthUsers) > 0 {
+		mechs = append(mechs, sasl.Plain)
 	}
-	return []string{sasl.Plain}
+	if s.script.AuthBearer != nil {
+		mechs = append(mechs, oauthsasl.XOAUTH2, oauthsasl.OAuthBearer)
+	}
+	return mechs
 }
 
 func (s *scriptedSession) Auth(mech string) (sasl.Server, error) {
+	if s.script.AuthBearer != nil && (mech == oauthsasl.XOAUTH2 || mech == oauthsasl.OAuthBearer) {
+		return &bearerServer{mech: mech, check: s.script.AuthBearer, ok: func(user string) { s.authUser = user }}, nil
+	}
 	if len(s.script.AuthUsers) == 0 || mech != sasl.Plain {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
@@ -234,4 +249,34 @@ func (s *scriptedSession) Auth(mech string) (sasl.Server, error) {
 		s.authUser = username
 		return nil
 	}), nil
+}
+
+// bearerServer is the server side of XOAUTH2 and OAUTHBEARER: it asks for
+// the client response if none came with AUTH, checks the token, and on
+// refusal sends the RFC 7628 §3.2.2 error challenge, waits for the
+// client's dummy reply and fails with 535.
+type bearerServer struct {
+	mech    string
+	check   func(user, token string) error
+	ok      func(user string)
+	refused bool
+}
+
+func (b *bearerServer) Next(response []byte) ([]byte, bool, error) {
+	if b.refused {
+		return nil, true, smtp.ErrAuthFailed
+	}
+	if response == nil {
+		return []byte{}, false, nil
+	}
+	user, token, err := oauthsasl.ParseInitialResponse(b.mech, response)
+	if err != nil {
+		return nil, true, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "malformed " + b.mech + " response"}
+	}
+	if err := b.check(user, token); err != nil {
+		b.refused = true
+		return oauthsasl.Challenge{Status: "invalid_token", Schemes: "bearer"}.Encode(), false, nil
+	}
+	b.ok(user)
+	return nil, true, nil
 }

@@ -210,6 +210,8 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 				return secrets.Resolve(ctx, sec)
 			})(ctx)
 		},
+		// Resolved by config: the mailbox's own value or the global one.
+		DuplicateWindow: m.DuplicateWindow,
 	}, nil
 }
 

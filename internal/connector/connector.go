@@ -53,6 +53,10 @@ type Mailbox struct {
 	Global *recipients.Resolver
 	// Undeliverable says what happens to a message Exchange rejects.
 	Undeliverable Undeliverable
+	// DuplicateWindow: a recipient that accepted a message with the same
+	// Message-ID this recently is not sent another copy (dedupe.go); 0 =
+	// off.
+	DuplicateWindow time.Duration
 }
 
 // Settings are the connector-wide choices.
@@ -135,6 +139,9 @@ type Result struct {
 	// DuplicateUIDs counts listed messages left alone because the server
 	// gave their UIDL to more than one message.
 	DuplicateUIDs int
+	// Suppressed counts recipients not sent a copy because they accepted
+	// another copy of the message within the duplicate window.
+	Suppressed int
 	// UnrecordedReplies counts messages the SMTP server accepted whose
 	// reply the poll could not record (it stopped in between): the next
 	// run relays them again. This window is the only source of duplicates.
@@ -587,6 +594,9 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	if p.crashed.Load() {
 		return fmt.Errorf("before sending %s: %w", rec.UIDL, ErrCrash)
 	}
+	if done, err := p.suppressDuplicates(ctx, rec, log); done || err != nil {
+		return err
+	}
 	var env relay.Envelope
 	env.From = rec.Sender
 	env.Size = rec.Size
@@ -594,7 +604,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	env.NeedsSMTPUTF8 = rec.NeedsSMTPUTF8
 	var idx []int
 	for i, rc := range rec.Recipients {
-		if rc.Status != ledger.Accepted {
+		if !rc.Status.Done() {
 			env.To = append(env.To, rc.Address)
 			idx = append(idx, i)
 		}
@@ -672,7 +682,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	// ended meanwhile (deadline, SIGTERM), or the next run relays again.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := p.c.Ledger.Put(wctx, rec); err != nil {
+	if err := p.putOutcome(wctx, rec, idx); err != nil {
 		if anyAcceptedNow {
 			p.res.UnrecordedReplies++
 		}

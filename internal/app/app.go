@@ -208,6 +208,8 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 		MaxBytes:      int64(m.MaxBytesPerPoll),
 		PollTimeout:   m.PollTimeout,
 		Dial:          dial,
+		// Resolved by config: the mailbox's own value or the global one.
+		DuplicateWindow: m.DuplicateWindow,
 	}, nil
 }
 

@@ -263,7 +263,7 @@ func pollRound(ctx context.Context, a *app.App, log *slog.Logger) int {
 	for _, r := range results {
 		attrs := []any{"mailbox", r.Mailbox, "on_server", r.OnServer, "fetched", r.Fetched, "bytes", r.Bytes,
 			"delivered", r.Delivered, "deferred", r.Deferred, "rejected", r.Rejected, "deleted", r.Deleted,
-			"badmail", r.Badmail, "deleted_rejected", r.DeletedRejected, "notices", r.Notices,
+			"badmail", r.Badmail, "deleted_rejected", r.DeletedRejected, "notices", r.Notices, "suppressed", r.Suppressed,
 			"not_due", r.NotDue, "duration", r.Duration.Round(time.Millisecond).String()}
 		if r.Stopped != "" {
 			attrs = append(attrs, "stopped", r.Stopped)
@@ -298,7 +298,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	defer closeFn()
 	ctx := context.Background()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tGAVE UP\tBADMAIL\tDELETED ON REJECT\tOLDEST UNDELIVERED")
+	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tGAVE UP\tBADMAIL\tDELETED ON REJECT\tDUPLICATES\tOLDEST UNDELIVERED")
 	var details []string
 	now := time.Now()
 	for _, m := range cfg.Mailboxes {
@@ -312,7 +312,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		if !s.OldestUndelivered.IsZero() {
 			oldest = now.Sub(s.OldestUndelivered).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.GaveUp), len(s.Badmail), len(s.DeletedRejected), oldest)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.GaveUp), len(s.Badmail), len(s.DeletedRejected), s.Suppressed, oldest)
 		for _, group := range []struct {
 			name string
 			recs []*ledger.Record

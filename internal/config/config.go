@@ -66,10 +66,15 @@ type Config struct {
 	// carry before it is treated as a mail loop and moved to badmail. Key:
 	// loop_limit. Default 3.
 	LoopLimit int
-	Archive   Archive
-	Ledger    Ledger
-	Log       Log
-	Mailboxes []Mailbox
+	// DuplicateWindow: a recipient that accepted a message with the same
+	// Message-ID (from any mailbox) this recently is not sent another
+	// copy; 0 turns duplicate suppression off. Key: duplicate_window.
+	// Default 7d (168h), at most 365d.
+	DuplicateWindow time.Duration
+	Archive         Archive
+	Ledger          Ledger
+	Log             Log
+	Mailboxes       []Mailbox
 
 	// deliveryShorthand reports Routes built from `delivery:`, so that
 	// problems are reported under delivery.*; bothDeliveryAndRoutes that
@@ -418,6 +423,10 @@ type Mailbox struct {
 	Global *Global
 	// Undeliverable defaults to action leave. Key: undeliverable.
 	Undeliverable Undeliverable
+	// DuplicateWindow overrides the global duplicate_window for copies
+	// fetched from this mailbox (0 = off here). Key: duplicate_window.
+	// Default: the global value.
+	DuplicateWindow time.Duration
 }
 
 // Defaults, documented on each field and shown in testdata/example.yaml.
@@ -435,6 +444,7 @@ const (
 	defaultMaxBytesPerPoll    = Size(1 << 30)
 	defaultPollTimeout        = 10 * time.Minute
 	defaultLoopLimit          = 3
+	defaultDuplicateWindow    = 7 * 24 * time.Hour
 )
 
 // maxConfigSize bounds Load; a configuration is a few kilobytes.
@@ -541,6 +551,7 @@ type fileConfig struct {
 	Routes            []fileRoute   `yaml:"routes"`
 	Notify            fileNotify    `yaml:"notify"`
 	LoopLimit         *intValue     `yaml:"loop_limit"`
+	DuplicateWindow   *Duration     `yaml:"duplicate_window"`
 	Archive           fileArchive   `yaml:"archive"`
 	Ledger            fileLedger    `yaml:"ledger"`
 	Log               fileLog       `yaml:"log"`
@@ -661,6 +672,7 @@ type fileMailbox struct {
 	Type                string            `yaml:"type"`
 	Global              *fileGlobal       `yaml:"global"`
 	Undeliverable       fileUndeliverable `yaml:"undeliverable"`
+	DuplicateWindow     *Duration         `yaml:"duplicate_window"`
 }
 
 func orDur(p *Duration, def time.Duration) time.Duration {
@@ -709,9 +721,10 @@ func (f *fileConfig) toConfig() *Config {
 			Badmail:          orBool(f.Notify.Badmail, true),
 			RelayDenied:      orBool(f.Notify.RelayDenied, true),
 		},
-		LoopLimit: orInt(f.LoopLimit, defaultLoopLimit),
-		Archive:   Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
-		Ledger:    Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
+		LoopLimit:       orInt(f.LoopLimit, defaultLoopLimit),
+		DuplicateWindow: orDur(f.DuplicateWindow, defaultDuplicateWindow),
+		Archive:         Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
+		Ledger:          Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
 		Log: Log{
 			Level:  orStr(f.Log.Level, "info"),
 			Format: orStr(f.Log.Format, "auto"),
@@ -769,6 +782,7 @@ func (f *fileConfig) toConfig() *Config {
 			Type:                MailboxType(orStr(m.Type, string(MailboxIndividual))),
 			Global:              m.Global.toGlobal(f.Postmaster),
 			Undeliverable:       m.Undeliverable.toUndeliverable(),
+			DuplicateWindow:     orDur(m.DuplicateWindow, c.DuplicateWindow),
 		})
 	}
 	return c

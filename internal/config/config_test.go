@@ -82,6 +82,8 @@ func TestParseErrorFixtures(t *testing.T) {
 			{"mailboxes[0].server", 14, "port must be a number between 1 and 65535"},
 			{"mailboxes[0].max_messages_per_poll", 18, "got -1"},
 			{"mailboxes[0].poll_timeout", 20, "must be at least timeout (1m), got 30s"},
+			{"mailboxes[0].duplicate_window", 21, "got 400d"},
+			{"duplicate_window", 22, "must be between 0s and 365d, got 366d"},
 		}},
 		{"err_duplicates.yaml", []wantErr{
 			{"mailboxes[1].id", 11, `"sales" is already used by mailboxes[0]`},
@@ -223,11 +225,12 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 			Host: "exchange.corp.example", Port: 25, TLS: TLSStartTLS,
 			VerifyCertificate: true, Timeout: 60 * time.Second,
 		},
-		Notify:    Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
-		LoopLimit: 3,
-		Archive:   Archive{Dir: "./popconn-data/archive"},
-		Ledger:    Ledger{Path: "./popconn-data/ledger.db"},
-		Log:       Log{Level: "info", Format: "auto"},
+		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
+		LoopLimit:       3,
+		DuplicateWindow: 7 * 24 * time.Hour,
+		Archive:         Archive{Dir: "./popconn-data/archive"},
+		Ledger:          Ledger{Path: "./popconn-data/ledger.db"},
+		Log:             Log{Level: "info", Format: "auto"},
 		Mailboxes: []Mailbox{{
 			ID:                 "sales",
 			Server:             "pop.isp.example:995",
@@ -245,6 +248,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 			Enabled:            true,
 			Type:               MailboxIndividual,
 			Undeliverable:      Undeliverable{Action: UndeliverableLeave},
+			DuplicateWindow:    7 * 24 * time.Hour,
 		}},
 		deliveryShorthand: true,
 	}
@@ -271,11 +275,12 @@ func TestParseValidFull(t *testing.T) {
 			Timeout: 10 * time.Minute,
 			Auth:    &Auth{Mechanism: AuthLogin, Username: "relay@corp.example", Password: SecretRef("file:/run/secrets/relay")},
 		},
-		Notify:    Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
-		LoopLimit: 3,
-		Archive:   Archive{Dir: "/var/lib/popconn/archive"},
-		Ledger:    Ledger{Path: "/var/lib/popconn/ledger.db"},
-		Log:       Log{Level: "debug", Format: "json"},
+		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true},
+		LoopLimit:       3,
+		DuplicateWindow: 3 * 24 * time.Hour,
+		Archive:         Archive{Dir: "/var/lib/popconn/archive"},
+		Ledger:          Ledger{Path: "/var/lib/popconn/ledger.db"},
+		Log:             Log{Level: "debug", Format: "json"},
 		Mailboxes: []Mailbox{{
 			ID:                  "lab",
 			Server:              "[2001:db8::110]:110",
@@ -293,6 +298,7 @@ func TestParseValidFull(t *testing.T) {
 			Timeout:             time.Second,
 			Sender:              "bounces@corp.example",
 			Enabled:             false,
+			DuplicateWindow:     0, // off for this mailbox
 		}, {
 			// Merged from the first entry with "<<: *base".
 			ID:                 "lab.2",
@@ -313,6 +319,7 @@ func TestParseValidFull(t *testing.T) {
 			Timeout:            time.Second,
 			Sender:             "bounces@corp.example",
 			Enabled:            true,
+			DuplicateWindow:    12 * time.Hour,
 		}},
 		deliveryShorthand: true,
 	}

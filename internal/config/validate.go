@@ -99,6 +99,7 @@ const (
 	maxPollTimeout      = 24 * time.Hour
 	maxParallel         = 64
 	maxKeepDays         = 3650
+	maxDuplicateWindow  = 365 * 24 * time.Hour
 )
 
 var mailboxIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -179,6 +180,7 @@ func (c *Config) check() *validator {
 	if c.LoopLimit < 0 || c.LoopLimit > 100 {
 		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, 3), got %d", c.LoopLimit)
 	}
+	v.duration("duplicate_window", c.DuplicateWindow, 0, maxDuplicateWindow)
 
 	if strings.TrimSpace(c.Archive.Dir) == "" {
 		v.fail("archive.dir", "required")
@@ -450,6 +452,7 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 	if m.Sender != "" {
 		v.address(p+".sender", m.Sender, false)
 	}
+	v.duration(p+".duplicate_window", m.DuplicateWindow, 0, maxDuplicateWindow)
 }
 
 // credentials checks a password or, for an OAuth mechanism, the oauth

@@ -53,6 +53,10 @@ type Mailbox struct {
 	Global *recipients.Resolver
 	// Undeliverable says what happens to a message Exchange rejects.
 	Undeliverable Undeliverable
+	// DuplicateWindow: a recipient that accepted a message with the same
+	// Message-ID this recently is not sent another copy (dedupe.go); 0 =
+	// off.
+	DuplicateWindow time.Duration
 }
 
 // Settings are the connector-wide choices.
@@ -135,6 +139,9 @@ type Result struct {
 	// DuplicateUIDs counts listed messages left alone because the server
 	// gave their UIDL to more than one message.
 	DuplicateUIDs int
+	// Suppressed counts recipients not sent a copy because they accepted
+	// another copy of the message within the duplicate window.
+	Suppressed int
 	// UnrecordedReplies counts messages the SMTP server accepted whose
 	// reply the poll could not record (it stopped in between): the next
 	// run relays them again. This window is the only source of duplicates.
@@ -229,8 +236,12 @@ type poll struct {
 	outcomes struct {
 		wg  sync.WaitGroup
 		sem chan struct{} // bounds how many run at once
-		mu  sync.Mutex    // guards err and res.UnrecordedReplies
+		mu  sync.Mutex    // guards err, messageIDs and res.UnrecordedReplies
 		err error         // the first failure
+		// messageIDs counts the writes in flight per Message-ID, so that
+		// a copy of the same message waits for them before its duplicate
+		// lookup.
+		messageIDs map[string]int
 	}
 }
 
@@ -254,15 +265,26 @@ func (p *poll) countUnrecorded() {
 // waitOutcomes. So the duplicate window of rule 3 is unchanged: a crash or
 // failed write leaves at most the one accepted message unrecorded, as a
 // synchronous write would.
-func (p *poll) recordLater(ctx context.Context, rec *ledger.Record) {
+func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) {
 	if p.outcomes.sem == nil {
 		p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
+		p.outcomes.messageIDs = map[string]int{}
 	}
 	p.outcomes.sem <- struct{}{}
+	p.outcomes.mu.Lock()
+	p.outcomes.messageIDs[rec.MessageID]++
+	p.outcomes.mu.Unlock()
 	p.outcomes.wg.Add(1)
 	go func() {
 		defer p.outcomes.wg.Done()
 		defer func() { <-p.outcomes.sem }()
+		defer func() {
+			p.outcomes.mu.Lock()
+			if p.outcomes.messageIDs[rec.MessageID]--; p.outcomes.messageIDs[rec.MessageID] <= 0 {
+				delete(p.outcomes.messageIDs, rec.MessageID)
+			}
+			p.outcomes.mu.Unlock()
+		}()
 		err := func() (err error) {
 			defer func() {
 				if v := recover(); v != nil {
@@ -273,7 +295,7 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record) {
 			// context ended meanwhile (deadline, SIGTERM).
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
-			if err := p.c.Ledger.Put(wctx, rec); err != nil {
+			if err := p.putOutcome(wctx, rec, sent); err != nil {
 				p.countUnrecorded()
 				return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 			}
@@ -713,9 +735,20 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	// took the mailbox over, the ledger failed): send nothing more.
 	p.outcomes.mu.Lock()
 	werr := p.outcomes.err
+	pendingCopy := p.outcomes.messageIDs[rec.MessageID] > 0
 	p.outcomes.mu.Unlock()
 	if werr != nil {
 		return werr
+	}
+	if pendingCopy {
+		// Another copy's acceptance is still being written: the duplicate
+		// lookup must see it.
+		if err := p.waitOutcomes(); err != nil {
+			return err
+		}
+	}
+	if done, err := p.suppressDuplicates(ctx, rec, log); done || err != nil {
+		return err
 	}
 	var env relay.Envelope
 	// Commit (the final ".") only once every earlier outcome is recorded,
@@ -729,7 +762,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	env.NeedsSMTPUTF8 = rec.NeedsSMTPUTF8
 	var idx []int
 	for i, rc := range rec.Recipients {
-		if rc.Status != ledger.Accepted {
+		if !rc.Status.Done() {
 			env.To = append(env.To, rc.Address)
 			idx = append(idx, i)
 		}
@@ -804,14 +837,14 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		}
 	}
 	if rec.Delivered() && len(att.failed) == 0 && !att.loop {
-		p.recordLater(ctx, rec)
+		p.recordLater(ctx, rec, idx)
 		return nil
 	}
 	// The SMTP server has answered: record it even if the poll's context
 	// ended meanwhile (deadline, SIGTERM), or the next run relays again.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := p.c.Ledger.Put(wctx, rec); err != nil {
+	if err := p.putOutcome(wctx, rec, idx); err != nil {
 		if anyAcceptedNow {
 			p.countUnrecorded()
 		}

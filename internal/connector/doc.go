@@ -38,6 +38,13 @@
 //   - Postmaster notices (package notify) go with the null sender, at most
 //     one per message and cause: a cause is recorded after its notice was
 //     accepted.
+//   - Duplicate copies (dedupe.go): a recipient that accepted a message with
+//     the same Message-ID from another copy within Mailbox.DuplicateWindow
+//     is not sent it again; its outcome is recorded as a suppressed
+//     duplicate naming the first copy, and a copy no recipient still needs
+//     is settled like a delivered one. The index entry that allows this is
+//     written atomically with the recorded 250, so suppression never lets a
+//     copy be deleted unless some copy's delivery is recorded.
 //   - A crash at any point loses nothing. The only duplicate possible is a
 //     crash (or lost reply) between the final "." of DATA and recording the
 //     reply in the ledger.

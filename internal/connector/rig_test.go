@@ -53,6 +53,7 @@ type rigOptions struct {
 	policy     connector.DeletePolicy
 	password   string // POP3 password used by the connector; "" = the right one
 	maxPerPoll int
+	users      []string // more Dovecot users (same password) beside "sales"
 }
 
 type fakeClock struct {
@@ -78,7 +79,11 @@ type syncBuffer struct {
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	r := &rig{t: t, dir: t.TempDir(), clock: newClock(), logs: &syncBuffer{}, owner: "test-host/1"}
-	r.dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"sales": popPassword}})
+	users := map[string]string{"sales": popPassword}
+	for _, u := range o.users {
+		users[u] = popPassword
+	}
+	r.dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{Users: users})
 	if o.script != nil {
 		r.script = testenv.StartScriptedSMTP(t, *o.script)
 		r.smtp = r.script.Addr

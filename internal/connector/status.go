@@ -23,6 +23,10 @@ type Status struct {
 	Badmail         []*ledger.Record
 	DeletedRejected []*ledger.Record
 	Pending         int // archived, not yet attempted
+	// Suppressed counts messages with a recipient that was not sent this
+	// copy because it accepted another copy (ledger.Suppressed); a copy
+	// whose every recipient has the message also counts as Delivered.
+	Suppressed int
 	// OldestUndelivered is the first-seen time of the oldest undelivered message.
 	OldestUndelivered time.Time
 }
@@ -35,6 +39,9 @@ func Summarize(mailbox string, recs []*ledger.Record) Status {
 			s.OnServer++
 		} else {
 			s.Deleted++
+		}
+		if hasStatus(r, ledger.Suppressed) {
+			s.Suppressed++
 		}
 		if r.Delivered() {
 			s.Delivered++

@@ -285,7 +285,7 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 			thisAttempt[f.addr] = f
 		}
 		for _, rc := range rec.Recipients {
-			if rc.Status == ledger.Accepted {
+			if rc.Status.Done() {
 				continue
 			}
 			if f, ok := thisAttempt[rc.Address]; ok {

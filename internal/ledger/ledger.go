@@ -13,6 +13,11 @@
 //     error wrapping ErrConflict and writes nothing, so two writers can never
 //     both record a delivery of the same message from stale state.
 //   - Lease gives one holder at a time per mailbox until its expiry.
+//   - The duplicate index (Acceptance entries, keyed by DuplicateKey of
+//     Message-ID and recipient) is written only by PutAccepted, in the same
+//     all-or-nothing write as the record holding the 250s it stands for:
+//     an entry never exists for a delivery that is not recorded. Accepted
+//     never returns an expired entry.
 //
 // What it cannot do: it does not know what the POP3 server holds. A record
 // whose deletion was sent but not confirmed stays "delivered" until a later
@@ -44,7 +49,16 @@ const (
 	// Rejected: a permanent failure (5xx); retried at the retry interval
 	// under the default undeliverable policy, the message stays on the server.
 	Rejected RecipientStatus = "rejected"
+	// Suppressed: this copy was not sent to the recipient because the
+	// recipient accepted another copy with the same Message-ID within the
+	// duplicate window (a 250 recorded for another mailbox, UIDL or
+	// generation); Reply names that copy. It is as final as Accepted.
+	Suppressed RecipientStatus = "suppressed-duplicate"
 )
+
+// Done reports whether nothing remains to be sent to the recipient: it
+// accepted this copy, or another copy of the same message.
+func (s RecipientStatus) Done() bool { return s == Accepted || s == Suppressed }
 
 // Recipient is one envelope recipient and its last outcome.
 type Recipient struct {
@@ -149,13 +163,14 @@ func (r *Record) WasNotified(cause string) bool {
 // Archived reports whether the message's bytes are durably archived.
 func (r *Record) Archived() bool { return r.ArchiveKey != "" && r.SHA256 != "" }
 
-// Delivered reports whether every recipient accepted the message.
+// Delivered reports whether every recipient has the message: each one
+// accepted this copy or, as a suppressed duplicate, another copy.
 func (r *Record) Delivered() bool {
 	if len(r.Recipients) == 0 {
 		return false
 	}
 	for _, rc := range r.Recipients {
-		if rc.Status != Accepted {
+		if !rc.Status.Done() {
 			return false
 		}
 	}
@@ -186,6 +201,18 @@ type Ledger interface {
 	List(ctx context.Context, mailbox string) ([]*Record, error)
 	// Lease takes the mailbox's lease for owner for ttl, or fails with ErrLeaseHeld.
 	Lease(ctx context.Context, mailbox, owner string, ttl time.Duration) (Lease, error)
+	// PutAccepted is Put of one record together with the duplicate-index
+	// entries of the recipients that accepted it in this attempt, all or
+	// none: an entry exists only if the 250 it stands for is recorded. Each
+	// entry's Mailbox and UIDL are set to rec's. An entry replaces an
+	// earlier one for the same key. An entry that DuplicateKey refuses is
+	// not written. With no entries it is Put(ctx, rec).
+	PutAccepted(ctx context.Context, rec *Record, accepted []Acceptance) error
+	// Accepted returns the duplicate-index entries of messageID for the
+	// given recipients that have not expired, keyed by the recipient as
+	// given. Message-IDs and recipients are compared after DuplicateKey;
+	// a pair it refuses is never found.
+	Accepted(ctx context.Context, messageID string, recipients []string) (map[string]Acceptance, error)
 	// Close releases the store.
 	Close() error
 }

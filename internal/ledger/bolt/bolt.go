@@ -8,6 +8,15 @@
 //	leases/<mailbox>     -> JSON {"owner":..., "expires":..., "session":...}
 //	                        (a lease from an earlier open of the file is stale:
 //	                        the file lock proves its process has exited)
+//	dupes/<key>          -> JSON of a duplicate-index entry (ledger.Acceptance);
+//	                        key = uvarint(len(id)) id recipient, after
+//	                        ledger.DuplicateKey (the length prefix keeps any
+//	                        Message-ID from running into a recipient)
+//	dupes-expiry/<expires><key> -> empty; expires is 8 bytes big-endian Unix
+//	                        nanoseconds, so the oldest entries come first
+//
+// The two dupes buckets were added to schema 1 without changing it: Open
+// creates them in an older file, and an older build ignores them.
 //
 // A bucket per mailbox keeps mailboxes apart without any escaping: mailbox
 // names and UIDLs are used as raw bytes, never joined with a separator, so
@@ -27,6 +36,12 @@
 //     commit. bbolt's own DB.Batch is not used: it waits MaxBatchDelay (10 ms)
 //     before every commit, even a lone one, and re-runs the whole batch when
 //     one function fails.
+//   - Duplicate-index entries are written in the transaction of the record
+//     they belong to (PutAccepted). Expired entries are pruned in the write
+//     transactions, oldest first and at most pruneBatch (plus as many as the
+//     transaction writes) per transaction, so pruning never makes one
+//     commit slow and the index stays near its live size; Accepted skips an
+//     expired entry that is still stored.
 //   - Only one process can open the file at a time (bbolt holds an exclusive
 //     flock); a second one waits Options.Timeout and then fails with an
 //     error saying another process holds the ledger.
@@ -75,6 +90,8 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketRecords = []byte("records")
 	bucketLeases  = []byte("leases")
+	bucketDupes   = []byte("dupes")
+	bucketExpiry  = []byte("dupes-expiry")
 	keySchema     = []byte("schema")
 )
 
@@ -180,7 +197,7 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 		case string(v) != schemaVersion:
 			return fmt.Errorf("ledger schema %q, this build reads %q", v, schemaVersion)
 		}
-		for _, b := range [][]byte{bucketRecords, bucketLeases} {
+		for _, b := range [][]byte{bucketRecords, bucketLeases, bucketDupes, bucketExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -337,6 +354,7 @@ type pending struct {
 	uidl    []byte
 	want    int64 // the Version the caller read; 0 = must not exist
 	value   []byte
+	dups    []dupWrite // duplicate-index entries written with the record
 }
 
 // Put writes recs conditionally and all or none, in one transaction; the
@@ -348,34 +366,16 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	ps := make([]pending, len(recs))
-	seen := make(map[[2]string]bool, len(recs))
-	for i, r := range recs {
-		if r == nil {
-			return errors.New("boltledger: put: nil record")
-		}
-		if err := validName("mailbox", r.Mailbox); err != nil {
-			return err
-		}
-		if err := validName("UIDL", r.UIDL); err != nil {
-			return err
-		}
-		if r.Version < 0 {
-			return fmt.Errorf("boltledger: put %s/%q: negative version %d", r.Mailbox, r.UIDL, r.Version)
-		}
-		id := [2]string{r.Mailbox, r.UIDL}
-		if seen[id] {
-			return fmt.Errorf("boltledger: put: record %s/%q given twice", r.Mailbox, r.UIDL)
-		}
-		seen[id] = true
-		next := *r
-		next.Version = r.Version + 1
-		v, err := json.Marshal(&next)
-		if err != nil {
-			return fmt.Errorf("boltledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
-		}
-		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v}
+	ps, err := prepare(recs)
+	if err != nil {
+		return err
 	}
+	return l.commitPending(ps)
+}
+
+// commitPending commits prepared records and, once committed, increments
+// the callers' Versions.
+func (l *Ledger) commitPending(ps []pending) error {
 	if err := l.commit(ps); err != nil {
 		return fmt.Errorf("boltledger: put: %w", err)
 	}
@@ -383,6 +383,39 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 		p.rec.Version = p.want + 1
 	}
 	return nil
+}
+
+// prepare checks and encodes the records of a Put.
+func prepare(recs []*ledger.Record) ([]pending, error) {
+	ps := make([]pending, len(recs))
+	seen := make(map[[2]string]bool, len(recs))
+	for i, r := range recs {
+		if r == nil {
+			return nil, errors.New("boltledger: put: nil record")
+		}
+		if err := validName("mailbox", r.Mailbox); err != nil {
+			return nil, err
+		}
+		if err := validName("UIDL", r.UIDL); err != nil {
+			return nil, err
+		}
+		if r.Version < 0 {
+			return nil, fmt.Errorf("boltledger: put %s/%q: negative version %d", r.Mailbox, r.UIDL, r.Version)
+		}
+		id := [2]string{r.Mailbox, r.UIDL}
+		if seen[id] {
+			return nil, fmt.Errorf("boltledger: put: record %s/%q given twice", r.Mailbox, r.UIDL)
+		}
+		seen[id] = true
+		next := *r
+		next.Version = r.Version + 1
+		v, err := json.Marshal(&next)
+		if err != nil {
+			return nil, fmt.Errorf("boltledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
+		}
+		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v}
+	}
+	return ps, nil
 }
 
 // putReq is one Put waiting for a group commit.
@@ -440,6 +473,7 @@ func (l *Ledger) commitGroup(group []*putReq) {
 	l.commits.Add(1)
 	err := l.update(func(tx *bolt.Tx) error {
 		records := tx.Bucket(bucketRecords)
+		written := 0
 		for _, r := range group {
 			r.err = check(records, r.ps)
 			if r.err != nil {
@@ -448,8 +482,13 @@ func (l *Ledger) commitGroup(group []*putReq) {
 			if err := write(records, r.ps); err != nil {
 				return err
 			}
+			n, err := writeDups(tx, r.ps)
+			if err != nil {
+				return err
+			}
+			written += n
 		}
-		return nil
+		return pruneDups(tx, l.now(), pruneBatch+written)
 	})
 	if err != nil {
 		for _, r := range group {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
@@ -138,6 +140,73 @@ func (e *env) testCapacity(t *testing.T) {
 				perArchive, perDelivery, perSingle, n-half, perTx, tx.wcu)
 			t.Logf("per delivered message: Puts of 25 (transaction): %.2f write requests, %.0f WCU; single PutItems: 3 write requests, %.0f WCU",
 				2+1.0/25, perArchive+perDelivery+perTx, perArchive+perDelivery+perSingle)
+
+			// With duplicate suppression on, each delivery attempt looks up
+			// the Message-ID (one Query) and the delivery is a PutAccepted:
+			// the record and one entry per accepting recipient in one
+			// TransactWriteItems.
+			dd := make([]*ledger.Record, n)
+			for i := range n {
+				dd[i] = message("other@example.com", i, recipients)
+				if err := l.Put(bg(), dd[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l.ResetStats()
+			var entryBytes int
+			for _, r := range dd {
+				addrs := make([]string, len(r.Recipients))
+				for j, rc := range r.Recipients {
+					addrs[j] = rc.Address
+				}
+				if _, err := l.Accepted(bg(), r.MessageID, addrs); err != nil {
+					t.Fatal(err)
+				}
+				deliver(r)
+				var acc []ledger.Acceptance
+				for _, rc := range r.Recipients {
+					a := ledger.Acceptance{MessageID: r.MessageID, Recipient: rc.Address, At: rc.At, Expires: rc.At.Add(7 * 24 * time.Hour)}
+					acc = append(acc, a)
+					item, err := encodeDup(r.MessageID, rc.Address, r.Mailbox, r.UIDL, a)
+					if err != nil {
+						t.Fatal(err)
+					}
+					entryBytes = max(entryBytes, itemSize(item))
+				}
+				if err := l.PutAccepted(bg(), r, acc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dedupe := l.costs()
+			lookups := l.Stats()
+			if dedupe.calls["TransactWriteItems"] != n || dedupe.writes != n || dedupe.items != int64(n*(1+recipients)) || lookups.Calls["Query"] != n {
+				t.Fatalf("requests with duplicate suppression: %v, %d items", dedupe.calls, dedupe.items)
+			}
+			if entryBytes > 1024 {
+				t.Fatalf("a duplicate-index entry is %d bytes: more than one write unit", entryBytes)
+			}
+			// Each item of the transaction costs twice its PutItem units: the
+			// record as measured above, each entry (under 1 KB) 1.
+			perDedupe := 2 * (perDelivery + float64(recipients))
+			t.Logf("with duplicate suppression: lookup one Query per attempt (DynamoDB Local reports %.1f RCU; DynamoDB bills 1 RCU per started 4 KB read); delivery TransactWriteItems of the record and %d entries (largest %d bytes) %.0f WCU; per delivered message %.0f WCU with the mark as a PutItem",
+				lookups.ReadUnits/n, recipients, entryBytes, perDedupe, perArchive+perDedupe+perSingle)
 		})
 	}
+}
+
+// itemSize is DynamoDB's size of an item of string and number attributes:
+// each name's length plus its value's (numbers counted as their digits,
+// an upper bound of DynamoDB's encoding).
+func itemSize(item map[string]types.AttributeValue) int {
+	n := 0
+	for name, v := range item {
+		n += len(name)
+		switch v := v.(type) {
+		case *types.AttributeValueMemberS:
+			n += len(v.Value)
+		case *types.AttributeValueMemberN:
+			n += len(v.Value)
+		}
+	}
+	return n
 }

@@ -12,6 +12,10 @@
 //	  pk  S  partition key  "MB#" + mailbox
 //	  sk  S  sort key       "MSG#" + UIDL   one item per message (record item)
 //	                        "LEASE"         the mailbox's lease item
+//	  pk                    "MID#" + Message-ID   the duplicate index of one
+//	  sk                    "RCPT#" + recipient   Message-ID: one entry item per
+//	                                              recipient that accepted it
+//	                        (both after ledger.DuplicateKey)
 //
 //	Record item attributes (names follow the JSON names of ledger.Record)
 //	  mailbox, uidl            S   the record's key fields, unescaped
@@ -38,6 +42,14 @@
 //	  ttl                      N   epoch seconds, expires + 1 day: abandoned
 //	                               lease items disappear on their own
 //
+//	Duplicate-index entry attributes (ledger.Acceptance)
+//	  message_id, recipient    S   the normalized key fields, unescaped
+//	  mailbox, uidl            S   the record whose 250 the entry stands for
+//	  at, expires              S   RFC 3339 with nanoseconds
+//	  ttl                      N   epoch seconds, expires rounded up: DynamoDB
+//	                               removes the entry once the window is over
+//	                               (within days); Accepted ignores it at once
+//
 // The mailbox and the UIDL are kept in separate key attributes behind fixed
 // prefixes, so no mailbox name or UIDL (RFC 1939 section 7: any printable
 // character) can collide with another. Key limits: a mailbox name may be up
@@ -55,6 +67,17 @@
 //     Puts, all or none. One failed condition cancels the transaction and is
 //     ledger.ErrConflict. A transaction costs twice the write units of the
 //     same PutItems.
+//   - PutAccepted: TransactWriteItems of the record's conditional Put (as
+//     above) and an unconditional Put of each duplicate-index entry, so an
+//     entry exists only if the 250 it stands for is recorded; a later copy's
+//     entry for the same key replaces it. At most 99 entries go in the
+//     transaction; any further ones are single PutItems after it commits (a
+//     crash between can only leave a recipient unindexed: a duplicate,
+//     never a loss). It costs 2 x (record units + 1 per entry): 4 write
+//     units for a one-recipient delivery instead of the PutItem's 1. With
+//     no entry it is Put.
+//   - Accepted: one strongly consistent Query on pk "MID#" + Message-ID;
+//     entries past their expires are skipped.
 //   - Lease: PutItem of the lease item with condition attribute_not_exists(pk)
 //     OR expires < :now OR owner = :me; a failed condition is
 //     ledger.ErrLeaseHeld. Renew: UpdateItem with condition owner = :me;

@@ -367,37 +367,14 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 		return fmt.Errorf("dynamoledger: put of %d records; at most %d are written at once", len(recs), MaxPut)
 	}
 	token := newToken()
-	ops := make([]putOp, len(recs))
-	seen := make(map[[2]string]bool, len(recs))
-	for i, r := range recs {
-		if r == nil {
-			return errors.New("dynamoledger: put: nil record")
-		}
-		if err := validMailbox(r.Mailbox); err != nil {
-			return err
-		}
-		if err := validUIDL(r.UIDL); err != nil {
-			return err
-		}
-		if r.Version < 0 {
-			return fmt.Errorf("dynamoledger: put %s/%q: negative version %d", r.Mailbox, r.UIDL, r.Version)
-		}
-		id := [2]string{r.Mailbox, r.UIDL}
-		if seen[id] {
-			return fmt.Errorf("dynamoledger: put: record %s/%q given twice", r.Mailbox, r.UIDL)
-		}
-		seen[id] = true
-		item, err := encodeRecord(r, r.Version+1, token, l.recordTTL)
-		if err != nil {
-			return fmt.Errorf("dynamoledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
-		}
-		ops[i] = putOp{rec: r, want: r.Version, item: item}
+	ops, err := l.prepare(recs, token)
+	if err != nil {
+		return err
 	}
-	var err error
 	if len(ops) == 1 {
 		err = l.putItem(ctx, &ops[0], token)
 	} else {
-		err = l.transact(ctx, ops, token)
+		err = l.transact(ctx, ops, nil, token)
 	}
 	if err != nil {
 		return err
@@ -406,6 +383,37 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 		op.rec.Version = op.want + 1
 	}
 	return nil
+}
+
+// prepare checks and encodes the records of a Put written with token.
+func (l *Ledger) prepare(recs []*ledger.Record, token string) ([]putOp, error) {
+	ops := make([]putOp, len(recs))
+	seen := make(map[[2]string]bool, len(recs))
+	for i, r := range recs {
+		if r == nil {
+			return nil, errors.New("dynamoledger: put: nil record")
+		}
+		if err := validMailbox(r.Mailbox); err != nil {
+			return nil, err
+		}
+		if err := validUIDL(r.UIDL); err != nil {
+			return nil, err
+		}
+		if r.Version < 0 {
+			return nil, fmt.Errorf("dynamoledger: put %s/%q: negative version %d", r.Mailbox, r.UIDL, r.Version)
+		}
+		id := [2]string{r.Mailbox, r.UIDL}
+		if seen[id] {
+			return nil, fmt.Errorf("dynamoledger: put: record %s/%q given twice", r.Mailbox, r.UIDL)
+		}
+		seen[id] = true
+		item, err := encodeRecord(r, r.Version+1, token, l.recordTTL)
+		if err != nil {
+			return nil, fmt.Errorf("dynamoledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
+		}
+		ops[i] = putOp{rec: r, want: r.Version, item: item}
+	}
+	return ops, nil
 }
 
 // putItem writes one record with a conditional PutItem.
@@ -463,8 +471,11 @@ func conflictDetail(op *putOp, stored map[string]types.AttributeValue) string {
 // window). The ledger's own retries follow a definite cancellation, so
 // each gets a new ClientRequestToken: DynamoDB must run it afresh, not
 // answer from the cancelled one.
-func (l *Ledger) transact(ctx context.Context, ops []putOp, token string) error {
-	items := make([]types.TransactWriteItem, len(ops))
+//
+// extra are unconditional items written in the same transaction after the
+// records (duplicate-index entries).
+func (l *Ledger) transact(ctx context.Context, ops []putOp, extra []types.TransactWriteItem, token string) error {
+	items := make([]types.TransactWriteItem, len(ops), len(ops)+len(extra))
 	for i := range ops {
 		cond, names, values := ops[i].condition()
 		items[i] = types.TransactWriteItem{Put: &types.Put{
@@ -476,6 +487,8 @@ func (l *Ledger) transact(ctx context.Context, ops []putOp, token string) error 
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		}}
 	}
+	items = append(items, extra...)
+	written := len(items)
 	in := &dynamodb.TransactWriteItemsInput{
 		TransactItems:          items,
 		ClientRequestToken:     aws.String(token),
@@ -487,13 +500,13 @@ func (l *Ledger) transact(ctx context.Context, ops []putOp, token string) error 
 		}
 		res, err := l.client.TransactWriteItems(ctx, in, l.opts)
 		if err == nil {
-			l.count("TransactWriteItems", len(ops), res.ConsumedCapacity...)
+			l.count("TransactWriteItems", written, res.ConsumedCapacity...)
 			return nil
 		}
 		var tce *types.TransactionCanceledException
 		var tc *types.TransactionConflictException
 		if errors.As(err, &tce) && committed(tce, token) {
-			l.count("TransactWriteItems", len(ops))
+			l.count("TransactWriteItems", written)
 			return nil
 		}
 		l.count("TransactWriteItems", 0)

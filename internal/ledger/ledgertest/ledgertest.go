@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,14 @@ func Run(t *testing.T, open func(t *testing.T) ledger.Ledger) {
 		{"LeaseRenewExtends", testLeaseRenewExtends},
 		{"LeaseLost", testLeaseLost},
 		{"LeaseInvalidArguments", testLeaseInvalid},
+		{"DuplicateIndexFindsCopy", testDupFindsCopy},
+		{"DuplicateIndexAllOrNone", testDupAllOrNone},
+		{"DuplicateIndexExpiry", testDupExpiry},
+		{"DuplicateIndexNoMessageID", testDupNoMessageID},
+		{"DuplicateIndexRetryOfOwnRecord", testDupRetryOwnRecord},
+		{"DuplicateIndexCase", testDupCase},
+		{"DuplicateIndexLaterCopyReplaces", testDupLaterReplaces},
+		{"DuplicateIndexKeysDoNotCollide", testDupKeysSeparate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -624,5 +633,198 @@ func testLeaseInvalid(t *testing.T, l ledger.Ledger) {
 		if _, err := l.Lease(ctx(), c.mailbox, c.owner, c.ttl); err == nil {
 			t.Errorf("Lease(%q, %q, %s) succeeded", c.mailbox, c.owner, c.ttl)
 		}
+	}
+}
+
+// accept is a duplicate-index entry for rcpt of r's Message-ID, accepted
+// at t0 and expiring at expires.
+func accept(r *ledger.Record, rcpt string, expires time.Time) ledger.Acceptance {
+	return ledger.Acceptance{MessageID: r.MessageID, Recipient: rcpt, At: t0.Add(2 * time.Second), Expires: expires}
+}
+
+func mustPutAccepted(t *testing.T, l ledger.Ledger, r *ledger.Record, acc ...ledger.Acceptance) {
+	t.Helper()
+	if err := l.PutAccepted(ctx(), r, acc); err != nil {
+		t.Fatalf("PutAccepted: %v", err)
+	}
+}
+
+func accepted(t *testing.T, l ledger.Ledger, messageID string, rcpts ...string) map[string]ledger.Acceptance {
+	t.Helper()
+	m, err := l.Accepted(ctx(), messageID, rcpts)
+	if err != nil {
+		t.Fatalf("Accepted(%q, %v): %v", messageID, rcpts, err)
+	}
+	return m
+}
+
+// later is an expiry safely in the future of the real clock.
+func later() time.Time { return time.Now().Add(time.Hour).UTC() }
+
+// The entry names the record it was written with; only the recipients
+// asked for and stored are returned; the record is stored as by Put.
+func testDupFindsCopy(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	exp := later()
+	mustPutAccepted(t, l, r, accept(r, "a@example.com", exp))
+	if r.Version != 1 {
+		t.Fatalf("Version after PutAccepted = %d, want 1", r.Version)
+	}
+	if got := stored(t, l, box, "u1"); got == nil || encode(t, got) != encode(t, r) {
+		t.Fatalf("stored record %+v, want %+v", got, r)
+	}
+	m := accepted(t, l, r.MessageID, "a@example.com", "b@example.com")
+	a, ok := m["a@example.com"]
+	if len(m) != 1 || !ok {
+		t.Fatalf("Accepted = %+v, want only a@example.com", m)
+	}
+	if a.Mailbox != box || a.UIDL != "u1" || a.MessageID != r.MessageID || a.Recipient != "a@example.com" ||
+		!a.At.Equal(t0.Add(2*time.Second)) || !a.Expires.Equal(exp) {
+		t.Errorf("entry %+v does not name the copy it was written with", a)
+	}
+	if m := accepted(t, l, "other@example.com", "a@example.com"); len(m) != 0 {
+		t.Errorf("another Message-ID found %+v", m)
+	}
+	if m := accepted(t, l, r.MessageID); len(m) != 0 {
+		t.Errorf("no recipients asked, got %+v", m)
+	}
+}
+
+// A PutAccepted whose record conflicts writes no entry either.
+func testDupAllOrNone(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	mustPut(t, l, r)
+	stale := *r
+	stale.Version = 0
+	wantConflict(t, l.PutAccepted(ctx(), &stale, []ledger.Acceptance{accept(r, "a@example.com", later())}))
+	if m := accepted(t, l, r.MessageID, "a@example.com"); len(m) != 0 {
+		t.Fatalf("entry written by a conflicting PutAccepted: %+v", m)
+	}
+	if stale.Version != 0 {
+		t.Errorf("conflicting PutAccepted changed Version to %d", stale.Version)
+	}
+}
+
+// An expired entry is never returned; one that expires later is, until then.
+func testDupExpiry(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	soon := time.Now().Add(700 * time.Millisecond)
+	mustPutAccepted(t, l, r,
+		accept(r, "gone@example.com", time.Now().Add(-time.Second)),
+		accept(r, "soon@example.com", soon))
+	m := accepted(t, l, r.MessageID, "gone@example.com", "soon@example.com")
+	if _, ok := m["gone@example.com"]; ok {
+		t.Errorf("an expired entry was returned: %+v", m)
+	}
+	if _, ok := m["soon@example.com"]; !ok {
+		t.Fatalf("an entry not yet expired is missing: %+v", m)
+	}
+	time.Sleep(time.Until(soon) + 100*time.Millisecond)
+	// A later write gives the store its chance to prune.
+	r2 := newRecord(box, "u2")
+	mustPutAccepted(t, l, r2, accept(r2, "a@example.com", later()))
+	if m := accepted(t, l, r.MessageID, "gone@example.com", "soon@example.com"); len(m) != 0 {
+		t.Errorf("entries returned after their expiry: %+v", m)
+	}
+	if m := accepted(t, l, r2.MessageID, "a@example.com"); len(m) != 1 {
+		t.Errorf("pruning removed a live entry: %+v", m)
+	}
+}
+
+// A message without a Message-ID is never indexed: the record is written,
+// no entry is.
+func testDupNoMessageID(t *testing.T, l ledger.Ledger) {
+	for i, id := range []string{"", "<>", "  "} {
+		r := newRecord(box, fmt.Sprintf("u%d", i))
+		r.MessageID = id
+		mustPutAccepted(t, l, r, accept(r, "a@example.com", later()))
+		if got := stored(t, l, box, r.UIDL); got == nil || got.Version != 1 {
+			t.Fatalf("Message-ID %q: record not written: %+v", id, got)
+		}
+		if m := accepted(t, l, id, "a@example.com"); len(m) != 0 {
+			t.Errorf("Message-ID %q: found %+v", id, m)
+		}
+	}
+}
+
+// A retry of the same record (after a 4xx for another recipient) adds its
+// entry beside the first attempt's; both name the record itself, so a
+// caller can tell its own deliveries from another copy's. A later plain
+// Put (a deletion mark) leaves the entries alone.
+func testDupRetryOwnRecord(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	mustPutAccepted(t, l, r, accept(r, "a@example.com", later()))
+	r.Recipients[1].Status, r.Recipients[1].Code = ledger.Accepted, 250
+	retry := accept(r, "b@example.com", later())
+	retry.At = t0.Add(time.Hour)
+	mustPutAccepted(t, l, r, retry)
+	r.DeletedAt = t0.Add(2 * time.Hour)
+	mustPut(t, l, r)
+	m := accepted(t, l, r.MessageID, "a@example.com", "b@example.com")
+	if len(m) != 2 {
+		t.Fatalf("Accepted = %+v, want both recipients", m)
+	}
+	for rcpt, a := range m {
+		if a.Mailbox != box || a.UIDL != "u1" {
+			t.Errorf("%s: entry names %s/%s, want the record itself", rcpt, a.Mailbox, a.UIDL)
+		}
+	}
+	if !m["a@example.com"].At.Equal(t0.Add(2*time.Second)) || !m["b@example.com"].At.Equal(t0.Add(time.Hour)) {
+		t.Errorf("entries %+v: the retry changed the first attempt's entry", m)
+	}
+}
+
+// The Message-ID's left part and the recipient's local part are compared
+// exactly; the domains without regard to case; angle brackets are ignored.
+func testDupCase(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	r.MessageID = "Abc.DEF@Example.ORG"
+	mustPutAccepted(t, l, r, accept(r, "Alice@Example.COM", later()))
+	for _, tc := range []struct {
+		id, rcpt string
+		found    bool
+	}{
+		{"Abc.DEF@Example.ORG", "Alice@Example.COM", true},
+		{"<Abc.DEF@example.org>", "Alice@example.com", true},
+		{"Abc.DEF@EXAMPLE.org", "Alice@EXAMPLE.com", true},
+		{"abc.def@example.org", "Alice@example.com", false},
+		{"Abc.DEF@example.org", "alice@example.com", false},
+	} {
+		m := accepted(t, l, tc.id, tc.rcpt)
+		a, ok := m[tc.rcpt]
+		if ok != tc.found {
+			t.Errorf("Accepted(%q, %q) found=%v, want %v", tc.id, tc.rcpt, ok, tc.found)
+		}
+		if ok && (a.MessageID != "Abc.DEF@example.org" || a.Recipient != "Alice@example.com") {
+			t.Errorf("entry keyed %q/%q, want the normalized Abc.DEF@example.org/Alice@example.com", a.MessageID, a.Recipient)
+		}
+	}
+}
+
+// An entry for the same Message-ID and recipient from another copy
+// replaces the earlier one (both were delivered).
+func testDupLaterReplaces(t *testing.T, l ledger.Ledger) {
+	r1, r2 := newRecord(box, "u1"), newRecord("other@example.com", "u9")
+	r2.MessageID = r1.MessageID
+	mustPutAccepted(t, l, r1, accept(r1, "a@example.com", later()))
+	second := accept(r2, "a@example.com", later().Add(time.Minute))
+	second.At = t0.Add(time.Minute)
+	mustPutAccepted(t, l, r2, second)
+	a := accepted(t, l, r1.MessageID, "a@example.com")["a@example.com"]
+	if a.Mailbox != "other@example.com" || a.UIDL != "u9" || !a.At.Equal(t0.Add(time.Minute)) {
+		t.Errorf("entry %+v, want the later copy's", a)
+	}
+}
+
+// Message-ID and recipient cannot run into each other.
+func testDupKeysSeparate(t *testing.T, l ledger.Ledger) {
+	r := newRecord(box, "u1")
+	r.MessageID = "a"
+	mustPutAccepted(t, l, r, accept(r, "bc@d.example", later()))
+	if m := accepted(t, l, "ab", "c@d.example"); len(m) != 0 {
+		t.Errorf("Message-ID %q recipient %q found the entry of %q/%q: %+v", "ab", "c@d.example", "a", "bc@d.example", m)
+	}
+	if m := accepted(t, l, "a", "bc@d.example"); len(m) != 1 {
+		t.Errorf("entry not found: %+v", m)
 	}
 }

@@ -47,6 +47,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 )
 
@@ -161,7 +162,13 @@ func ErrorKind(err error) string {
 	if errors.Is(err, ledger.ErrLeaseHeld) {
 		return KindLease
 	}
-	if errors.Is(err, pop3.ErrAuth) {
+	if errors.Is(err, pop3.ErrAuth) || errors.Is(err, pop3.ErrMechanismNotOffered) {
+		return KindAuth
+	}
+	// The token endpoint refused the client or its grant: the credentials
+	// are wrong, not the network.
+	var oerr *oauth.Error
+	if errors.As(err, &oerr) && !oerr.Temporary {
 		return KindAuth
 	}
 	if isTLS(err) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
@@ -239,6 +240,9 @@ func TestErrorKind(t *testing.T) {
 		{"untrusted certificate", realTLSError(t), KindTLS},
 		{"hostname mismatch", fmt.Errorf("x: %w", x509.HostnameError{Host: "pop.example.net", Certificate: &x509.Certificate{}}), KindTLS},
 		{"plaintext port", fmt.Errorf("x: %w", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}), KindTLS},
+		{"mechanism not offered", fmt.Errorf("x: %w", pop3.ErrMechanismNotOffered), KindAuth},
+		{"token endpoint refused the client", fmt.Errorf("x: %w", &oauth.Error{Status: 401, Code: "invalid_client"}), KindAuth},
+		{"token endpoint unreachable", fmt.Errorf("x: %w", &oauth.Error{Temporary: true, Err: syscall.ECONNREFUSED}), KindConnect},
 		{"no STLS", fmt.Errorf("x: %w", pop3.ErrNoSTLS), KindTLS},
 		{"plaintext login refused", fmt.Errorf("x: %w", pop3.ErrPlaintextRefused), KindTLS},
 		{"connection refused", realRefused(t), KindConnect},

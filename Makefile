@@ -14,7 +14,8 @@ FUZZ_TARGETS := \
 	./internal/relay:FuzzDotStuffer \
 	./internal/config:FuzzParse \
 	./internal/recipients:FuzzResolve \
-	./internal/notify:FuzzBuildDSN
+	./internal/notify:FuzzBuildDSN \
+	./internal/oauth/oauthsasl:FuzzMessages
 
 .PHONY: all build deps demo test unit integration fuzz fuzz-short bench vet clean
 

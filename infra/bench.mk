@@ -7,6 +7,9 @@
 #   make bench-compare                        full run: 3 repetitions, ~20 min
 #   make bench-compare BENCH_FLAGS=--quick    small workloads, 1 repetition
 #   make bench-compare BENCH_FLAGS='--workloads a --tls plain'
+#   make bench-scale                          popconn over 10, 100 and 1,000 mailboxes (3 × 20 kB each)
+#                                             at parallel_mailboxes 1, 4, 16, 64; ~15 min with 3 repetitions
+#   make bench-scale BENCH_SCALE_FLAGS='--mailboxes 10,100 --reps 1'
 #   make bench-profile                        CPU profile + execution trace of popconn on workload (a),
 #                                             written under bin/bench-profile/
 #
@@ -15,9 +18,10 @@
 # pass BENCH_FLAGS=--netns-tools= to skip those.
 
 BENCH_FLAGS ?=
+BENCH_SCALE_FLAGS ?= --reps 3
 BENCH_PROFILE ?= $(BIN)/bench-profile/popconn-a.pprof
 
-.PHONY: bench-compare bench-profile bench-tools
+.PHONY: bench-compare bench-profile bench-tools bench-scale
 
 bench-tools: deps build
 	bash infra/bench/install.sh
@@ -25,6 +29,10 @@ bench-tools: deps build
 
 bench-compare: bench-tools
 	$(BIN)/popconn-bench --popconn $(BIN)/popconn $(BENCH_FLAGS)
+
+# Results: bench-results-scale.md and .json (see infra/bench/scale.go).
+bench-scale: bench-tools
+	$(BIN)/popconn-bench scale --popconn $(BIN)/popconn $(BENCH_SCALE_FLAGS)
 
 bench-profile: bench-tools
 	mkdir -p $(dir $(BENCH_PROFILE))

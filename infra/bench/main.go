@@ -58,6 +58,8 @@ func main() {
 			os.Exit(popconnPprofMain(os.Args[2:]))
 		case "worker":
 			os.Exit(workerCmd(os.Args[2:]))
+		case "scale":
+			os.Exit(scaleMain(os.Args[2:]))
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))
@@ -228,14 +230,41 @@ func benchMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 2
 	}
-	s := &testenv.Session{Name: "bench", SkipHint: "make bench-compare installs what is needed"}
+	return inSession("bench", "make bench-compare installs what is needed", func(s *testenv.Session) int { return run(s, o) })
+}
+
+// inSession runs f with a testenv session (servers it starts are stopped
+// when f returns) and turns a failure into exit status 1.
+func inSession(name, skipHint string, f func(*testenv.Session) int) int {
+	s := &testenv.Session{Name: name, SkipHint: skipHint}
 	code := 0
-	if err := testenv.Guard(func() { code = run(s, o) }); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: FAILED: %v\n", err)
+	if err := testenv.Guard(func() { code = f(s) }); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: FAILED: %v\n", name, err)
 		code = 1
 	}
 	s.Close()
 	return code
+}
+
+// popconnAndWorkdir resolves the popconn binary (it must exist) and makes
+// the work directory (a new temporary one if workdir is ""), which servers
+// dropping root to unprivileged users must be able to traverse.
+func popconnAndWorkdir(s *testenv.Session, popconnPath, workdir string) (string, string) {
+	popconn, err := filepath.Abs(popconnPath)
+	if err != nil {
+		s.Fatal(err)
+	}
+	if _, err := os.Stat(popconn); err != nil {
+		s.Fatalf("popconn binary: %v (run `make build`)", err)
+	}
+	if workdir == "" {
+		workdir = s.TempDir()
+	}
+	if err := os.MkdirAll(workdir, 0o755); err != nil {
+		s.Fatal(err)
+	}
+	os.Chmod(workdir, 0o755)
+	return popconn, workdir
 }
 
 func run(s *testenv.Session, o *options) int {
@@ -243,13 +272,7 @@ func run(s *testenv.Session, o *options) int {
 	if err != nil {
 		s.Fatal(err)
 	}
-	popconn, err := filepath.Abs(o.popconn)
-	if err != nil {
-		s.Fatal(err)
-	}
-	if _, err := os.Stat(popconn); err != nil {
-		s.Fatalf("popconn binary: %v (run `make build`)", err)
-	}
+	popconn, workdir := popconnAndWorkdir(s, o.popconn, o.workdir)
 	needsFetchmail := false
 	needsNetns := false
 	for _, v := range o.variants {
@@ -264,15 +287,6 @@ func run(s *testenv.Session, o *options) int {
 	if _, err := os.Stat("/usr/bin/time"); err != nil {
 		s.Fatalf("GNU time: %v (run infra/bench/install.sh)", err)
 	}
-	workdir := o.workdir
-	if workdir == "" {
-		workdir = s.TempDir()
-	}
-	// Servers drop root to unprivileged users that must traverse it.
-	if err := os.MkdirAll(workdir, 0o755); err != nil {
-		s.Fatal(err)
-	}
-	os.Chmod(workdir, 0o755)
 	cfg := workerConfig{Popconn: popconn, Fetchmail: o.fetchmail, Self: self, Workdir: workdir, Verify: o.verify, Timeout: o.timeout, PopconnWrap: o.popconnWrap, PopconnData: o.popconnData}
 
 	fmt.Fprintf(os.Stderr, "bench: starting Dovecot and smtp-sink on the host loopback\n")
@@ -662,14 +676,7 @@ func (r *report) write(path string, o *options) {
 		mode = "--quick (small workloads), " + mode
 	}
 	fmt.Fprintf(&b, "Run %s – %s UTC, %s.\n\n", r.Started.Format("2006-01-02 15:04"), r.Finished.Format("15:04"), mode)
-	m := r.Machine
-	fmt.Fprintf(&b, "- Machine: %s CPUs (%s), %s memory, Linux %s; work directory on %s.\n", m.NProc, m.CPU, m.Memory, m.Kernel, m.FS)
-	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start: %s; at end: %s. The machine may be shared: see load1 per row.\n", m.LoadStart, orDash(m.LoadEnd))
-	var vs []string
-	for _, v := range r.Versions {
-		vs = append(vs, v.Name+" "+v.Version)
-	}
-	fmt.Fprintf(&b, "- Versions: %s.\n", strings.Join(vs, "; "))
+	writeMachine(&b, r.Machine, r.Versions)
 	fmt.Fprintf(&b, "- Host loopback route: `%s`.\n", r.HostLo)
 	if r.NetnsLo != "" {
 		fmt.Fprintf(&b, "- Quick-ACK rows: a private network namespace (`unshare -n`) with its own Dovecot and smtp-sink; loopback route `%s`.\n", r.NetnsLo)
@@ -710,6 +717,17 @@ func (r *report) write(path string, o *options) {
 	if err := os.WriteFile(jsonName(path), data, 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: write %s: %v\n", jsonName(path), err)
 	}
+}
+
+// writeMachine renders the machine, load and versions lines of a report.
+func writeMachine(b *strings.Builder, m machine, versions []versionInfo) {
+	fmt.Fprintf(b, "- Machine: %s CPUs (%s), %s memory, Linux %s; work directory on %s.\n", m.NProc, m.CPU, m.Memory, m.Kernel, m.FS)
+	fmt.Fprintf(b, "- Load average (1, 5, 15 min) at start: %s; at end: %s. The machine may be shared: see load1 per row.\n", m.LoadStart, orDash(m.LoadEnd))
+	var vs []string
+	for _, v := range versions {
+		vs = append(vs, v.Name+" "+v.Version)
+	}
+	fmt.Fprintf(b, "- Versions: %s.\n", strings.Join(vs, "; "))
 }
 
 func orDash(s string) string {

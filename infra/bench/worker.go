@@ -156,6 +156,15 @@ func maildirCount(md string) (int, error) {
 // starts as a maildir that has just received its mail) and seeds it.
 func (e *env) prepare(job Job) error {
 	md := e.dove.Maildir(e.user)
+	if err := resetMaildir(md); err != nil {
+		return err
+	}
+	return Seed(md, job.Workload, job.RunID, e.uid, e.gid)
+}
+
+// resetMaildir removes every message and Dovecot's own files (index,
+// uidlist) from md, leaving new/, cur/ and tmp/ empty.
+func resetMaildir(md string) error {
 	for _, sub := range []string{"new", "cur", "tmp"} {
 		entries, err := os.ReadDir(filepath.Join(md, sub))
 		if err != nil {
@@ -178,7 +187,7 @@ func (e *env) prepare(job Job) error {
 			}
 		}
 	}
-	return Seed(md, job.Workload, job.RunID, e.uid, e.gid)
+	return nil
 }
 
 // Run seeds the mailbox, runs the tool under /usr/bin/time -v, and checks
@@ -207,39 +216,11 @@ func (e *env) Run(job Job) (res Result) {
 	}
 	res.Load1 = load1()
 
-	timeFile := filepath.Join(runDir, "time-v.txt")
 	outFile := filepath.Join(runDir, "output.txt")
-	out, err := os.Create(outFile)
-	if err != nil {
-		return fail("%v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-v", "-o", timeFile}, argv...)...)
-	cmd.Dir = runDir
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), "HOME="+runDir, "LANG=C", "LC_ALL=C")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	start := time.Now()
-	runErr := cmd.Run()
-	res.WallSec = time.Since(start).Seconds()
-	out.Close()
 	tail := func() string { return tailFile(outFile, 15) }
-	if ctx.Err() != nil {
-		return fail("%s timed out after %v%s", job.Tool, e.cfg.Timeout, tail())
-	}
-	tf, err := os.Open(timeFile)
+	res.WallSec, res.TimeV, err = runTimed(argv, runDir, e.cfg.Timeout)
 	if err != nil {
-		return fail("%s: no time -v output (%v, run: %v)%s", job.Tool, err, runErr, tail())
-	}
-	res.TimeV, err = ParseTimeV(tf)
-	tf.Close()
-	if err != nil {
-		return fail("%v%s", err, tail())
-	}
-	if runErr != nil || res.ExitCode != 0 {
-		return fail("%s exited with status %d (%v)%s", job.Tool, res.ExitCode, runErr, tail())
+		return fail("%s: %v%s", job.Tool, err, tail())
 	}
 
 	want := job.Workload.Count
@@ -278,6 +259,46 @@ func (e *env) Run(job Job) (res Result) {
 		}
 	}
 	return res
+}
+
+// runTimed runs argv under /usr/bin/time -v in runDir, with HOME=runDir,
+// its output in runDir/output.txt and time's report in runDir/time-v.txt,
+// killing its process group after timeout. It returns the wall time and
+// what time -v measured; a non-zero exit status is an error.
+func runTimed(argv []string, runDir string, timeout time.Duration) (float64, TimeV, error) {
+	timeFile := filepath.Join(runDir, "time-v.txt")
+	out, err := os.Create(filepath.Join(runDir, "output.txt"))
+	if err != nil {
+		return 0, TimeV{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-v", "-o", timeFile}, argv...)...)
+	cmd.Dir = runDir
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "HOME="+runDir, "LANG=C", "LC_ALL=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	start := time.Now()
+	runErr := cmd.Run()
+	wall := time.Since(start).Seconds()
+	out.Close()
+	if ctx.Err() != nil {
+		return wall, TimeV{}, fmt.Errorf("timed out after %v", timeout)
+	}
+	tf, err := os.Open(timeFile)
+	if err != nil {
+		return wall, TimeV{}, fmt.Errorf("no time -v output (%v, run: %v)", err, runErr)
+	}
+	tv, err := ParseTimeV(tf)
+	tf.Close()
+	if err != nil {
+		return wall, tv, err
+	}
+	if runErr != nil || tv.ExitCode != 0 {
+		return wall, tv, fmt.Errorf("exited with status %d (%v)", tv.ExitCode, runErr)
+	}
+	return wall, tv, nil
 }
 
 // command builds the argv (after /usr/bin/time -v) of job and a check to
@@ -431,13 +452,16 @@ func fetchmailRC(popAddr, sinkAddr string, useTLS bool, caFile string) string {
 // popconnConfig is the configuration of one popconn run: local mode (archive
 // folder and bbolt ledger, both fsynced), one mailbox, no per-poll limits.
 func popconnConfig(popAddr, sinkAddr string, useTLS bool, caFile, passFile, archiveDir, ledgerPath string) string {
+	return popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath, 1) +
+		popconnMailboxConfig("bench", popAddr, useTLS, caFile, benchUser, passFile)
+}
+
+// popconnGlobalConfig is everything of a local-mode configuration but the
+// mailbox entries, which follow it (popconnMailboxConfig).
+func popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath string, parallel int) string {
 	sinkHost, sinkPort := splitHostPort(sinkAddr)
-	tls := "    tls: none\n    allow_plaintext_login: true\n"
-	if useTLS {
-		tls = fmt.Sprintf("    tls: implicit\n    ca_file: %s\n    server_name: localhost\n", caFile)
-	}
 	return fmt.Sprintf(`postmaster: postmaster@corp.example
-parallel_mailboxes: 1
+parallel_mailboxes: %d
 delivery:
   host: %s
   port: %s
@@ -452,17 +476,27 @@ log:
   level: info
   format: json
 mailboxes:
-  - id: bench
+`, parallel, sinkHost, sinkPort, archiveDir, ledgerPath)
+}
+
+// popconnMailboxConfig is one entry of the mailboxes list: everything
+// fetched and deleted, delivered to one recipient, no per-poll limits.
+func popconnMailboxConfig(id, popAddr string, useTLS bool, caFile, user, passFile string) string {
+	tls := "    tls: none\n    allow_plaintext_login: true\n"
+	if useTLS {
+		tls = fmt.Sprintf("    tls: implicit\n    ca_file: %s\n    server_name: localhost\n", caFile)
+	}
+	return fmt.Sprintf(`  - id: %s
     server: %s
 %s    username: %s
     password: file:%s
-    deliver_to: [bench@corp.example]
+    deliver_to: [%s@corp.example]
     after_delivery: delete
     max_messages_per_poll: 0
     max_bytes_per_poll: 0
     poll_timeout: 60m
     timeout: 120s
-`, sinkHost, sinkPort, archiveDir, ledgerPath, popAddr, tls, benchUser, passFile)
+`, id, popAddr, tls, user, passFile, id)
 }
 
 func splitHostPort(addr string) (string, string) {

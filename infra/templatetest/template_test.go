@@ -75,6 +75,7 @@ func checkFunction(t *testing.T, r *resolved, all bool) {
 		"POPCONN_ARCHIVE_BUCKET":    refPlaceholder("ArchiveBucket"),
 		"POPCONN_ARCHIVE_PREFIX":    scalarString(r.vals["ArchivePrefix"]),
 		"POPCONN_LEDGER_TABLE":      refPlaceholder("LedgerTable"),
+		"POPCONN_LEDGER_RECORD_RETENTION": scalarString(r.vals["LedgerRecordRetentionHours"]) + "h",
 		"POPCONN_METRICS_NAMESPACE": scalarString(r.vals["MetricsNamespace"]),
 	}
 	if fn.Environment == nil {

@@ -17,6 +17,10 @@ type Env struct {
 	LedgerTable      string        // POPCONN_LEDGER_TABLE; required
 	MetricsNamespace string        // POPCONN_METRICS_NAMESPACE; default DefaultMetricsNamespace
 	Reserve          time.Duration // POPCONN_DEADLINE_RESERVE (Go duration); default DefaultReserve
+	// RecordRetention (POPCONN_LEDGER_RECORD_RETENTION, Go duration) is
+	// how long the ledger keeps a deleted message's record; 0 means the
+	// ledger's default (dynamoledger.DefaultRecordTTL).
+	RecordRetention time.Duration
 	// S3PathStyle (POPCONN_S3_PATH_STYLE=true) addresses S3 as
 	// endpoint/bucket/key instead of bucket.endpoint/key: needed for an
 	// S3-compatible server at an IP address (tests); AWS needs neither.
@@ -53,6 +57,14 @@ func EnvFromGetenv(getenv func(string) string) (Env, error) {
 			errs = append(errs, fmt.Errorf("POPCONN_DEADLINE_RESERVE=%q: want a positive duration such as 10s", v))
 		} else {
 			e.Reserve = d
+		}
+	}
+	if v := strings.TrimSpace(getenv("POPCONN_LEDGER_RECORD_RETENTION")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			errs = append(errs, fmt.Errorf("POPCONN_LEDGER_RECORD_RETENTION=%q: want a duration of at least 1h such as 168h", v))
+		} else {
+			e.RecordRetention = d
 		}
 	}
 	if v := strings.TrimSpace(getenv("POPCONN_S3_PATH_STYLE")); v != "" {

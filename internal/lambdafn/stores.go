@@ -25,5 +25,5 @@ func AWSStores(e Env, s3c *s3.Client, ddb *dynamodb.Client) (app.Stores, error) 
 	if e.LedgerTable == "" {
 		return app.Stores{}, fmt.Errorf("lambdafn: ledger: no table given")
 	}
-	return app.Stores{Archive: arc, Ledger: dynamoledger.New(ddb, dynamoledger.Options{Table: e.LedgerTable})}, nil
+	return app.Stores{Archive: arc, Ledger: dynamoledger.New(ddb, dynamoledger.Options{Table: e.LedgerTable, RecordTTL: e.RecordRetention})}, nil
 }

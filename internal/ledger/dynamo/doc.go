@@ -34,7 +34,7 @@
 //	  version                  N   ledger.Record.Version as stored
 //	  write_id                 S   random token of the Put that wrote it
 //	  ttl                      N   epoch seconds; only once deleted_at is set:
-//	                               deleted_at + Options.RecordTTL (90 days)
+//	                               deleted_at + Options.RecordTTL (7 days)
 //
 //	Lease item attributes
 //	  owner                    S   the poller holding the lease

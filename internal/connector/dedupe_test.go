@@ -236,9 +236,9 @@ func TestDuplicateWindow(t *testing.T) {
 	}
 }
 
-// A retry of the same record after a 4xx goes to the deferred recipient:
-// the record's own acceptance of the other recipient suppresses nothing.
-func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
+// bobDeferredOnce is a rig whose scripted server answers bob's first RCPT
+// with 451, and its mailbox holding order.eml for alice and bob.
+func bobDeferredOnce(t *testing.T) (*rig, connector.Mailbox) {
 	var refused atomic.Int32
 	r := newRig(t, rigOptions{script: &testenv.SMTPScript{OnRcpt: func(to string) error {
 		if to == "bob@corp.example" && refused.Add(1) == 1 {
@@ -247,7 +247,13 @@ func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
 		return nil
 	}}})
 	r.seed("order.eml")
-	mb := boxFor(r, "sales", "alice@corp.example", "bob@corp.example")
+	return r, boxFor(r, "sales", "alice@corp.example", "bob@corp.example")
+}
+
+// A retry of the same record after a 4xx goes to the deferred recipient:
+// the record's own acceptance of the other recipient suppresses nothing.
+func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
+	r, mb := bobDeferredOnce(t)
 	if res := pollBox(t, r, mb); res.Deferred != 1 || res.Suppressed != 0 {
 		t.Fatalf("first attempt: %+v, want deferred for bob", res)
 	}
@@ -393,16 +399,8 @@ func TestDuplicateIndexNotWrittenAfterRecord(t *testing.T) {
 		}
 	})
 	t.Run("partly delivered: the retry skips the recorded recipient", func(t *testing.T) {
-		var refused atomic.Int32
-		r := newRig(t, rigOptions{script: &testenv.SMTPScript{OnRcpt: func(to string) error {
-			if to == "bob@corp.example" && refused.Add(1) == 1 {
-				return smtpErr(451, [3]int{4, 2, 2}, "mailbox busy, try later")
-			}
-			return nil
-		}}})
-		r.seed("order.eml")
+		r, mb := bobDeferredOnce(t)
 		failing := &indexFailingLedger{Ledger: r.led}
-		mb := boxFor(r, "sales", "alice@corp.example", "bob@corp.example")
 		res := pollWith(t, failingConnector(r, failing), mb)
 		if res.Deferred != 1 || res.Deleted != 0 || res.UnrecordedReplies != 0 || failing.failed.Load() != 1 {
 			t.Fatalf("first attempt: %+v, %d index failures; want deferred for bob, no unrecorded reply, one failure", res, failing.failed.Load())

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -28,12 +29,14 @@ import (
 //   - What counts as a first copy: a 250 recorded for another ledger
 //     record (another mailbox, another UIDL, or another generation of the
 //     same UIDL) within the window. An entry of the duplicate index is
-//     written only in the same atomic ledger write as that 250
+//     written only with or after the durable record of that 250
 //     (ledger.Ledger.PutAccepted), so a copy is suppressed, and may then
 //     be deleted from the POP3 server, only when some copy's delivery to
 //     that recipient is recorded. A crash between the 250 and its record is
-//     the one accepted duplicate window, as before; nothing else can lose
-//     or duplicate mail.
+//     the one accepted duplicate window, as before. An entry that could
+//     not be written after its record (ledger.ErrIndexNotWritten) costs a
+//     possible duplicate, never a loss: the delivery is recorded, so the
+//     message is deleted and not sent again; only a later copy may be.
 //   - A suppressed recipient's outcome is recorded as
 //     ledger.Suppressed with a reply naming the first copy. It is final, as
 //     Accepted is: a copy whose every recipient has the message is settled
@@ -115,7 +118,10 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 
 // putOutcome records an attempt's outcomes. With duplicate suppression on,
 // the recipients of sent (indexes into rec.Recipients) that accepted in
-// this attempt get their duplicate-index entries in the same write.
+// this attempt get their duplicate-index entries (ledger.PutAccepted).
+// Entries that could not be written after the record are logged, not
+// returned: the outcome is recorded, so the message goes on to deletion
+// like any delivered one, and is not counted as an unrecorded reply.
 func (p *poll) putOutcome(ctx context.Context, rec *ledger.Record, sent []int) error {
 	window := p.mb.DuplicateWindow
 	if window <= 0 || rec.MessageIDAdded || rec.MessageID == "" {
@@ -127,5 +133,11 @@ func (p *poll) putOutcome(ctx context.Context, rec *ledger.Record, sent []int) e
 			acc = append(acc, ledger.Acceptance{MessageID: rec.MessageID, Recipient: rc.Address, At: rc.At, Expires: rc.At.Add(window)})
 		}
 	}
-	return p.c.Ledger.PutAccepted(ctx, rec, acc)
+	err := p.c.Ledger.PutAccepted(ctx, rec, acc)
+	if errors.Is(err, ledger.ErrIndexNotWritten) {
+		p.log.Warn("delivery recorded, but not its duplicate-index entry: a later copy of this message may be delivered again",
+			"uidl", rec.UIDL, "message_id", rec.MessageID, "err", err)
+		return nil
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -235,9 +236,9 @@ func TestDuplicateWindow(t *testing.T) {
 	}
 }
 
-// A retry of the same record after a 4xx goes to the deferred recipient:
-// the record's own acceptance of the other recipient suppresses nothing.
-func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
+// bobDeferredOnce is a rig whose scripted server answers bob's first RCPT
+// with 451, and its mailbox holding order.eml for alice and bob.
+func bobDeferredOnce(t *testing.T) (*rig, connector.Mailbox) {
 	var refused atomic.Int32
 	r := newRig(t, rigOptions{script: &testenv.SMTPScript{OnRcpt: func(to string) error {
 		if to == "bob@corp.example" && refused.Add(1) == 1 {
@@ -246,7 +247,13 @@ func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
 		return nil
 	}}})
 	r.seed("order.eml")
-	mb := boxFor(r, "sales", "alice@corp.example", "bob@corp.example")
+	return r, boxFor(r, "sales", "alice@corp.example", "bob@corp.example")
+}
+
+// A retry of the same record after a 4xx goes to the deferred recipient:
+// the record's own acceptance of the other recipient suppresses nothing.
+func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
+	r, mb := bobDeferredOnce(t)
 	if res := pollBox(t, r, mb); res.Deferred != 1 || res.Suppressed != 0 {
 		t.Fatalf("first attempt: %+v, want deferred for bob", res)
 	}
@@ -324,4 +331,94 @@ func TestDuplicateCrashBetweenCopies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// indexFailingLedger records every outcome but fails every duplicate-index
+// write after it, as the DynamoDB ledger reports an entry PutItem that
+// failed once the record's PutItem had succeeded.
+type indexFailingLedger struct {
+	ledger.Ledger
+	failed atomic.Int32
+}
+
+func (l *indexFailingLedger) PutAccepted(ctx context.Context, rec *ledger.Record, acc []ledger.Acceptance) error {
+	if err := l.Ledger.Put(ctx, rec); err != nil {
+		return err
+	}
+	if len(acc) == 0 {
+		return nil
+	}
+	l.failed.Add(1)
+	return fmt.Errorf("injected: entry PutItem throttled: %w", ledger.ErrIndexNotWritten)
+}
+
+// failingConnector is the rig's connector on a ledger whose
+// duplicate-index writes fail.
+func failingConnector(r *rig, led *indexFailingLedger) *connector.Connector {
+	c := r.connector()
+	c.Ledger = led
+	return c
+}
+
+// A duplicate-index entry that cannot be written after its delivery was
+// recorded is a warning: the delivery counts as recorded, so the message
+// is deleted like any delivered one (the background outcome write), a
+// retry goes only to the recipients still waiting (the synchronous
+// write), nothing counts as an unrecorded reply and nothing is sent again.
+// Its only cost is that a later copy is not suppressed.
+func TestDuplicateIndexNotWrittenAfterRecord(t *testing.T) {
+	t.Run("delivered: deleted, later copy delivered again", func(t *testing.T) {
+		r := newRig(t, rigOptions{script: &testenv.SMTPScript{}, users: []string{"support"}})
+		order := fixture(t, "order.eml")
+		r.dovecot.Deliver(t, "sales", order)
+		r.dovecot.Deliver(t, "support", order)
+		failing := &indexFailingLedger{Ledger: r.led}
+		res := pollWith(t, failingConnector(r, failing), boxFor(r, "sales", "alice@corp.example"))
+		if res.Delivered != 1 || res.Deleted != 1 || res.UnrecordedReplies != 0 || failing.failed.Load() != 1 {
+			t.Fatalf("result %+v, %d index failures; want delivered, deleted, no unrecorded reply, one failure", res, failing.failed.Load())
+		}
+		if n := r.dovecot.Count(t, "sales"); n != 0 {
+			t.Errorf("%d messages left in sales, want the delivered one deleted", n)
+		}
+		if rec := recordsOf(t, r, "sales")[0]; !rec.Delivered() || !rec.Deleted() || rec.Version < 2 {
+			t.Errorf("record %+v, want delivered and deleted", rec)
+		}
+		if !strings.Contains(r.logs.String(), "delivery recorded, but not its duplicate-index entry") {
+			t.Error("the missing entry was not logged")
+		}
+		if again := pollWith(t, failingConnector(r, failing), boxFor(r, "sales", "alice@corp.example")); again.Delivered != 0 {
+			t.Errorf("second poll of sales delivered %d", again.Delivered)
+		}
+		// Without the entry the other copy is not recognised: the one
+		// duplicate this failure can cause.
+		if second := pollBox(t, r, boxFor(r, "support", "alice@corp.example")); second.Suppressed != 0 || second.Delivered != 1 {
+			t.Errorf("support copy: %+v, want delivered (no entry to suppress it)", second)
+		}
+		if n := copiesPerRecipient(r.received())["alice@corp.example"]; n != 2 {
+			t.Errorf("alice got %d copies, want 2", n)
+		}
+	})
+	t.Run("partly delivered: the retry skips the recorded recipient", func(t *testing.T) {
+		r, mb := bobDeferredOnce(t)
+		failing := &indexFailingLedger{Ledger: r.led}
+		res := pollWith(t, failingConnector(r, failing), mb)
+		if res.Deferred != 1 || res.Deleted != 0 || res.UnrecordedReplies != 0 || failing.failed.Load() != 1 {
+			t.Fatalf("first attempt: %+v, %d index failures; want deferred for bob, no unrecorded reply, one failure", res, failing.failed.Load())
+		}
+		if a := recipientOf(t, onlyRecord(t, r), "alice@corp.example"); a.Status != ledger.Accepted {
+			t.Fatalf("alice: %s, want her 250 recorded", a.Status)
+		}
+		r.clock.Advance(11 * time.Minute)
+		res = pollWith(t, failingConnector(r, failing), mb)
+		if res.Delivered != 1 || res.Deleted != 1 || res.UnrecordedReplies != 0 {
+			t.Fatalf("retry: %+v, want delivered to bob and deleted", res)
+		}
+		got := r.received()
+		if len(got) != 2 || !slices.Equal(got[0].To, []string{"alice@corp.example"}) || !slices.Equal(got[1].To, []string{"bob@corp.example"}) {
+			t.Fatalf("transactions %+v, want alice then bob only", got)
+		}
+		if n := r.dovecot.Count(t, "sales"); n != 0 {
+			t.Errorf("%d messages left on the server", n)
+		}
+	})
 }

@@ -14,10 +14,13 @@
 //     both record a delivery of the same message from stale state.
 //   - Lease gives one holder at a time per mailbox until its expiry.
 //   - The duplicate index (Acceptance entries, keyed by DuplicateKey of
-//     Message-ID and recipient) is written only by PutAccepted, in the same
-//     all-or-nothing write as the record holding the 250s it stands for:
-//     an entry never exists for a delivery that is not recorded. Accepted
-//     never returns an expired entry.
+//     Message-ID and recipient) is written only by PutAccepted, together
+//     with or after the durable write of the record holding the 250s it
+//     stands for: an entry never exists for a delivery that is not
+//     recorded. An entry may be missing for a recorded delivery (a write
+//     that failed after the record, reported as ErrIndexNotWritten, or a
+//     crash between the two): a later copy is then delivered again, never
+//     lost. Accepted never returns an expired entry.
 //
 // What it cannot do: it does not know what the POP3 server holds. A record
 // whose deletion was sent but not confirmed stays "delivered" until a later
@@ -35,6 +38,13 @@ var ErrConflict = errors.New("ledger: record changed by another writer")
 
 // ErrLeaseHeld reports a mailbox lease that another owner holds and has not expired.
 var ErrLeaseHeld = errors.New("ledger: mailbox lease held by another poller")
+
+// ErrIndexNotWritten reports a PutAccepted whose record was written (it is
+// durable and the caller's Version was incremented, as after a successful
+// Put) but some of whose duplicate-index entries were not: the delivery is
+// recorded, and a later copy of the message may be delivered again to the
+// recipients it names. It never wraps ErrConflict.
+var ErrIndexNotWritten = errors.New("ledger: delivery recorded, but its duplicate-index entry was not written (a later copy may be delivered again)")
 
 // RecipientStatus is the outcome of delivery to one recipient.
 type RecipientStatus string
@@ -202,11 +212,16 @@ type Ledger interface {
 	// Lease takes the mailbox's lease for owner for ttl, or fails with ErrLeaseHeld.
 	Lease(ctx context.Context, mailbox, owner string, ttl time.Duration) (Lease, error)
 	// PutAccepted is Put of one record together with the duplicate-index
-	// entries of the recipients that accepted it in this attempt, all or
-	// none: an entry exists only if the 250 it stands for is recorded. Each
-	// entry's Mailbox and UIDL are set to rec's. An entry replaces an
-	// earlier one for the same key. An entry that DuplicateKey refuses is
-	// not written. With no entries it is Put(ctx, rec).
+	// entries of the recipients that accepted it in this attempt. An entry
+	// exists only if the 250 it stands for is recorded: the entries are
+	// written in the same atomic write as the record (bolt) or only after
+	// the record's write succeeded (DynamoDB). A record write that fails or
+	// conflicts writes no entry. When the record was written but an entry
+	// was not, it returns an error wrapping ErrIndexNotWritten, with
+	// rec.Version incremented: the caller must treat the delivery as
+	// recorded. Each entry's Mailbox and UIDL are set to rec's. An entry
+	// replaces an earlier one for the same key. An entry that DuplicateKey
+	// refuses is not written. With no entries it is Put(ctx, rec).
 	PutAccepted(ctx context.Context, rec *Record, accepted []Acceptance) error
 	// Accepted returns the duplicate-index entries of messageID for the
 	// given recipients that have not expired, keyed by the recipient as

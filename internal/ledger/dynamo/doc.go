@@ -67,15 +67,20 @@
 //     Puts, all or none. One failed condition cancels the transaction and is
 //     ledger.ErrConflict. A transaction costs twice the write units of the
 //     same PutItems.
-//   - PutAccepted: TransactWriteItems of the record's conditional Put (as
-//     above) and an unconditional Put of each duplicate-index entry, so an
-//     entry exists only if the 250 it stands for is recorded; a later copy's
-//     entry for the same key replaces it. At most 99 entries go in the
-//     transaction; any further ones are single PutItems after it commits (a
-//     crash between can only leave a recipient unindexed: a duplicate,
-//     never a loss). It costs 2 x (record units + 1 per entry): 4 write
-//     units for a one-recipient delivery instead of the PutItem's 1. With
-//     no entry it is Put.
+//   - PutAccepted: the record's conditional PutItem exactly as Put (same
+//     condition, lost-answer token and retries), then, only once it has
+//     succeeded, an unconditional PutItem of each duplicate-index entry
+//     (a later copy's entry for the same key replaces it). The order is
+//     what keeps an entry from existing for a 250 that is not recorded,
+//     without a transaction: a failed or conflicting record write writes
+//     no entry. An entry PutItem that still fails after the client's
+//     retries leaves the record standing (the caller's Version is
+//     incremented) and returns an error wrapping ledger.ErrIndexNotWritten;
+//     that, or a crash between the writes, can only leave a recipient
+//     unindexed: its next copy is delivered again, never lost. It costs the
+//     record's units + 1 per entry (an entry is about 350 bytes): 2 write
+//     units for a one-recipient delivery, where a transaction would bill 4.
+//     With no entry it is Put.
 //   - Accepted: one strongly consistent Query on pk "MID#" + Message-ID;
 //     entries past their expires are skipped.
 //   - Lease: PutItem of the lease item with condition attribute_not_exists(pk)
@@ -132,5 +137,8 @@
 // (a failed condition still costs one write unit). On DynamoDB, a PutItem
 // costs one write unit per started KB of the larger of the old and new
 // item, and each item of a TransactWriteItems twice that; DynamoDB Local
-// reports PutItem the same way but misreports transactions.
+// reports PutItem the same way but misreports transactions. A delivered
+// one-recipient message costs 4 write units with duplicate suppression on
+// (archive record, delivery record, index entry, deletion mark), 3 with it
+// off; see capacity_test.go.
 package dynamoledger

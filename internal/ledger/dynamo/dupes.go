@@ -3,6 +3,7 @@ package dynamoledger
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,8 +18,6 @@ import (
 const (
 	dupPKPrefix = "MID#"
 	dupSKPrefix = "RCPT#"
-	// maxTransactItems is TransactWriteItems' limit on items.
-	maxTransactItems = 100
 )
 
 // dupItem is one duplicate-index entry as stored.
@@ -46,14 +45,18 @@ func encodeDup(id, rcpt, mailbox, uidl string, a ledger.Acceptance) (map[string]
 	})
 }
 
-// PutAccepted writes rec and the duplicate-index entries of accepted in
-// one TransactWriteItems: the record's conditional Put and an
-// unconditional Put per entry. The transaction holds the record and up to
-// 99 entries; further entries (a message with more than 99 recipients
-// accepting in one attempt) follow as single PutItems once the
-// transaction has committed, so each still stands for a recorded 250, but
-// a crash before they are written leaves those recipients unindexed
-// (their next copy is delivered again, never lost).
+// PutAccepted writes rec with Put's conditional PutItem and then each
+// duplicate-index entry of accepted with an unconditional PutItem: 1 write
+// unit per entry (an entry is well under 1 KB), where a transaction would
+// bill twice the units of every item. The order keeps the ledger's
+// guarantee without a transaction: an entry is written only once the
+// record holding its 250 is durable, so a copy is never suppressed by a
+// delivery that is not recorded. A failed or conflicting record write
+// writes no entry. An entry that fails after the record was written (each
+// PutItem is retried by the client first) leaves the record standing,
+// rec.Version updated, and returns an error wrapping
+// ledger.ErrIndexNotWritten: the recipient's next copy is delivered
+// again, never lost. A crash between the two writes has the same effect.
 func (l *Ledger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted []ledger.Acceptance) error {
 	if err := l.ready(ctx, "put"); err != nil {
 		return err
@@ -63,7 +66,7 @@ func (l *Ledger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted [
 	for _, a := range accepted {
 		id, rcpt, ok := ledger.DuplicateKey(a.MessageID, a.Recipient)
 		if !ok || seen[rcpt] {
-			continue // a transaction may not name one item twice
+			continue // one write per key is enough
 		}
 		if a.Expires.IsZero() {
 			return fmt.Errorf("dynamoledger: put %s/%q: duplicate-index entry for %s without an expiry", rec.Mailbox, rec.UIDL, rcpt)
@@ -75,30 +78,21 @@ func (l *Ledger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted [
 		}
 		entries = append(entries, item)
 	}
-	if len(entries) == 0 {
-		return l.Put(ctx, rec)
-	}
-	token := newToken()
-	ops, err := l.prepare([]*ledger.Record{rec}, token)
-	if err != nil {
+	if err := l.Put(ctx, rec); err != nil {
 		return err
 	}
-	inTx := min(len(entries), maxTransactItems-1)
-	extra := make([]types.TransactWriteItem, inTx)
-	for i, item := range entries[:inTx] {
-		extra[i] = types.TransactWriteItem{Put: &types.Put{TableName: aws.String(l.table), Item: item}}
-	}
-	if err := l.transact(ctx, ops, extra, token); err != nil {
-		return err
-	}
-	rec.Version = ops[0].want + 1
-	for _, item := range entries[inTx:] {
+	for i, item := range entries {
 		res, err := l.client.PutItem(ctx, &dynamodb.PutItemInput{
 			TableName: aws.String(l.table), Item: item, ReturnConsumedCapacity: l.capacity,
 		}, l.opts)
 		if err != nil {
 			l.count("PutItem", 0)
-			return fmt.Errorf("dynamoledger: put %s/%q: recorded; duplicate-index entry %s: %w", rec.Mailbox, rec.UIDL, stringAttr(item, attrSK), err)
+			var missing []string
+			for _, m := range entries[i:] {
+				missing = append(missing, strings.TrimPrefix(stringAttr(m, attrSK), dupSKPrefix))
+			}
+			return fmt.Errorf("dynamoledger: put %s/%q: %w: no entry for %s (record stored as version %d): %w",
+				rec.Mailbox, rec.UIDL, ledger.ErrIndexNotWritten, strings.Join(missing, ", "), rec.Version, err)
 		}
 		l.count("PutItem", 1, one(res.ConsumedCapacity)...)
 	}

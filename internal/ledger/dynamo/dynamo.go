@@ -381,7 +381,7 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 	if len(ops) == 1 {
 		err = l.putItem(ctx, &ops[0], token)
 	} else {
-		err = l.transact(ctx, ops, nil, token)
+		err = l.transact(ctx, ops, token)
 	}
 	if err != nil {
 		return err
@@ -478,11 +478,8 @@ func conflictDetail(op *putOp, stored map[string]types.AttributeValue) string {
 // window). The ledger's own retries follow a definite cancellation, so
 // each gets a new ClientRequestToken: DynamoDB must run it afresh, not
 // answer from the cancelled one.
-//
-// extra are unconditional items written in the same transaction after the
-// records (duplicate-index entries).
-func (l *Ledger) transact(ctx context.Context, ops []putOp, extra []types.TransactWriteItem, token string) error {
-	items := make([]types.TransactWriteItem, len(ops), len(ops)+len(extra))
+func (l *Ledger) transact(ctx context.Context, ops []putOp, token string) error {
+	items := make([]types.TransactWriteItem, len(ops))
 	for i := range ops {
 		cond, names, values := ops[i].condition()
 		items[i] = types.TransactWriteItem{Put: &types.Put{
@@ -494,7 +491,6 @@ func (l *Ledger) transact(ctx context.Context, ops []putOp, extra []types.Transa
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		}}
 	}
-	items = append(items, extra...)
 	written := len(items)
 	in := &dynamodb.TransactWriteItemsInput{
 		TransactItems:          items,

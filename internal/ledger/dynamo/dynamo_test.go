@@ -104,6 +104,7 @@ func TestDynamoDB(t *testing.T) {
 	t.Run("ListPages", e.testListPages)
 	t.Run("Faults", e.testFaults)
 	t.Run("LostAnswer", e.testLostAnswer)
+	t.Run("PutAcceptedOrder", e.testPutAcceptedOrder)
 	t.Run("TransactionConflictRetried", e.testTransactionConflictRetried)
 	t.Run("UnprocessedKeys", e.testUnprocessedKeys)
 	t.Run("ContextEndsRetries", e.testContextEndsRetries)

@@ -471,3 +471,90 @@ func (e *env) testContextEndsRetries(t *testing.T) {
 		})
 	}
 }
+
+// PutAccepted writes the record first and the duplicate-index entries
+// after it: a failed record write writes no entry; an entry that fails
+// after the record leaves the record standing and says so with
+// ledger.ErrIndexNotWritten; a lost answer of the record's PutItem is
+// recognised as its own write, and the entries follow.
+func (e *env) testPutAcceptedOrder(t *testing.T) {
+	internal := apiError(500, "InternalServerError")
+	// The record's PutItem is request 1; the entries' follow in order.
+	from := func(first, last int, f fault) func(string, int) fault {
+		return func(op string, n int) fault {
+			if op == "PutItem" && n >= first && n <= last {
+				return f
+			}
+			return fault{}
+		}
+	}
+	const never = 1 << 30
+	for _, c := range []struct {
+		name       string
+		plan       func(string, int) fault
+		wantErr    error // nil: success; else errors.Is
+		wantSaid   string
+		recorded   bool     // the record is stored, rec.Version 1
+		indexed    []string // recipients found by Accepted afterwards
+		wantPutReq int      // PutItem requests sent
+	}{
+		{"entry throttled twice", from(2, 3, apiError(400, "ThrottlingException")), nil, "", true, []string{"a@example.com", "b@example.com"}, 5},
+		{"entry fails for good", from(2, never, internal), ledger.ErrIndexNotWritten, "no entry for a@example.com, b@example.com (record stored as version 1)", true, nil, 1 + DefaultMaxAttempts},
+		{"second entry fails for good", from(3, never, internal), ledger.ErrIndexNotWritten, "no entry for b@example.com (record stored as version 1)", true, []string{"a@example.com"}, 2 + DefaultMaxAttempts},
+		{"record fails for good", from(1, never, internal), nil, "StatusCode: 500", false, nil, DefaultMaxAttempts},
+		{"record's answer lost", from(1, 1, fault{after: true, err: timeoutError{}}), nil, "", true, []string{"a@example.com", "b@example.com"}, 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ft := newFaultTransport(nil)
+			l := e.faultLedger(t, ft, Options{})
+			r := rec("box", "u1")
+			exp := time.Now().Add(time.Hour)
+			var acc []ledger.Acceptance
+			for _, to := range []string{"a@example.com", "b@example.com"} {
+				acc = append(acc, ledger.Acceptance{MessageID: r.MessageID, Recipient: to, At: exp.Add(-time.Minute), Expires: exp})
+			}
+			ft.reset(c.plan)
+			err := l.PutAccepted(bg(), r, acc)
+			puts := ft.count("PutItem")
+			ft.reset(nil)
+			switch {
+			case c.wantSaid == "" && err != nil:
+				t.Fatalf("PutAccepted: %v", err)
+			case c.wantSaid != "" && (err == nil || !strings.Contains(err.Error(), c.wantSaid)):
+				t.Fatalf("PutAccepted = %v, want an error saying %q", err, c.wantSaid)
+			case c.wantErr != nil && !errors.Is(err, c.wantErr):
+				t.Fatalf("PutAccepted = %v, want it to wrap %v", err, c.wantErr)
+			case c.wantErr == nil && errors.Is(err, ledger.ErrIndexNotWritten):
+				t.Fatalf("PutAccepted = %v: reports an entry missing although the record is not written", err)
+			case errors.Is(err, ledger.ErrConflict):
+				t.Fatalf("PutAccepted = %v: reported as a conflict", err)
+			}
+			if puts != c.wantPutReq {
+				t.Errorf("PutItem requests = %d, want %d", puts, c.wantPutReq)
+			}
+			stored, gerr := l.Get(bg(), "box", []string{"u1"})
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			wantVersion := int64(0)
+			if c.recorded {
+				wantVersion = 1
+			}
+			if r.Version != wantVersion || (c.recorded != (stored["u1"] != nil)) || (c.recorded && stored["u1"].Version != 1) {
+				t.Fatalf("caller's Version %d, stored %+v; want recorded=%v", r.Version, stored["u1"], c.recorded)
+			}
+			found, aerr := l.Accepted(bg(), r.MessageID, []string{"a@example.com", "b@example.com"})
+			if aerr != nil {
+				t.Fatal(aerr)
+			}
+			if len(found) != len(c.indexed) {
+				t.Fatalf("Accepted = %v, want entries for %v", found, c.indexed)
+			}
+			for _, to := range c.indexed {
+				if a, ok := found[to]; !ok || a.UIDL != "u1" {
+					t.Errorf("entry for %s: %+v, %v", to, a, ok)
+				}
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) ledger.Ledger) {
 		{"LeaseInvalidArguments", testLeaseInvalid},
 		{"DuplicateIndexFindsCopy", testDupFindsCopy},
 		{"DuplicateIndexAllOrNone", testDupAllOrNone},
+		{"DuplicateIndexNeverBeforeRecord", testDupNeverBeforeRecord},
 		{"DuplicateIndexExpiry", testDupExpiry},
 		{"DuplicateIndexNoMessageID", testDupNoMessageID},
 		{"DuplicateIndexRetryOfOwnRecord", testDupRetryOwnRecord},
@@ -702,6 +704,77 @@ func testDupAllOrNone(t *testing.T, l ledger.Ledger) {
 	}
 	if stale.Version != 0 {
 		t.Errorf("conflicting PutAccepted changed Version to %d", stale.Version)
+	}
+}
+
+// An entry is never visible before the 250 it stands for is recorded: a
+// reader racing PutAccepted that finds an entry always finds the record
+// holding that acceptance (whether the store writes both at once or the
+// record first).
+func testDupNeverBeforeRecord(t *testing.T, l ledger.Ledger) {
+	const n = 30
+	recs := make([]*ledger.Record, n)
+	for i := range recs {
+		recs[i] = newRecord(box, fmt.Sprintf("u%d", i))
+		recs[i].Recipients[0].Status, recs[i].Recipients[0].Code = ledger.Deferred, 451
+		mustPut(t, l, recs[i])
+	}
+	var (
+		writing atomic.Int64 // index of the record being written; n when done
+		seen    atomic.Int64 // 1 + the index of the last entry the reader found
+		wg      sync.WaitGroup
+	)
+	done := make(chan struct{}) // the reader stopped
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		for {
+			i := writing.Load()
+			if i >= n {
+				return
+			}
+			r := recs[i]
+			m, err := l.Accepted(ctx(), r.MessageID, []string{"a@example.com"})
+			if err != nil {
+				t.Errorf("Accepted: %v", err)
+				return
+			}
+			if _, ok := m["a@example.com"]; !ok {
+				continue
+			}
+			seen.Store(i + 1)
+			got, err := l.Get(ctx(), box, []string{r.UIDL})
+			if err != nil {
+				t.Errorf("Get: %v", err)
+				return
+			}
+			if g := got[r.UIDL]; g == nil || g.Version < 2 || g.Recipients[0].Status != ledger.Accepted {
+				t.Errorf("entry of %s visible while its record is %+v", r.UIDL, g)
+				return
+			}
+		}
+	}()
+	for i, r := range recs {
+		writing.Store(int64(i))
+		r.Recipients[0].Status, r.Recipients[0].Code = ledger.Accepted, 250
+		if err := l.PutAccepted(ctx(), r, []ledger.Acceptance{accept(r, "a@example.com", later())}); err != nil {
+			t.Errorf("PutAccepted %s: %v", r.UIDL, err)
+			break
+		}
+		// Let the reader find the entry before the next write begins.
+		for deadline := time.Now().Add(time.Second); seen.Load() <= int64(i) && time.Now().Before(deadline); {
+			select {
+			case <-done:
+				deadline = time.Time{}
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	writing.Store(n)
+	wg.Wait()
+	if seen.Load() == 0 {
+		t.Error("the reader never found an entry")
 	}
 }
 

@@ -71,12 +71,12 @@ func checkFunction(t *testing.T, r *resolved, all bool) {
 
 	// Environment: exactly these variables, none of them a secret.
 	want := map[string]string{
-		"POPCONN_CONFIG":            scalarString(r.vals["ConfigSource"]),
-		"POPCONN_ARCHIVE_BUCKET":    refPlaceholder("ArchiveBucket"),
-		"POPCONN_ARCHIVE_PREFIX":    scalarString(r.vals["ArchivePrefix"]),
-		"POPCONN_LEDGER_TABLE":      refPlaceholder("LedgerTable"),
+		"POPCONN_CONFIG":                  scalarString(r.vals["ConfigSource"]),
+		"POPCONN_ARCHIVE_BUCKET":          refPlaceholder("ArchiveBucket"),
+		"POPCONN_ARCHIVE_PREFIX":          scalarString(r.vals["ArchivePrefix"]),
+		"POPCONN_LEDGER_TABLE":            refPlaceholder("LedgerTable"),
 		"POPCONN_LEDGER_RECORD_RETENTION": scalarString(r.vals["LedgerRecordRetentionHours"]) + "h",
-		"POPCONN_METRICS_NAMESPACE": scalarString(r.vals["MetricsNamespace"]),
+		"POPCONN_METRICS_NAMESPACE":       scalarString(r.vals["MetricsNamespace"]),
 	}
 	if fn.Environment == nil {
 		t.Fatal("no Environment")

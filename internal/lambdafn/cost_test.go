@@ -349,7 +349,8 @@ func BenchmarkAWSCostPerMessage(b *testing.B) {
 					b.Fatalf("smtp-sink received %d messages, want %d", got, b.N*batch)
 				}
 				// The ledger keeps deleted messages' records until their
-				// TTL (90 days), and every poll's Query reads them all.
+				// TTL (7 days by default), and every poll's Query reads
+				// them all.
 				r.reset()
 				logStart = r.out.bytes()
 				r.invoke(b, ev)

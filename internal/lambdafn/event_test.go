@@ -72,23 +72,23 @@ func TestEnvFromGetenv(t *testing.T) {
 		t.Fatal(err)
 	}
 	if e.ConfigSource != lambdafn.DefaultConfigSource || e.MetricsNamespace != lambdafn.DefaultMetricsNamespace ||
-		e.Reserve != lambdafn.DefaultReserve || e.ArchivePrefix != "" || e.S3PathStyle {
+		e.Reserve != lambdafn.DefaultReserve || e.ArchivePrefix != "" || e.S3PathStyle || e.RecordRetention != 0 {
 		t.Fatalf("defaults: %+v", e)
 	}
 	e, err = lambdafn.EnvFromGetenv(env(map[string]string{
 		"POPCONN_CONFIG": "ssm:/popconn/config", "POPCONN_ARCHIVE_BUCKET": "b", "POPCONN_ARCHIVE_PREFIX": "eml/",
 		"POPCONN_LEDGER_TABLE": "t", "POPCONN_DEADLINE_RESERVE": "20s", "POPCONN_S3_PATH_STYLE": "true",
-		"POPCONN_METRICS_NAMESPACE": "Mail",
+		"POPCONN_METRICS_NAMESPACE": "Mail", "POPCONN_LEDGER_RECORD_RETENTION": "24h",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.ConfigSource != "ssm:/popconn/config" || e.ArchivePrefix != "eml/" || e.Reserve.Seconds() != 20 || !e.S3PathStyle || e.MetricsNamespace != "Mail" {
+	if e.ConfigSource != "ssm:/popconn/config" || e.ArchivePrefix != "eml/" || e.Reserve.Seconds() != 20 || !e.S3PathStyle || e.MetricsNamespace != "Mail" || e.RecordRetention.Hours() != 24 {
 		t.Fatalf("set: %+v", e)
 	}
 	// Every problem at once.
-	_, err = lambdafn.EnvFromGetenv(env(map[string]string{"POPCONN_DEADLINE_RESERVE": "soon", "POPCONN_S3_PATH_STYLE": "maybe"}))
-	for _, want := range []string{"POPCONN_ARCHIVE_BUCKET", "POPCONN_LEDGER_TABLE", "POPCONN_DEADLINE_RESERVE", "POPCONN_S3_PATH_STYLE"} {
+	_, err = lambdafn.EnvFromGetenv(env(map[string]string{"POPCONN_DEADLINE_RESERVE": "soon", "POPCONN_S3_PATH_STYLE": "maybe", "POPCONN_LEDGER_RECORD_RETENTION": "5m"}))
+	for _, want := range []string{"POPCONN_ARCHIVE_BUCKET", "POPCONN_LEDGER_TABLE", "POPCONN_DEADLINE_RESERVE", "POPCONN_S3_PATH_STYLE", "POPCONN_LEDGER_RECORD_RETENTION"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}

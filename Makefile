@@ -51,11 +51,7 @@ unit:
 	$(GO) test ./...
 
 fuzz-short:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
-	done
+	@GO=$(GO) sh infra/fuzz-short.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5m

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/textproto"
 	"strings"
@@ -54,7 +55,7 @@ func BenchmarkDotStuff(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := bc.write(io.Discard, strings.NewReader(string(body))); err != nil {
+				if err := bc.write(io.Discard, bytes.NewReader(body)); err != nil {
 					b.Fatal(err)
 				}
 			}

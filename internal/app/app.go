@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -69,9 +70,12 @@ func OpenLocalStores(cfg *config.Config) (Stores, func() error, error) {
 	}
 	led, err := boltledger.Open(cfg.Ledger.Path, boltledger.Options{Timeout: 5 * time.Second})
 	if err != nil {
+		arc.Close()
 		return Stores{}, nil, err
 	}
-	return Stores{Archive: arc, Ledger: led}, led.Close, nil
+	// The archive's Close removes the temporary files it made ahead.
+	closeBoth := func() error { return errors.Join(led.Close(), arc.Close()) }
+	return Stores{Archive: arc, Ledger: led}, closeBoth, nil
 }
 
 // Build wires cfg into an App. Secrets are resolved lazily, at each dial,

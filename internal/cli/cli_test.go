@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,22 @@ func TestRunOnceAndStatus(t *testing.T) {
 	}
 	if n := len(sink.WaitFor(t, 3, 10*time.Second)); n != 3 || dove.Count(t, "sales") != 0 {
 		t.Fatalf("sink %d, server %d", n, dove.Count(t, "sales"))
+	}
+	// The archive holds the three messages and no temporary file: the
+	// files the archive made ahead are removed when the run ends.
+	var eml, tmp []string
+	filepath.WalkDir(filepath.Join(filepath.Dir(cfg), "archive"), func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil || d.IsDir():
+		case strings.HasSuffix(p, ".eml"):
+			eml = append(eml, p)
+		default:
+			tmp = append(tmp, p)
+		}
+		return nil
+	})
+	if len(eml) != 3 || len(tmp) != 0 {
+		t.Fatalf("archive after run: %d .eml, other files %v", len(eml), tmp)
 	}
 	out.Reset()
 	if code := cli.Main([]string{"status", "--config", cfg}, &out, &errb); code != 0 {

@@ -236,7 +236,7 @@ type poll struct {
 	outcomes struct {
 		wg  sync.WaitGroup
 		sem chan struct{} // bounds how many run at once
-		mu  sync.Mutex    // guards err, messageIDs and res.UnrecordedReplies
+		mu  sync.Mutex    // guards err, messageIDs, res.UnrecordedReplies and res.GaveUp
 		err error         // the first failure
 		// messageIDs counts the writes in flight per Message-ID, so that
 		// a copy of the same message waits for them before its duplicate
@@ -248,6 +248,21 @@ type poll struct {
 // maxOutcomeWrites bounds the outcome writes in flight; the bolt ledger
 // commits them together, the DynamoDB ledger sends them in parallel.
 const maxOutcomeWrites = 8
+
+// countGaveUp counts a message given up; the fetching side (a held
+// message) and the delivering side (badmail) both do.
+func (p *poll) countGaveUp() {
+	p.outcomes.mu.Lock()
+	p.res.GaveUp++
+	p.outcomes.mu.Unlock()
+}
+
+// outcomeErr is the first failed background outcome write, if any.
+func (p *poll) outcomeErr() error {
+	p.outcomes.mu.Lock()
+	defer p.outcomes.mu.Unlock()
+	return p.outcomes.err
+}
 
 // countUnrecorded counts a message accepted by the SMTP server whose
 // acceptance could not be recorded.
@@ -315,9 +330,7 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) 
 // first failure.
 func (p *poll) waitOutcomes() error {
 	p.outcomes.wg.Wait()
-	p.outcomes.mu.Lock()
-	defer p.outcomes.mu.Unlock()
-	return p.outcomes.err
+	return p.outcomeErr()
 }
 
 // hook reports a durable step to the test hooks. Once one step has
@@ -613,6 +626,11 @@ func (p *poll) receive(ctx context.Context, m ServerMessage, rec *ledger.Record)
 	}
 	p.fillFromArrival(m, rec, info, insp.Summary())
 	seal = func(ctx context.Context) error {
+		// The bytes have arrived: flushing and recording them must not be
+		// cut short by the poll's deadline or a stop request, or a durable
+		// archive object could be left without its record.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
 		if staged != nil {
 			if err := staged.Commit(ctx); err != nil {
 				return fmt.Errorf("mailbox %s: archive %s: %w", p.mb.ID, m.UID, err)
@@ -780,6 +798,12 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		outcomes, remote := p.routing.send(ctx, p, rec, env)
 		for _, o := range outcomes {
 			anyAcceptedNow = anyAcceptedNow || o.Err == nil
+		}
+		if werr := p.outcomeErr(); werr != nil && !anyAcceptedNow {
+			// Abandoned before its "." because an earlier outcome could
+			// not be recorded: not an attempt of this message, so nothing
+			// about it changes (no retry delay, no give-up, no notice).
+			return werr
 		}
 		rec.Attempts++
 		rec.LastAttempt = now

@@ -30,8 +30,9 @@ type deletion struct {
 // overlap, so a poll takes about as long as the slowest one rather than the
 // sum. Every guarantee is per message and unchanged: a record is relayed
 // only after its archive is durable and recorded, and no two goroutines
-// write the same record at the same time (the fetching side hands a record
-// to its seal and does not touch it again; the seal hands it on here).
+// write the same record at the same time (once the seal runs, the fetching
+// side only reads fields the seal leaves alone, and the seal hands the
+// record on here).
 //
 // It returns the delivered messages to delete, in server order.
 func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) ([]deletion, error) {
@@ -118,7 +119,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 					err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 					return
 				}
-				p.res.GaveUp++
+				p.countGaveUp()
 				p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", m.UID, "reason", rec.Held)
 			}
 			refetch := rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt)
@@ -178,6 +179,13 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 	var dels []deletion
 	var deliverErr, sealErr error
 	skippedForDeadline := false
+	defer func() {
+		// Whatever ends this side (a panic included), the fetching side
+		// must not stay blocked on the queue.
+		stopOnce.Do(func() { close(stop) })
+		for range jobs {
+		}
+	}()
 	for j := range jobs {
 		if j.sealed != nil {
 			if err := <-j.sealed; err != nil {

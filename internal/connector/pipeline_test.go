@@ -1,11 +1,13 @@
 package connector_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,5 +327,75 @@ func TestLeaseExcludesSecondPoller(t *testing.T) {
 	l.Release(t.Context())
 	if res := r.poll(); res.Err != nil || res.Delivered != 1 {
 		t.Fatalf("poll after release: %+v", res)
+	}
+}
+
+// outcomeFailingLedger fails the first write that records an accepted
+// delivery, as a ledger that went away while the outcome was written in
+// the background.
+type outcomeFailingLedger struct {
+	ledger.Ledger
+	failed atomic.Int32
+}
+
+func (l *outcomeFailingLedger) failFirst(rec *ledger.Record) error {
+	if rec.Delivered() && l.failed.CompareAndSwap(0, 1) {
+		return errors.New("injected: ledger write failed")
+	}
+	return nil
+}
+
+func (l *outcomeFailingLedger) Put(ctx context.Context, recs ...*ledger.Record) error {
+	for _, r := range recs {
+		if err := l.failFirst(r); err != nil {
+			return err
+		}
+	}
+	return l.Ledger.Put(ctx, recs...)
+}
+
+func (l *outcomeFailingLedger) PutAccepted(ctx context.Context, rec *ledger.Record, acc []ledger.Acceptance) error {
+	if err := l.failFirst(rec); err != nil {
+		return err
+	}
+	return l.Ledger.PutAccepted(ctx, rec, acc)
+}
+
+// When the background write of a delivered message's outcome fails, the
+// next message is abandoned before its final "." (the server takes
+// nothing), its record keeps no attempt, nothing is deleted, and the
+// duplicate is exactly the one message whose acceptance was not recorded.
+func TestFailedOutcomeWriteAbandonsTheNextMessage(t *testing.T) {
+	r := newRig(t, rigOptions{script: &testenv.SMTPScript{}})
+	sent := r.seed("order.eml", "newsletter.eml", "no-message-id.eml")
+	failing := &outcomeFailingLedger{Ledger: r.led}
+	c := r.connector()
+	c.Ledger = failing
+	res := c.Poll(t.Context(), r.mailbox)
+	if res.Err == nil || failing.failed.Load() != 1 {
+		t.Fatalf("first poll: %+v, %d injected failures; want an error from the failed write", res, failing.failed.Load())
+	}
+	if res.UnrecordedReplies != 1 || res.Deleted != 0 {
+		t.Fatalf("first poll: %d unrecorded replies, %d deleted; want 1 and 0", res.UnrecordedReplies, res.Deleted)
+	}
+	if n := len(r.received()); n != 1 {
+		t.Fatalf("the server took %d messages in the first poll, want only the first (the second abandoned before its dot)", n)
+	}
+	for _, rec := range r.records() {
+		if rec.Attempts != 0 || !rec.NextAttempt.IsZero() {
+			t.Errorf("record %s: %d attempts, next attempt %v; want untouched", rec.UIDL, rec.Attempts, rec.NextAttempt)
+		}
+	}
+	if n := r.dovecot.Count(t, "sales"); n != len(sent) {
+		t.Fatalf("%d messages on the server after the failed poll, want all %d", n, len(sent))
+	}
+	// The next poll delivers everything; the first message twice (its
+	// acceptance was never recorded), the others once.
+	res = pollWith(t, c, r.mailbox)
+	if res.Err != nil || res.Deleted != len(sent) {
+		t.Fatalf("second poll: %+v", res)
+	}
+	if n := len(r.received()); n != len(sent)+1 {
+		t.Fatalf("the server took %d messages in all, want %d (one duplicate)", n, len(sent)+1)
 	}
 }

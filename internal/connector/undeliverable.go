@@ -184,7 +184,7 @@ func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log
 		p.res.Badmail++
 		if giveUp {
 			rec.GaveUp = true
-			p.res.GaveUp++
+			p.countGaveUp()
 		}
 		log.Error("moved to badmail; it will be deleted from the POP3 server", "message_id", rec.MessageID, "badmail_key", key, "reason", reason)
 	} else {

@@ -88,9 +88,13 @@ type Archive struct {
 		want    int // files asked for and not yet made
 		started bool
 		closed  bool
-		wake    chan struct{}
-		stop    chan struct{}
-		wg      sync.WaitGroup
+		// crossDevice: a rename out of the pool failed with EXDEV (a
+		// mailbox folder on another filesystem); temporary files are then
+		// made in the key's own directory, as without a pool.
+		crossDevice bool
+		wake        chan struct{}
+		stop        chan struct{}
+		wg          sync.WaitGroup
 	}
 }
 
@@ -241,6 +245,11 @@ func (s *staged) Commit(ctx context.Context) error {
 	if err == nil {
 		if rerr := s.a.root.Rename(s.tmp, s.info.Key); rerr != nil {
 			err = fmt.Errorf("renaming into place: %w", rerr)
+			if errors.Is(rerr, syscall.EXDEV) {
+				s.a.pool.mu.Lock()
+				s.a.pool.crossDevice = true
+				s.a.pool.mu.Unlock()
+			}
 		}
 	}
 	if err != nil {
@@ -326,7 +335,7 @@ func (a *Archive) createTemp(dir string) (string, *os.File, error) {
 // directory stays on the same filesystem.
 func (a *Archive) takeTemp(dir string) (string, *os.File, error) {
 	a.pool.mu.Lock()
-	if a.pool.closed {
+	if a.pool.closed || a.pool.crossDevice {
 		a.pool.mu.Unlock()
 		return a.createTemp(dir)
 	}
@@ -338,7 +347,9 @@ func (a *Archive) takeTemp(dir string) (string, *os.File, error) {
 		a.pool.ready = a.pool.ready[1:]
 		// Sweep (of this or another process) removes temporary files an
 		// hour old; a pool file is never used near that age.
-		if ok = time.Since(t.made) < poolMaxAge; !ok {
+		// Round(0): wall-clock age, as Sweep sees file times, also across
+		// a suspend the monotonic clock does not count.
+		if ok = time.Now().Round(0).Sub(t.made) < poolMaxAge; !ok {
 			stale = append(stale, t)
 		}
 	}
@@ -403,7 +414,7 @@ func (a *Archive) fillPool() {
 				_ = a.root.Remove(name)
 				return
 			}
-			a.pool.ready = append(a.pool.ready, pooledFile{name, f, time.Now()})
+			a.pool.ready = append(a.pool.ready, pooledFile{name, f, time.Now().Round(0)})
 			a.pool.mu.Unlock()
 		}
 	}
@@ -412,6 +423,10 @@ func (a *Archive) fillPool() {
 // closePool stops the pool and removes the files it made but never gave out.
 func (a *Archive) closePool() {
 	a.pool.mu.Lock()
+	if a.pool.closed {
+		a.pool.mu.Unlock()
+		return
+	}
 	a.pool.closed = true
 	started := a.pool.started
 	ready := a.pool.ready

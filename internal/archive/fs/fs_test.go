@@ -543,6 +543,7 @@ func TestTempPool(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
+	a.Close() // a second Close does nothing (and does not panic)
 	entries, err := os.ReadDir(filepath.Join(dir, PoolDir))
 	if err != nil {
 		t.Fatal(err)

@@ -64,6 +64,8 @@ const (
 	PoolDir = ".pool"
 	// poolMax bounds how many files the pool makes ahead.
 	poolMax = 8
+	// maxDirSyncers bounds the directories remembered for shared fsyncs.
+	maxDirSyncers = 1024
 	// poolMaxAge is the age after which a pool file is dropped unused.
 	poolMaxAge = 10 * time.Minute
 	// maxSegment is the longest file name most Linux filesystems accept.
@@ -82,7 +84,9 @@ type Archive struct {
 	root     *os.Root
 	bufs     sync.Pool // of *[]byte, bufSize each
 	dirSyncs sync.Map  // directory → *dirSyncer
-	pool     struct {
+	// dirSyncCount approximates the entries of dirSyncs.
+	dirSyncCount atomic.Int64
+	pool         struct {
 		mu      sync.Mutex
 		ready   []pooledFile
 		want    int // files asked for and not yet made
@@ -447,7 +451,15 @@ func (a *Archive) closePool() {
 // one flush (a group commit), each still returning only after an fsync
 // that began after its own rename.
 func (a *Archive) syncDirShared(dir string) error {
-	v, _ := a.dirSyncs.LoadOrStore(dir, &dirSyncer{})
+	v, loaded := a.dirSyncs.LoadOrStore(dir, &dirSyncer{})
+	if !loaded && a.dirSyncCount.Add(1) > maxDirSyncers {
+		// One entry per directory written (per mailbox per day) would
+		// grow for ever in a long-running process. Forgetting them is
+		// safe: a Commit holding an old syncer still fsyncs after its
+		// rename; a new one merely shares less.
+		a.dirSyncs.Clear()
+		a.dirSyncCount.Store(0)
+	}
 	ds := v.(*dirSyncer)
 	ticket := ds.requested.Add(1)
 	ds.mu.Lock()

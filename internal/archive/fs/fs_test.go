@@ -552,3 +552,24 @@ func TestTempPool(t *testing.T) {
 		t.Fatalf("pool files left after Close: %v", entries)
 	}
 }
+
+// The directories remembered for shared fsyncs stay bounded however many
+// a long-running process writes into.
+func TestDirSyncersBounded(t *testing.T) {
+	dir := t.TempDir()
+	a := newArchive(t, dir)
+	for i := range maxDirSyncers + 10 {
+		name := fmt.Sprintf("d%04d", i)
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.syncDirShared(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	a.dirSyncs.Range(func(_, _ any) bool { n++; return true })
+	if n > maxDirSyncers {
+		t.Fatalf("%d directories remembered, want at most %d", n, maxDirSyncers)
+	}
+}

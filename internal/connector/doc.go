@@ -43,8 +43,16 @@
 //     is not sent it again; its outcome is recorded as a suppressed
 //     duplicate naming the first copy, and a copy no recipient still needs
 //     is settled like a delivered one. The index entry that allows this is
-//     written atomically with the recorded 250, so suppression never lets a
-//     copy be deleted unless some copy's delivery is recorded.
+//     written with the recorded 250 or after it (never before), so
+//     suppression never lets a copy be deleted unless some copy's delivery
+//     is recorded.
+//   - The stages overlap without weakening any of this (pipeline.go):
+//     messages are received into the archive while earlier ones are made
+//     durable and recorded (several flushes share one fsync), relayed in
+//     server order once their own archive record is written, and a fully
+//     accepted message's outcome is written in the background, the next
+//     message's final "." waiting for it (relay.Envelope.BeforeEnd); DELE
+//     waits for every outcome write of the poll.
 //   - A crash at any point loses nothing. The only duplicate possible is a
 //     crash (or lost reply) between the final "." of DATA and recording the
 //     reply in the ledger.

@@ -236,7 +236,7 @@ type poll struct {
 	outcomes struct {
 		wg  sync.WaitGroup
 		sem chan struct{} // bounds how many run at once
-		mu  sync.Mutex    // guards err, messageIDs, res.UnrecordedReplies and res.GaveUp
+		mu  sync.Mutex    // guards err, messageIDs and the res counts written from several goroutines
 		err error         // the first failure
 		// messageIDs counts the writes in flight per Message-ID, so that
 		// a copy of the same message waits for them before its duplicate
@@ -248,6 +248,15 @@ type poll struct {
 // maxOutcomeWrites bounds the outcome writes in flight; the bolt ledger
 // commits them together, the DynamoDB ledger sends them in parallel.
 const maxOutcomeWrites = 8
+
+// countFetched counts a message received and sealed (archived and
+// recorded); seals run on goroutines of their own.
+func (p *poll) countFetched(size int64) {
+	p.outcomes.mu.Lock()
+	p.res.Fetched++
+	p.res.Bytes += size
+	p.outcomes.mu.Unlock()
+}
 
 // countGaveUp counts a message given up; the fetching side (a held
 // message) and the delivering side (badmail) both do.

@@ -40,7 +40,6 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		num     int
 		rec     *ledger.Record
 		sealed  <-chan error // the seal's outcome; nil when recorded before this poll
-		size    int64        // octets received, when sealed != nil
 		deliver bool         // false: only wait for the seal (held, not due, ...)
 	}
 	jobs := make(chan job, prefetch)
@@ -136,7 +135,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 					return
 				}
 				sealed := make(chan error, 1)
-				j.sealed, j.size = sealed, size
+				j.sealed = sealed
 				sealing.Add(1)
 				go func() {
 					defer sealing.Done()
@@ -145,7 +144,14 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 							sealed <- fmt.Errorf("mailbox %s: internal error while archiving %s: %v", p.mb.ID, m.UID, v)
 						}
 					}()
-					sealed <- seal(ctx)
+					err := seal(ctx)
+					if err == nil {
+						// Counted here, not where the job is taken: a job
+						// dropped because the poll stops is archived too.
+						p.countFetched(size)
+						p.log.Info("archived", "uidl", rec.UIDL, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+					}
+					sealed <- err
 				}()
 				if rec.Held != "" && rec.Size < rec.ListSize {
 					// The server ended the message early; the rest of it
@@ -188,17 +194,11 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 	}()
 	for j := range jobs {
 		if j.sealed != nil {
-			if err := <-j.sealed; err != nil {
-				if sealErr == nil {
-					// Later messages are not relayed in this poll: the
-					// next one resumes from the ledger.
-					sealErr = err
-					stopOnce.Do(func() { close(stop) })
-				}
-			} else {
-				p.res.Fetched++
-				p.res.Bytes += j.size
-				p.log.Info("archived", "uidl", j.rec.UIDL, "message_id", j.rec.MessageID, "size", j.rec.Size, "key", j.rec.ArchiveKey)
+			if err := <-j.sealed; err != nil && sealErr == nil {
+				// Later messages are not relayed in this poll: the next
+				// one resumes from the ledger.
+				sealErr = err
+				stopOnce.Do(func() { close(stop) })
 			}
 		}
 		if deliverErr != nil || sealErr != nil || !j.deliver {

@@ -47,23 +47,34 @@ func exchangeAddresses(cfg *config.Config) []string {
 	return out
 }
 
-// testRelayCmd is seed 000's relay test: for every route, connect,
-// STARTTLS, EHLO, AUTH, MAIL FROM the postmaster, RCPT TO each configured
-// Exchange address the route serves, RSET, QUIT. No message is sent.
-func testRelayCmd(args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("test-relay", stderr)
-	timeout := fs.Duration("timeout", 30*time.Second, "limit for each route's test")
+// routingCommand parses the flags of a command that talks to the delivery
+// routes (--config, --timeout) and builds the routing table. A nil config
+// means the command ends with the returned exit code.
+func routingCommand(name string, args []string, defTimeout time.Duration, timeoutHelp string, stderr io.Writer) (*config.Config, *app.Routing, time.Duration, int) {
+	fs, path := newFlags(name, stderr)
+	timeout := fs.Duration("timeout", defTimeout, timeoutHelp)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return nil, nil, 0, 2
 	}
 	cfg, code := loadConfig(*path, stderr)
 	if cfg == nil {
-		return code
+		return nil, nil, 0, code
 	}
 	routing, err := app.NewRouting(cfg, config.NewSecrets())
 	if err != nil {
 		fmt.Fprintf(stderr, "popconn: %v\n", err)
-		return 2
+		return nil, nil, 0, 2
+	}
+	return cfg, routing, *timeout, 0
+}
+
+// testRelayCmd is seed 000's relay test: for every route, connect,
+// STARTTLS, EHLO, AUTH, MAIL FROM the postmaster, RCPT TO each configured
+// Exchange address the route serves, RSET, QUIT. No message is sent.
+func testRelayCmd(args []string, stdout, stderr io.Writer) int {
+	cfg, routing, timeout, code := routingCommand("test-relay", args, 30*time.Second, "limit for each route's test", stderr)
+	if cfg == nil {
+		return code
 	}
 	addrs := exchangeAddresses(cfg)
 	failures := 0
@@ -76,7 +87,7 @@ func testRelayCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		opts, _ := routing.Options(rt.Name)
 		fmt.Fprintf(stdout, "route %s: %s, tls %s, address spaces %s, cost %d\n", rt.Name, rt.Addr(), opts.TLS, strings.Join(rt.AddressSpaces, " "), rt.Cost)
-		failures += testRoute(routing, rt, opts, cfg.Postmaster, to, *timeout, stdout)
+		failures += testRoute(routing, rt, opts, cfg.Postmaster, to, timeout, stdout)
 	}
 	if failures > 0 {
 		fmt.Fprintf(stdout, "\nrelay test FAILED (%d problem(s)). Messages may appear to be delivered, but some would be left on the POP3 server; fix the causes above and run the test again.\n", failures)
@@ -203,19 +214,9 @@ func explain(w io.Writer, e *relay.Error, rt route.Route, rcpt string) {
 // the route that serves it (POPcon's "Test settings (email to
 // postmaster)").
 func testNotifyCmd(args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("test-notify", stderr)
-	timeout := fs.Duration("timeout", 60*time.Second, "limit for the test")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, code := loadConfig(*path, stderr)
+	cfg, routing, timeout, code := routingCommand("test-notify", args, 60*time.Second, "limit for the test", stderr)
 	if cfg == nil {
 		return code
-	}
-	routing, err := app.NewRouting(cfg, config.NewSecrets())
-	if err != nil {
-		fmt.Fprintf(stderr, "popconn: %v\n", err)
-		return 2
 	}
 	to := cfg.Notify.To
 	if to == "" {
@@ -245,7 +246,7 @@ func testNotifyCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "popconn: %v\n", err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	candidates := routing.Table.Candidates(to)
 	if len(candidates) == 0 {

@@ -137,28 +137,3 @@ func TestSinkFiftyMegabytesInConstantMemory(t *testing.T) {
 		t.Errorf("sink data differs from what was generated")
 	}
 }
-
-// BenchmarkSend relays 4 KiB messages over one connection to the scripted
-// server: the cost per message of MAIL, RCPT, DATA and the final reply on
-// loopback, and its allocations.
-func BenchmarkSend(b *testing.B) {
-	srv := testenv.StartScriptedSMTP(b, testenv.SMTPScript{})
-	c, err := relay.Dial(b.Context(), relay.Options{Addr: srv.Addr, TLS: relay.TLSNone, HeloDomain: "bench.example"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	msg := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 78)+"\r\n", 51))
-	env := relay.Envelope{From: "a@example.org", To: []string{"b@example.net"}, Size: int64(len(msg))}
-	r := bytes.NewReader(msg)
-	ctx := b.Context()
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	for b.Loop() {
-		r.Reset(msg)
-		out, err := c.Send(ctx, env, r)
-		if err != nil || out[0].Err != nil {
-			b.Fatalf("Send: %v %v", err, out[0].Err)
-		}
-	}
-}

@@ -30,6 +30,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -137,6 +138,15 @@ type Record struct {
 	// Notified lists the causes the postmaster was sent a notice for
 	// (recorded after the notice was accepted): at most one per cause.
 	Notified []string `json:"notified,omitempty"`
+	// NoticesRefused lists the causes whose notice the SMTP server refused
+	// with a permanent (5xx) reply: reported once in the log, never sent
+	// again (the same filter would refuse it again).
+	NoticesRefused []string `json:"notices_refused,omitempty"`
+	// HeldFetches counts the fetches in a row, while Held, that gave the
+	// same bytes (the same SHA256). Once it reaches the connector's limit
+	// the hold is confirmed: refetching gives nothing new, and the
+	// mailbox's undeliverable action applies.
+	HeldFetches int `json:"held_fetches,omitempty"`
 
 	DeletedAt time.Time `json:"deleted_at,omitempty"` // set once QUIT confirmed the DELE
 
@@ -160,14 +170,10 @@ const (
 // recipient accepted it, or a final disposition was recorded.
 func (r *Record) Settled() bool { return r.Delivered() || r.Disposition != "" }
 
-// WasNotified reports whether a notice for cause was recorded.
+// WasNotified reports whether a notice for cause was recorded: accepted,
+// or refused for good.
 func (r *Record) WasNotified(cause string) bool {
-	for _, c := range r.Notified {
-		if c == cause {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(r.Notified, cause) || slices.Contains(r.NoticesRefused, cause)
 }
 
 // Archived reports whether the message's bytes are durably archived.

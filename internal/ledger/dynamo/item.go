@@ -68,6 +68,8 @@ type recordItem struct {
 	ListSize          int64    `dynamodbav:"list_size,omitempty"`
 	Held              string   `dynamodbav:"held,omitempty"`
 	Notified          []string `dynamodbav:"notified,omitempty"`
+	HeldFetches       int      `dynamodbav:"held_fetches,omitempty"`
+	NoticesRefused    []string `dynamodbav:"notices_refused,omitempty"`
 
 	DeletedAt string `dynamodbav:"deleted_at,omitempty"`
 
@@ -147,6 +149,8 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 		ListSize:          r.ListSize,
 		Held:              r.Held,
 		Notified:          r.Notified,
+		HeldFetches:       r.HeldFetches,
+		NoticesRefused:    r.NoticesRefused,
 		DeletedAt:         formatTime(r.DeletedAt),
 		Version:           version,
 		WriteID:           writeID,
@@ -198,6 +202,8 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		ListSize:          it.ListSize,
 		Held:              it.Held,
 		Notified:          it.Notified,
+		HeldFetches:       it.HeldFetches,
+		NoticesRefused:    it.NoticesRefused,
 		Version:           it.Version,
 	}
 	var err error

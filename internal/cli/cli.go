@@ -298,7 +298,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	defer closeFn()
 	ctx := context.Background()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tGAVE UP\tBADMAIL\tDELETED ON REJECT\tDUPLICATES\tOLDEST UNDELIVERED")
+	fmt.Fprintln(tw, "MAILBOX\tON SERVER\tDELIVERED\tDELETED\tPENDING\tDEFERRED\tREJECTED\tHELD\tGAVE UP\tBADMAIL\tDELETED ON REJECT\tDUPLICATES\tOLDEST UNDELIVERED")
 	var details []string
 	now := time.Now()
 	for _, m := range cfg.Mailboxes {
@@ -312,11 +312,11 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		if !s.OldestUndelivered.IsZero() {
 			oldest = now.Sub(s.OldestUndelivered).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.GaveUp), len(s.Badmail), len(s.DeletedRejected), s.Suppressed, oldest)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.ID, s.OnServer, s.Delivered, s.Deleted, s.Pending, len(s.Deferred), len(s.Rejected), len(s.Held), len(s.GaveUp), len(s.Badmail), len(s.DeletedRejected), s.Suppressed, oldest)
 		for _, group := range []struct {
 			name string
 			recs []*ledger.Record
-		}{{"deferred", s.Deferred}, {"rejected", s.Rejected}, {"gave up", s.GaveUp}, {"badmail", s.Badmail}, {"deleted on reject", s.DeletedRejected}} {
+		}{{"deferred", s.Deferred}, {"rejected", s.Rejected}, {"held", s.Held}, {"gave up", s.GaveUp}, {"badmail", s.Badmail}, {"deleted on reject", s.DeletedRejected}} {
 			for _, r := range group.recs {
 				if r.Disposition != "" {
 					where := r.BadmailKey

@@ -663,31 +663,48 @@ func (p *poll) fillFromArrival(m ServerMessage, rec *ledger.Record, info archive
 	if sum.ParseError != nil {
 		p.log.Warn("header not parsed cleanly; relaying as is", "uidl", m.UID, "err", sum.ParseError)
 	}
+	sameBytes := rec.Held != "" && rec.SHA256 == info.SHA256 // a refetch of a held message that gave what the last fetch gave
 	rec.ArchiveKey, rec.SHA256, rec.Size = info.Key, info.SHA256, info.Size
 	rec.ListSize = m.Size
 	rec.ArchivedAt = p.c.now().UTC()
 	if sizeMatches(m.Size, info.Size) {
-		rec.Held = ""
+		if rec.Held != "" {
+			p.log.Info("released: the server now sends the message as listed", "uidl", m.UID, "size", info.Size)
+		}
+		rec.Held, rec.HeldFetches, rec.LastError, rec.NextAttempt = "", 0, "", time.Time{}
 	} else {
 		// What arrived is not what the server listed: relaying it could
 		// hand Exchange an altered message, and deleting the original
-		// would lose the real one. Keep both; fetch again later.
-		rec.Held = fmt.Sprintf("the server listed %d octets but sent %d: not relayed and not deleted; fetched again every retry interval", m.Size, info.Size)
+		// would lose the real one. Keep both; fetch again later, until
+		// refetching shows the server always sends the same (holdAction).
+		if sameBytes {
+			rec.HeldFetches++
+		} else {
+			rec.HeldFetches = 1
+		}
+		rec.Held = heldReason(m.Size, info.Size, rec.HeldFetches)
 		rec.LastError = rec.Held
-		rec.NextAttempt = p.c.now().UTC().Add(p.retryDelay(1, false))
-		p.log.Error("held: size differs from the server's LIST", "uidl", m.UID, "listed", m.Size, "received", info.Size, "key", info.Key)
+		rec.NextAttempt = p.c.now().UTC().Add(p.refetchDelay(rec))
+		p.log.Error("held: size differs from the server's LIST", "uidl", m.UID, "listed", m.Size, "received", info.Size,
+			"fetches", rec.HeldFetches, "next_fetch", rec.NextAttempt, "key", info.Key)
 	}
-	rec.MessageID = sum.MessageID
-	if rec.MessageID == "" {
+	rec.MessageID, rec.MessageIDAdded = sum.MessageID, false
+	if rec.MessageID == "" && !sum.MessageIDField {
+		// Only a message whose raw header has no Message-ID field gets
+		// one: a field the parser could not read is still the sender's,
+		// and a second one would make the message malformed.
 		rec.MessageID = p.generatedMessageID(rec.UIDL)
 		rec.MessageIDAdded = true
 	}
+	rec.Fingerprint = sum.Fingerprint
 	rec.Sender = p.envelopeSender(sum)
 	rec.Needs8BitMIME = sum.Has8Bit
 	rec.TraceHops = p.countOwnTrace(sum)
 	// Recipients are fixed from the first good copy: a held (mismatched)
-	// fetch may carry a damaged header.
-	if len(rec.Recipients) == 0 && rec.Held == "" {
+	// fetch may carry a damaged header. A confirmed hold takes them from
+	// what the server keeps sending, for its notice and its badmail
+	// reason: it is set aside or reported either way.
+	if len(rec.Recipients) == 0 && (rec.Held == "" || heldConfirmed(rec)) {
 		to := p.mb.DeliverTo
 		if p.mb.Global != nil {
 			res := p.mb.Global.Resolve(sum.Header)
@@ -851,10 +868,15 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 			log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(env.To), "reply", firstReply(rec))
 		default:
 			rec.LastError = strings.Join(reasons, "; ")
+			rec.NextAttempt = now.Add(p.retryDelay(rec.Attempts, anyTemp))
 			if att.tooLarge() {
 				rec.LastError = "too large: " + rec.LastError
+				if !anyTemp {
+					// SIZE rules it out until Exchange's limit changes:
+					// try again only at the slowest pace.
+					rec.NextAttempt = now.Add(p.slowestRetry())
+				}
 			}
-			rec.NextAttempt = now.Add(p.retryDelay(rec.Attempts, anyTemp))
 			if anyTemp {
 				p.res.Deferred++
 				log.Warn("deferred", "message_id", rec.MessageID, "outcome", "deferred", "next_attempt", rec.NextAttempt, "reason", rec.LastError)
@@ -928,6 +950,11 @@ func (p *poll) sendVia(ctx context.Context, r Relay, rec *ledger.Record, env rel
 	}
 	env.Size += int64(prefix.Len())
 	return r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
+}
+
+// slowestRetry is the slowest retry pace: the backoff cap.
+func (p *poll) slowestRetry() time.Duration {
+	return p.retryDelay(1<<20, true)
 }
 
 // retryDelay doubles the retry interval per attempt up to the cap for

@@ -15,10 +15,12 @@ import (
 // The same message often reaches several POP3 mailboxes (a mailing list
 // writing to two people whose maildrops are both collected, or a global
 // mailbox holding one copy per envelope recipient). fetchmail only drops
-// adjacent copies in one mailbox; POPcon keys on Message-ID and recipient,
-// and so does this connector: a recipient that accepted a message with
-// the same Message-ID within Mailbox.DuplicateWindow is not sent another
-// copy.
+// adjacent copies in one mailbox; POPcon keys on Message-ID and recipient.
+// This connector keys on Message-ID and recipient too, and compares the
+// content: a recipient that accepted the same message (same Message-ID,
+// same content fingerprint) within Mailbox.DuplicateWindow is not sent
+// another copy. A message with a reused Message-ID but other content is
+// not a duplicate: it is delivered.
 //
 //   - Key: the Message-ID as the inspector records it (no angle brackets;
 //     left part exact, domain part without regard to case) and the final
@@ -51,20 +53,50 @@ import (
 //     window of 0 turns suppression off for the mailbox: it neither looks
 //     entries up nor writes them.
 //
-// What it cannot do: two pollers delivering two copies of one message to
-// the same recipient at the same moment (two mailboxes polled in
-// parallel) both look the Message-ID up before either has recorded its
-// 250, and both deliver: the recipient gets two copies, never none.
-// Mailboxes polled one after the other, and copies in one mailbox (one
-// poll delivers its messages one at a time), are suppressed. Two different
-// messages that carry the same Message-ID (a broken or hostile sender)
-// are taken for copies: the later one is suppressed, kept in the archive
-// and in the ledger with the reply naming the first.
+//   - Content: a copy is suppressed only when its content fingerprint
+//     (message.Summary.Fingerprint: the body and the Date, From, To, Cc,
+//     Subject and Message-ID fields, which every POP3 copy shares whatever
+//     trace fields it got) equals the one recorded with the first copy's
+//     entry. A different message with a reused Message-ID (scanners,
+//     printers and broken bulk mailers reuse them) is delivered, with a
+//     warning naming both copies. An entry without a fingerprint (written
+//     before fingerprints existed) or a copy without one (a header that did
+//     not parse) never suppresses: the copy is delivered.
+//   - Copies delivered at the same moment (mailboxes polled in parallel):
+//     before DATA, a copy takes one conditional claim per (Message-ID,
+//     fingerprint) in the ledger (ledger.Ledger.Claim), then looks the
+//     index up. A copy that meets another record's live claim leaves the
+//     recipients the lookup does not cover deferred to its next attempt,
+//     unless the holder's record shows the attempt that took the claim is
+//     recorded (then the claim is taken over, and the holder's own
+//     acceptances count as first copies). A claim expires after the time
+//     a delivery and its record can take (claimTTL). A claim alone never
+//     suppresses: a crash while holding one only delays another copy.
+//
+// What it cannot do: a poller frozen past its claim's expiry while its
+// message is in DATA can see another copy delivered meanwhile (the reply
+// window, as for any delivery). An index entry replaces the earlier one
+// for the same Message-ID and recipient: after two different messages
+// with one Message-ID reached a recipient, a further copy of the first
+// is compared with the second and delivered again (a second copy, never
+// a loss).
+
+// claimTTL is how long a delivery claim holds: a transaction's SMTP
+// replies (each waits up to the delivery timeout), the transfer at a slow
+// 1 MiB/s, and the ledger write of the replies.
+func (p *poll) claimTTL(size int64) time.Duration {
+	timeout := p.c.Settings.DeliveryTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	return 2*timeout + time.Duration(size>>20)*time.Second + cleanupTimeout
+}
 
 // suppressDuplicates marks each recipient of rec that already accepted
-// another copy of the message within the mailbox's window as a suppressed
-// duplicate. When no recipient is left to send to, it records rec (settled,
-// like a delivered message) and returns true: there is nothing to relay.
+// another copy of the same content within the mailbox's window as a
+// suppressed duplicate, and defers the recipients another copy is being
+// delivered to right now. When no recipient is left to send to, it
+// records rec and returns true: there is nothing to relay in this attempt.
 func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *slog.Logger) (bool, error) {
 	window := p.mb.DuplicateWindow
 	if window <= 0 || rec.MessageIDAdded || rec.MessageID == "" {
@@ -79,41 +111,118 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 	if len(addrs) == 0 {
 		return false, nil
 	}
+	now := p.c.now().UTC()
+	holder, firsts, err := p.claim(ctx, rec, now)
+	if err != nil {
+		return false, err
+	}
 	found, err := p.c.Ledger.Accepted(ctx, rec.MessageID, addrs)
 	if err != nil {
 		return false, fmt.Errorf("mailbox %s: ledger: duplicate lookup: %w", p.mb.ID, err)
 	}
-	now := p.c.now().UTC()
-	n := 0
+	for addr, a := range firsts {
+		found[addr] = a
+	}
+	suppressed, waiting := 0, 0
 	for i := range rec.Recipients {
 		rc := &rec.Recipients[i]
-		first, ok := found[rc.Address]
-		if !ok || rc.Status.Done() || first.At.Before(now.Add(-window)) ||
-			(first.Mailbox == rec.Mailbox && first.UIDL == rec.UIDL) {
+		if rc.Status.Done() {
 			continue
 		}
-		rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Suppressed, 0, "", now
-		rc.Reply = fmt.Sprintf("duplicate: this Message-ID was accepted for this recipient from mailbox %s, UIDL %s, at %s",
-			first.Mailbox, first.UIDL, first.At.UTC().Format(time.RFC3339))
-		n++
-		log.Info("duplicate copy suppressed", "message_id", rec.MessageID, "recipient", rc.Address,
-			"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
+		first, ok := found[rc.Address]
+		self := ok && first.Mailbox == rec.Mailbox && first.UIDL == rec.UIDL
+		switch {
+		case !ok || self || first.At.Before(now.Add(-window)):
+			// Not a copy of anything delivered in the window.
+		case first.Fingerprint == "" || rec.Fingerprint == "":
+			log.Info("an earlier message with this Message-ID cannot be compared with this one: delivered",
+				"message_id", rec.MessageID, "recipient", rc.Address, "first_mailbox", first.Mailbox, "first_uidl", first.UIDL)
+		case first.Fingerprint != rec.Fingerprint:
+			log.Warn("same Message-ID, other content: not a duplicate, delivered", "message_id", rec.MessageID, "recipient", rc.Address,
+				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At, "mailbox", rec.Mailbox, "uidl", rec.UIDL)
+		default:
+			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Suppressed, 0, "", now
+			rc.Reply = fmt.Sprintf("duplicate: this message was accepted for this recipient from mailbox %s, UIDL %s, at %s",
+				first.Mailbox, first.UIDL, first.At.UTC().Format(time.RFC3339))
+			suppressed++
+			log.Info("duplicate copy suppressed", "message_id", rec.MessageID, "recipient", rc.Address,
+				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
+			continue
+		}
+		if holder != nil {
+			// Another copy is in DATA now: its outcome decides.
+			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Deferred, 0, "", now
+			rc.Reply = fmt.Sprintf("waiting: another copy of this message is being delivered from mailbox %s, UIDL %s (claimed until %s)",
+				holder.Mailbox, holder.UIDL, holder.Expires.UTC().Format(time.RFC3339))
+			waiting++
+		}
 	}
-	if n == 0 {
-		return false, nil
-	}
-	p.res.Suppressed += n
-	if !rec.Delivered() {
+	p.res.Suppressed += suppressed
+	switch {
+	case waiting > 0:
+		// Due again at the next poll; not an attempt of this copy.
+		rec.NextAttempt = now
+		rec.LastError = "another copy of this message is being delivered"
+		p.res.Deferred++
+		log.Info("another copy of this message is being delivered: recipients left for the next poll",
+			"message_id", rec.MessageID, "waiting", waiting, "holder_mailbox", holder.Mailbox, "holder_uidl", holder.UIDL)
+	case rec.Delivered():
+		rec.NextAttempt, rec.LastError = time.Time{}, ""
+		log.Info("every recipient has this message from another copy: not relayed", "message_id", rec.MessageID, "outcome", string(ledger.Suppressed))
+	default:
 		return false, nil // the others are sent; the marks are recorded with their outcomes
 	}
-	rec.NextAttempt, rec.LastError = time.Time{}, ""
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := p.c.Ledger.Put(wctx, rec); err != nil {
-		return true, fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	if err := p.putRecord(ctx, rec); err != nil {
+		return true, err
 	}
-	log.Info("every recipient has this message from another copy: not relayed", "message_id", rec.MessageID, "outcome", string(ledger.Suppressed))
 	return true, p.hook(StepDeliveryRecorded, rec.UIDL)
+}
+
+// claim takes the delivery claim for rec's content. It returns the live
+// claim of another record that holds it (nil when rec holds it now) and,
+// when that holder's claiming attempt turned out to be recorded, the
+// holder's acceptances of this content, which count as first copies.
+// A message without a fingerprint is never suppressed and needs no claim.
+func (p *poll) claim(ctx context.Context, rec *ledger.Record, now time.Time) (*ledger.Claim, map[string]ledger.Acceptance, error) {
+	if rec.Fingerprint == "" {
+		return nil, nil, nil
+	}
+	c := ledger.Claim{MessageID: rec.MessageID, Fingerprint: rec.Fingerprint, Mailbox: rec.Mailbox, UIDL: rec.UIDL,
+		At: now, Expires: now.Add(p.claimTTL(rec.Size))}
+	held, err := p.c.Ledger.Claim(ctx, c, nil)
+	if err == nil || !errors.Is(err, ledger.ErrClaimHeld) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim: %w", p.mb.ID, err)
+		}
+		return nil, nil, nil
+	}
+	// Held by another copy: finished if its record shows the claiming
+	// attempt (or a later one) recorded, or the copy settled.
+	recs, err := p.c.Ledger.Get(ctx, held.Mailbox, []string{held.UIDL})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim holder: %w", p.mb.ID, err)
+	}
+	h := recs[held.UIDL]
+	if h == nil || (h.LastAttempt.Before(held.At) && !h.Settled() && !h.Deleted()) {
+		return &held, nil, nil
+	}
+	again, err := p.c.Ledger.Claim(ctx, c, &held)
+	if errors.Is(err, ledger.ErrClaimHeld) {
+		return &again, nil, nil // a third copy took it meanwhile
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim: %w", p.mb.ID, err)
+	}
+	firsts := map[string]ledger.Acceptance{}
+	if h.MessageID == rec.MessageID && h.Fingerprint == rec.Fingerprint {
+		for _, rc := range h.Recipients {
+			if rc.Status == ledger.Accepted {
+				firsts[rc.Address] = ledger.Acceptance{MessageID: h.MessageID, Recipient: rc.Address, Mailbox: h.Mailbox, UIDL: h.UIDL,
+					At: rc.At, Fingerprint: h.Fingerprint}
+			}
+		}
+	}
+	return nil, firsts, nil
 }
 
 // putOutcome records an attempt's outcomes. With duplicate suppression on,
@@ -130,7 +239,8 @@ func (p *poll) putOutcome(ctx context.Context, rec *ledger.Record, sent []int) e
 	var acc []ledger.Acceptance
 	for _, i := range sent {
 		if rc := rec.Recipients[i]; rc.Status == ledger.Accepted {
-			acc = append(acc, ledger.Acceptance{MessageID: rec.MessageID, Recipient: rc.Address, At: rc.At, Expires: rc.At.Add(window)})
+			acc = append(acc, ledger.Acceptance{MessageID: rec.MessageID, Recipient: rc.Address, At: rc.At, Expires: rc.At.Add(window),
+				Fingerprint: rec.Fingerprint})
 		}
 	}
 	err := p.c.Ledger.PutAccepted(ctx, rec, acc)

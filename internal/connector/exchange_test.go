@@ -285,13 +285,16 @@ func equalStrings(a, b []string) bool {
 }
 
 // A message still deferred past the give-up age goes to badmail, with a
-// notice, whatever the option; a message over the endpoint's SIZE limit
+// notice; a message over the endpoint's SIZE limit
 // gets the reason "too large"; a message carrying our trace field more
 // than the limit is a loop and is never relayed.
 func TestBadmailGiveUpTooLargeLoop(t *testing.T) {
 	t.Run("give-up", func(t *testing.T) {
 		r := newRig(t, rigOptions{script: rejectRcpt(smtpErr(451, [3]int{4, 3, 0}, "Mail server temporarily rejected message"), "sales@corp.example")})
 		r.seed("order.eml")
+		// Under "badmail" giving up moves the message off the server
+		// (under "leave" it stays: TestGiveUpUnderLeaveKeepsTheMessage).
+		r.mailbox.Undeliverable = connector.Undeliverable{Action: connector.BadmailRejected}
 		c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
 		if res := pollWith(t, c, r.mailbox); res.Deferred != 1 {
 			t.Fatalf("first poll %+v, want deferred", res)

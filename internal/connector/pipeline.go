@@ -41,6 +41,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		rec     *ledger.Record
 		sealed  <-chan error // the seal's outcome; nil when recorded before this poll
 		deliver bool         // false: only wait for the seal (held, not due, ...)
+		hold    bool         // this fetch confirmed a hold: apply the undeliverable action (held.go)
 	}
 	jobs := make(chan job, prefetch)
 	stop := make(chan struct{}) // closed when delivery failed: fetch no more
@@ -111,8 +112,9 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				byUID[m.UID] = rec
 			}
 			if rec.Held != "" && !rec.GaveUp && p.c.Settings.GiveUpAfter > 0 && p.c.now().Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter {
-				// Never badmail a held message: deleting it would lose the
-				// only good copy, the one on the server.
+				// Only a confirmed hold goes to badmail (held.go): one
+				// given up before that stays on the server, which may
+				// hold the only good copy.
 				rec.GaveUp = true
 				if err = p.c.Ledger.Put(ctx, rec); err != nil {
 					err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
@@ -134,6 +136,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 					}
 					return
 				}
+				j.hold = heldConfirmed(rec)
 				sealed := make(chan error, 1)
 				j.sealed = sealed
 				sealing.Add(1)
@@ -199,6 +202,16 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				// one resumes from the ledger.
 				sealErr = err
 				stopOnce.Do(func() { close(stop) })
+			}
+		}
+		if deliverErr == nil && sealErr == nil && j.hold {
+			if err := p.holdAction(ctx, j.rec, p.log.With("uidl", j.rec.UIDL)); err != nil {
+				deliverErr = err
+				stopOnce.Do(func() { close(stop) })
+				continue
+			}
+			if j.rec.Disposition != "" {
+				dels = append(dels, deletion{j.num, j.rec})
 			}
 		}
 		if deliverErr != nil || sealErr != nil || !j.deliver {

@@ -22,7 +22,10 @@ type Status struct {
 	// "delete" lists.
 	Badmail         []*ledger.Record
 	DeletedRejected []*ledger.Record
-	Pending         int // archived, not yet attempted
+	// Held are left on the server because the server sends other bytes
+	// than it lists (held.go); each record's Held says how they differ.
+	Held    []*ledger.Record
+	Pending int // archived, not yet attempted
 	// Suppressed counts messages with a recipient that was not sent this
 	// copy because it accepted another copy (ledger.Suppressed); a copy
 	// whose every recipient has the message also counts as Delivered.
@@ -59,6 +62,8 @@ func Summarize(mailbox string, recs []*ledger.Record) Status {
 			s.OldestUndelivered = r.FirstSeen
 		}
 		switch {
+		case r.Held != "":
+			s.Held = append(s.Held, r)
 		case r.GaveUp:
 			s.GaveUp = append(s.GaveUp, r)
 		case hasStatus(r, ledger.Deferred):

@@ -53,8 +53,11 @@ type NotifySettings struct {
 	To               string // the postmaster's address; "" = no notices
 	Spam             bool
 	UnknownRecipient bool
-	Badmail          bool
-	RelayDenied      bool
+	// Badmail also selects the notices about held messages: both are
+	// mail the connector set aside or cannot relay as the server lists it.
+	Badmail     bool
+	RelayDenied bool
+	TooLarge    bool
 }
 
 func (n NotifySettings) enabled(c notify.Cause) bool {
@@ -67,6 +70,10 @@ func (n NotifySettings) enabled(c notify.Cause) bool {
 		return n.Badmail
 	case notify.CauseRelayDenied:
 		return n.RelayDenied
+	case notify.CauseTooLarge:
+		return n.TooLarge
+	case notify.CauseHeld:
+		return n.Badmail
 	}
 	return false
 }
@@ -88,8 +95,13 @@ type attempt struct {
 	at          time.Time
 	failed      []failure
 	loop        bool
+	held        bool               // a confirmed hold (held.go), not a delivery attempt
 	reason      string             // why the message was disposed of
 	disposition ledger.Disposition // decided in this attempt
+	// badmail reports a badmail copy made in this attempt: with the
+	// disposition badmail, or on giving up a message that stays on the
+	// server.
+	badmail bool
 }
 
 // tooLarge reports a refusal for size: 552 (RFC 5321 §4.2.2, RFC 1870),
@@ -97,6 +109,16 @@ type attempt struct {
 func (a *attempt) tooLarge() bool {
 	for _, f := range a.failed {
 		if !f.err.Temporary && (f.err.Code == 552 || f.err.Enhanced == "5.3.4") {
+			return true
+		}
+	}
+	return false
+}
+
+// recordedTooLarge reports a recipient whose last refusal was for size.
+func recordedTooLarge(rec *ledger.Record) bool {
+	for _, rc := range rec.Recipients {
+		if rc.Status == ledger.Rejected && (rc.Code == 552 || rc.Enhanced == "5.3.4") {
 			return true
 		}
 	}
@@ -140,13 +162,21 @@ func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log
 		relayDenied = relayDenied || notify.Classify(f.err) == notify.CauseRelayDenied
 	}
 	giveUp := p.c.Settings.GiveUpAfter > 0 && att.at.Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter
+	// Giving up moves the message off the server only under "badmail";
+	// "leave" promises rejected mail stays there, and "delete" deletes
+	// only on the reply codes it lists.
+	keepOnServer := false
 	switch {
 	case att.loop:
 		disp = ledger.DispositionBadmail
 	case giveUp:
-		disp = ledger.DispositionBadmail
 		reason = fmt.Sprintf("gave up: not delivered %s after it was first seen (%s); last error: %s",
 			formatAge(p.c.Settings.GiveUpAfter), rec.FirstSeen.Format(time.RFC3339), rec.LastError)
+		if p.mb.Undeliverable.Action == BadmailRejected {
+			disp = ledger.DispositionBadmail
+		} else {
+			keepOnServer = true
+		}
 	case anyTemp || len(att.failed) == 0:
 		// Retried: a temporary failure may go differently next time.
 	case p.mb.Undeliverable.Action == DeleteRejected:
@@ -166,8 +196,11 @@ func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log
 		disp = ledger.DispositionBadmail
 		reason = "rejected by Exchange: " + rec.LastError
 		if att.tooLarge() {
-			reason = "too large: " + rec.LastError
+			reason = rec.LastError // it says "too large" already
 		}
+	}
+	if keepOnServer {
+		return p.giveUpOnServer(ctx, rec, att, reason, log)
 	}
 	if disp == "" {
 		return nil
@@ -181,6 +214,7 @@ func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log
 			return nil
 		}
 		rec.BadmailKey = key
+		att.badmail = true
 		p.res.Badmail++
 		if giveUp {
 			rec.GaveUp = true
@@ -198,6 +232,25 @@ func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log
 	rec.NextAttempt = time.Time{}
 	att.disposition = disp
 	att.reason = reason
+	return nil
+}
+
+// giveUpOnServer gives up a message whose undeliverable option keeps it
+// on the POP3 server: no more automatic attempts, a copy under badmail/
+// with the reason, and the postmaster's notice; the server's copy stays.
+func (p *poll) giveUpOnServer(ctx context.Context, rec *ledger.Record, att *attempt, reason string, log *slog.Logger) error {
+	key, err := p.copyToBadmail(ctx, rec, reason+"; left on the POP3 server")
+	if err != nil {
+		// Nothing is lost, and the next attempt gives up again.
+		log.Error("could not copy to badmail on giving up; tried again at the next attempt", "message_id", rec.MessageID, "err", err)
+		return nil
+	}
+	rec.BadmailKey, rec.GaveUp, rec.NextAttempt = key, true, time.Time{}
+	att.badmail, att.reason = true, reason
+	p.res.Badmail++
+	p.countGaveUp()
+	log.Error("gave up: copied to badmail and left on the POP3 server; no more automatic attempts",
+		"message_id", rec.MessageID, "badmail_key", key, "reason", reason)
 	return nil
 }
 
@@ -279,7 +332,12 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 	for _, f := range att.failed {
 		add(notify.Classify(f.err), notify.RecipientFromError(f.addr, f.err, f.remote, att.at))
 	}
-	if att.disposition == ledger.DispositionBadmail {
+	if att.held && att.disposition == "" {
+		for _, rc := range rec.Recipients {
+			add(notify.CauseHeld, notify.RecipientStatus{Final: rc.Address, Action: notify.ActionDelayed, Status: "4.6.0", LastAttempt: att.at})
+		}
+	}
+	if att.badmail || att.disposition == ledger.DispositionBadmail {
 		thisAttempt := map[string]failure{}
 		for _, f := range att.failed {
 			thisAttempt[f.addr] = f
@@ -298,6 +356,8 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 			rs := notify.RecipientStatus{Final: rc.Address, Action: notify.ActionFailed, Status: "5.0.0", LastAttempt: rc.At}
 			if att.loop {
 				rs.Status = "5.4.6"
+			} else if att.held {
+				rs.Status = "5.6.0" // what the server sends is not what it holds
 			} else if rc.Enhanced != "" && (rc.Enhanced[0] == '4' || rc.Enhanced[0] == '5') {
 				rs.Status = rc.Enhanced
 			} else if rc.Status == ledger.Deferred {
@@ -317,7 +377,7 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 		log.Warn("notice not sent: archived copy unreadable", "err", err)
 		return p.scheduleNotices(ctx, rec, 0, len(causes), err.Error(), log)
 	}
-	sent, failed := 0, 0
+	sent, failed := 0, 0 // refused notices count as sent: recorded, never tried again
 	lastErr := ""
 	for _, c := range causes {
 		var buf bytes.Buffer
@@ -338,6 +398,14 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 			}
 		}
 		if err := p.routing.sendNotice(ctx, ns.To, buf.Bytes()); err != nil {
+			if notify.NoticeRefusedPermanently(err) {
+				// The same notice would meet the same refusal (a content
+				// filter, an unknown postmaster address): say so once.
+				rec.NoticesRefused = append(rec.NoticesRefused, string(c))
+				sent++
+				log.Error("notice to the postmaster refused by the SMTP server; not sent again", "cause", c, "to", ns.To, "err", err)
+				continue
+			}
 			failed++
 			lastErr = err.Error()
 			log.Warn("notice to the postmaster not accepted; retried later", "cause", c, "to", ns.To, "err", err)
@@ -472,8 +540,15 @@ func (p *poll) dispositionText(rec *ledger.Record) string {
 	case ledger.DispositionDeletedRejected:
 		return "deleted from the POP3 server; the archive keeps a copy (" + rec.ArchiveKey + ")"
 	}
-	if rec.Delivered() {
+	switch {
+	case rec.Delivered():
 		return ""
+	case rec.GaveUp && rec.BadmailKey != "":
+		return "copied to badmail (" + rec.BadmailKey + ") and left on the POP3 server; no more automatic attempts"
+	case heldConfirmed(rec):
+		return "left on the POP3 server; fetched again every " + p.slowestRetry().String()
+	case recordedTooLarge(rec):
+		return "left on the POP3 server; retried every " + p.slowestRetry().String()
 	}
 	return "left on the POP3 server; retried every " + p.retryDelay(1, false).String()
 }

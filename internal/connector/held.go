@@ -1,0 +1,105 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/notify"
+)
+
+// Held messages.
+//
+// A fetch whose size differs from the server's LIST is held: archived,
+// neither relayed nor deleted (relaying could hand Exchange an altered
+// message; deleting would lose the server's copy, which may be the good
+// one). Dovecot 2.3 does this to a message whose first line starts with
+// ".", which it does not dot-stuff.
+//
+//   - A held message is fetched again at the retry interval. A fetch that
+//     matches the LIST size releases it: it is delivered like any other.
+//   - Once heldConfirmFetches fetches in a row gave the same bytes (the
+//     first and three refetches), refetching shows nothing new: the hold
+//     is confirmed and the mailbox's undeliverable action applies.
+//     Under "badmail" the served bytes are copied to badmail with a reason
+//     that says how they differ from the server's copy, the postmaster is
+//     told, and the message leaves the server (holdAction). Under "leave"
+//     (and "delete", which only deletes on listed reply codes, never a
+//     message Exchange has not seen) it stays on the server, is refetched
+//     at the slowest retry pace (Settings.MaxRetryInterval), and the
+//     postmaster is told once.
+//   - Past the give-up age a held message left on the server is no longer
+//     fetched (GaveUp): the server's copy is still there for an
+//     administrator.
+
+// heldConfirmFetches is how many fetches in a row giving the same bytes
+// confirm a hold.
+const heldConfirmFetches = 4
+
+// heldConfirmed reports whether refetching rec has shown the server
+// always sends the same mismatched bytes.
+func heldConfirmed(rec *ledger.Record) bool {
+	return rec.Held != "" && rec.HeldFetches >= heldConfirmFetches
+}
+
+// heldReason says what is wrong with a held message's fetches.
+func heldReason(listed, got int64, fetches int) string {
+	diff, more := listed-got, "fewer"
+	if diff < 0 {
+		diff, more = -diff, "more"
+	}
+	return fmt.Sprintf("the server listed %d octets but sent %d (%d %s), the same in %d fetch(es) in a row: the served bytes differ from the server's copy; not relayed",
+		listed, got, diff, more, fetches)
+}
+
+// refetchDelay is when a held message is fetched again: at the retry
+// interval until the hold is confirmed, then at the slowest pace.
+func (p *poll) refetchDelay(rec *ledger.Record) time.Duration {
+	if heldConfirmed(rec) {
+		return p.slowestRetry()
+	}
+	return p.retryDelay(1, false)
+}
+
+// holdAction applies the mailbox's undeliverable action to a message
+// whose hold was confirmed by the fetch just sealed: badmail sets it
+// aside (it then leaves the server like any disposed message); every
+// other action leaves it held, and the postmaster is told once. It runs
+// on the delivering side, after the seal recorded the fetch.
+func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, log *slog.Logger) error {
+	now := p.c.now().UTC()
+	att := attempt{at: now, reason: rec.Held, held: true}
+	if p.mb.Undeliverable.Action == BadmailRejected {
+		reason := "held: " + rec.Held + "; moved to badmail as served and deleted from the POP3 server"
+		key, err := p.copyToBadmail(ctx, rec, reason)
+		if err != nil {
+			log.Error("could not move a held message to badmail; left on the POP3 server", "err", err)
+			return nil
+		}
+		rec.BadmailKey, rec.Disposition, rec.DispositionReason, rec.DispositionAt = key, ledger.DispositionBadmail, reason, now
+		rec.NextAttempt = time.Time{}
+		att.disposition, att.reason = ledger.DispositionBadmail, reason
+		p.res.Badmail++
+		log.Error("held message moved to badmail as served; it will be deleted from the POP3 server", "badmail_key", key, "reason", reason)
+		if err := p.putRecord(ctx, rec); err != nil {
+			return err
+		}
+	} else if !rec.WasNotified(string(notify.CauseHeld)) {
+		log.Error("held for good: the server keeps sending other bytes than it lists; left on the POP3 server",
+			"reason", rec.Held, "next_fetch", rec.NextAttempt)
+	}
+	return p.sendNotices(ctx, rec, &att, log)
+}
+
+// putRecord writes rec even when the poll's context has ended: what it
+// records has already happened.
+func (p *poll) putRecord(ctx context.Context, rec *ledger.Record) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := p.c.Ledger.Put(wctx, rec); err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return nil
+}

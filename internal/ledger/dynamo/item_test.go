@@ -62,7 +62,7 @@ func fullRecord() *ledger.Record {
 		RecipientSource: "Delivered-To", TraceHops: 2,
 		Disposition: ledger.DispositionBadmail, DispositionReason: "gave up", DispositionAt: t0.Add(90 * time.Minute).In(cest),
 		BadmailKey: "badmail/user@example.com/2024/05/17/x.eml", Notified: []string{"badmail", "spam"},
-		ListSize: 150<<20 - 2, Held: "listed 10 octets, sent 9",
+		ListSize: 150<<20 - 2, Held: "listed 10 octets, sent 9", Fingerprint: "v1:" + strings.Repeat("0f", 32),
 		DeletedAt: t0.Add(2 * time.Hour).In(cest),
 		Version:   7,
 	}

@@ -16,6 +16,11 @@ type Acceptance struct {
 	Mailbox   string // the record whose 250 this entry stands for
 	UIDL      string
 	At        time.Time // when the recipient accepted (the 250)
+	// Fingerprint is the content fingerprint of the copy that was
+	// accepted (Record.Fingerprint). It is "" in entries written before
+	// fingerprints existed, and when the copy had none: such an entry can
+	// never suppress a copy, the connector delivers.
+	Fingerprint string
 	// Expires is when the entry stops counting: At plus the duplicate
 	// window of the mailbox that delivered. An expired entry is never
 	// returned and is removed by the store (bolt: pruned during writes;
@@ -47,16 +52,25 @@ const (
 // The recipient keeps its local part exactly (RFC 5321 §2.4: only the
 // receiving host may interpret its case) and gets its domain lower-cased.
 func DuplicateKey(messageID, recipient string) (id, rcpt string, ok bool) {
-	id = strings.Trim(strings.TrimSpace(messageID), "<>")
-	if id == "" || len(id) > MaxIndexedMessageID || recipient == "" || len(recipient) > MaxIndexedRecipient {
+	id, ok = normalMessageID(messageID)
+	if !ok || recipient == "" || len(recipient) > MaxIndexedRecipient {
 		return "", "", false
-	}
-	if at := strings.LastIndexByte(id, '@'); at >= 0 {
-		id = id[:at+1] + strings.ToLower(id[at+1:])
 	}
 	rcpt = recipient
 	if at := strings.LastIndexByte(rcpt, '@'); at >= 0 {
 		rcpt = rcpt[:at+1] + strings.ToLower(rcpt[at+1:])
 	}
 	return id, rcpt, true
+}
+
+// normalMessageID is DuplicateKey's rule for the Message-ID.
+func normalMessageID(messageID string) (string, bool) {
+	id := strings.Trim(strings.TrimSpace(messageID), "<>")
+	if id == "" || len(id) > MaxIndexedMessageID {
+		return "", false
+	}
+	if at := strings.LastIndexByte(id, '@'); at >= 0 {
+		id = id[:at+1] + strings.ToLower(id[at+1:])
+	}
+	return id, true
 }

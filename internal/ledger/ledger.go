@@ -20,7 +20,21 @@
 //     recorded. An entry may be missing for a recorded delivery (a write
 //     that failed after the record, reported as ErrIndexNotWritten, or a
 //     crash between the two): a later copy is then delivered again, never
-//     lost. Accepted never returns an expired entry.
+//     lost. Accepted never returns an expired entry. Each entry carries
+//     the Fingerprint of the copy that was accepted; the connector
+//     suppresses only a copy whose fingerprint matches it, and an entry
+//     without one (written before fingerprints existed) never suppresses.
+//   - Claim is a conditional write that lets one record at a time deliver
+//     a given (Message-ID, fingerprint), so that copies polled in parallel
+//     from two mailboxes are not both sent. A claim is only a lock: it
+//     never suppresses a copy. The holder's 250s are what suppress, once
+//     PutAccepted has recorded them. A crash while holding a claim only
+//     delays another copy until the claim expires.
+//
+// Claims rely on the callers' clocks: a claim counts until its Expires as
+// the next claimant's clock reads it, so clocks that disagree by more than
+// the claim's margin can let two copies deliver at once (each is still
+// recorded; the second is a duplicate, never a loss).
 //
 // What it cannot do: it does not know what the POP3 server holds. A record
 // whose deletion was sent but not confirmed stays "delivered" until a later
@@ -46,6 +60,9 @@ var ErrLeaseHeld = errors.New("ledger: mailbox lease held by another poller")
 // recorded, and a later copy of the message may be delivered again to the
 // recipients it names. It never wraps ErrConflict.
 var ErrIndexNotWritten = errors.New("ledger: delivery recorded, but its duplicate-index entry was not written (a later copy may be delivered again)")
+
+// ErrClaimHeld reports a live claim held by another record.
+var ErrClaimHeld = errors.New("ledger: another copy of this message is being delivered")
 
 // RecipientStatus is the outcome of delivery to one recipient.
 type RecipientStatus string
@@ -101,6 +118,12 @@ type Record struct {
 	ArchiveKey string    `json:"archive_key,omitempty"`
 	SHA256     string    `json:"sha256,omitempty"` // hex digest of the archived bytes
 	ArchivedAt time.Time `json:"archived_at,omitempty"`
+	// Fingerprint is the content fingerprint of the archived copy, which
+	// the connector computes to tell two messages with one Message-ID
+	// apart: only a copy with the same fingerprint is a duplicate. It is
+	// "" when it could not be computed, and in records written before it
+	// existed; such a record's deliveries never suppress another copy.
+	Fingerprint string `json:"fingerprint,omitempty"`
 
 	MessageID string `json:"message_id,omitempty"` // without <>; generated when the message had none
 	// MessageIDAdded reports a MessageID derived from the ledger key because
@@ -227,8 +250,24 @@ type Ledger interface {
 	// rec.Version incremented: the caller must treat the delivery as
 	// recorded. Each entry's Mailbox and UIDL are set to rec's. An entry
 	// replaces an earlier one for the same key. An entry that DuplicateKey
-	// refuses is not written. With no entries it is Put(ctx, rec).
+	// refuses is not written. With no entries it writes rec as Put does.
+	// Bolt also deletes, in the same transaction, the claim for
+	// (rec.MessageID, rec.Fingerprint) if (rec.Mailbox, rec.UIDL) holds it:
+	// the attempt it stood for is over. DynamoDB leaves the claim to
+	// expire (deleting it would cost another write).
 	PutAccepted(ctx context.Context, rec *Record, accepted []Acceptance) error
+	// Claim takes the delivery claim for (c.MessageID, c.Fingerprint) for
+	// the record (c.Mailbox, c.UIDL) until c.Expires, in one conditional
+	// write. It succeeds when no claim for the key exists, when the stored
+	// one has expired (its Expires is not after c.At), when it is held by
+	// the same (Mailbox, UIDL), or when takeOver is non-nil and the stored
+	// claim has takeOver's Mailbox, UIDL and At (the caller found that
+	// holder's attempt finished). Otherwise it writes nothing and returns
+	// the stored claim and an error wrapping ErrClaimHeld. The key is
+	// normalized like DuplicateKey's Message-ID; a MessageID DuplicateKey
+	// refuses, or an empty Fingerprint, is an error (not ErrClaimHeld).
+	// A claim never suppresses anything by itself.
+	Claim(ctx context.Context, c Claim, takeOver *Claim) (Claim, error)
 	// Accepted returns the duplicate-index entries of messageID for the
 	// given recipients that have not expired, keyed by the recipient as
 	// given. Message-IDs and recipients are compared after DuplicateKey;

@@ -92,6 +92,8 @@ var (
 	bucketLeases  = []byte("leases")
 	bucketDupes   = []byte("dupes")
 	bucketExpiry  = []byte("dupes-expiry")
+	bucketClaims  = []byte("claims")
+	bucketClaimEx = []byte("claims-expiry")
 	keySchema     = []byte("schema")
 )
 
@@ -197,7 +199,7 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 		case string(v) != schemaVersion:
 			return fmt.Errorf("ledger schema %q, this build reads %q", v, schemaVersion)
 		}
-		for _, b := range [][]byte{bucketRecords, bucketLeases, bucketDupes, bucketExpiry} {
+		for _, b := range [][]byte{bucketRecords, bucketLeases, bucketDupes, bucketExpiry, bucketClaims, bucketClaimEx} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -355,6 +357,9 @@ type pending struct {
 	want    int64 // the Version the caller read; 0 = must not exist
 	value   []byte
 	dups    []dupWrite // duplicate-index entries written with the record
+	// release is the key of the claim PutAccepted ends if this record
+	// holds it; nil for a plain Put.
+	release []byte
 }
 
 // Put writes recs conditionally and all or none, in one transaction; the
@@ -376,7 +381,7 @@ func (l *Ledger) Put(ctx context.Context, recs ...*ledger.Record) error {
 // commitPending commits prepared records and, once committed, increments
 // the callers' Versions.
 func (l *Ledger) commitPending(ps []pending) error {
-	if err := l.commit(ps); err != nil {
+	if err := l.commit(&putReq{ps: ps}); err != nil {
 		return fmt.Errorf("boltledger: put: %w", err)
 	}
 	for _, p := range ps {
@@ -418,22 +423,23 @@ func prepare(recs []*ledger.Record) ([]pending, error) {
 	return ps, nil
 }
 
-// putReq is one Put waiting for a group commit.
+// putReq is one Put, or one Claim, waiting for a group commit.
 type putReq struct {
-	ps  []pending
-	err error
+	ps    []pending
+	claim *claimOp // instead of ps
+	err   error
 	// wake receives exactly one value: false once the request was
 	// committed (or failed; see err), true when it must lead the next commit.
 	wake chan bool
 }
 
-// commit applies ps in a write transaction shared with the Puts that queued
-// up while the previous transaction ran. The first Put to arrive when no
+// commit applies req in a write transaction shared with the Puts and
+// Claims that queued up while the previous transaction ran. The first Put to arrive when no
 // commit runs leads: it takes the whole queue, commits it, wakes every
 // request it carried, and hands leadership to the oldest request that
 // arrived meanwhile. No Put waits for a timer.
-func (l *Ledger) commit(ps []pending) error {
-	req := &putReq{ps: ps, wake: make(chan bool, 1)}
+func (l *Ledger) commit(req *putReq) error {
+	req.wake = make(chan bool, 1)
 	l.gmu.Lock()
 	l.queue = append(l.queue, req)
 	if l.leading {
@@ -466,15 +472,25 @@ func (l *Ledger) commit(ps []pending) error {
 }
 
 // commitGroup runs the requests of group in one transaction and sets each
-// one's err. A request whose check fails (conflict, damaged record) has
-// written nothing, so it alone fails; a failed write or commit fails all,
-// since then nothing was committed.
+// one's err. A request whose check fails (conflict, damaged record, a
+// claim held by another record) has written nothing, so it alone fails; a
+// failed write or commit fails all, since then nothing was committed.
 func (l *Ledger) commitGroup(group []*putReq) {
 	l.commits.Add(1)
 	err := l.update(func(tx *bolt.Tx) error {
 		records := tx.Bucket(bucketRecords)
-		written := 0
+		dups, claims := 0, 0
 		for _, r := range group {
+			if r.claim != nil {
+				if r.err = r.claim.check(tx); r.err != nil {
+					continue
+				}
+				if err := r.claim.write(tx); err != nil {
+					return err
+				}
+				claims++
+				continue
+			}
 			r.err = check(records, r.ps)
 			if r.err != nil {
 				continue
@@ -486,9 +502,16 @@ func (l *Ledger) commitGroup(group []*putReq) {
 			if err != nil {
 				return err
 			}
-			written += n
+			dups += n
+			if err := releaseClaims(tx, r.ps); err != nil {
+				return err
+			}
 		}
-		return pruneDups(tx, l.now(), pruneBatch+written)
+		now := l.now()
+		if err := dupIndex.prune(tx, now, pruneBatch+dups); err != nil {
+			return err
+		}
+		return claimIndex.prune(tx, now, pruneBatch+claims)
 	})
 	if err != nil {
 		for _, r := range group {

@@ -14,33 +14,53 @@ import (
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
-// pruneBatch is how many expired duplicate-index entries one write
-// transaction removes at most, besides as many as it writes.
+// pruneBatch is how many expired entries (duplicate-index entries, claims)
+// one write transaction removes at most per index, besides as many as it
+// writes.
 const pruneBatch = 64
+
+// expiringIndex is a bucket of entries that stop counting at an expiry,
+// beside a bucket of expiry keys (expiryKey) that orders them by it, so
+// writes can prune the oldest without scanning. Every entry's value is
+// JSON with an "expires" field.
+type expiringIndex struct {
+	data, expiry []byte // bucket names
+}
+
+var (
+	dupIndex   = expiringIndex{bucketDupes, bucketExpiry}
+	claimIndex = expiringIndex{bucketClaims, bucketClaimEx}
+)
+
+// expiresOf is the part of an entry's value the index needs.
+type expiresOf struct {
+	Expires time.Time `json:"expires"`
+}
 
 // dupWrite is one duplicate-index entry prepared for a transaction.
 type dupWrite struct {
-	key    []byte // dupKey
-	expiry []byte // expiryKey
-	value  []byte
+	key     []byte // pairKey
+	expires time.Time
+	value   []byte
 }
 
 // dupValue is what the dupes bucket holds per key.
 type dupValue struct {
-	MessageID string    `json:"message_id"`
-	Recipient string    `json:"recipient"`
-	Mailbox   string    `json:"mailbox"`
-	UIDL      string    `json:"uidl"`
-	At        time.Time `json:"at"`
-	Expires   time.Time `json:"expires"`
+	MessageID   string    `json:"message_id"`
+	Recipient   string    `json:"recipient"`
+	Mailbox     string    `json:"mailbox"`
+	UIDL        string    `json:"uidl"`
+	At          time.Time `json:"at"`
+	Expires     time.Time `json:"expires"`
+	Fingerprint string    `json:"fingerprint,omitempty"` // absent in entries written before it existed
 }
 
-// dupKey is uvarint(len(id)) id rcpt: no Message-ID can run into a
-// recipient.
-func dupKey(id, rcpt string) []byte {
+// pairKey is uvarint(len(id)) id second: no Message-ID can run into the
+// recipient (dupes) or fingerprint (claims) after it.
+func pairKey(id, second string) []byte {
 	k := binary.AppendUvarint(nil, uint64(len(id)))
 	k = append(k, id...)
-	return append(k, rcpt...)
+	return append(k, second...)
 }
 
 // expiryKey orders entries by expiry: 8 bytes of big-endian Unix
@@ -52,6 +72,79 @@ func expiryKey(expires time.Time, key []byte) []byte {
 	}
 	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), uint64(ns))
 	return append(k, key...)
+}
+
+// put stores value under key with its expiry key, replacing an older entry
+// and removing that one's expiry key.
+func (ix expiringIndex) put(tx *bolt.Tx, key []byte, expires time.Time, value []byte) error {
+	data, expiry := tx.Bucket(ix.data), tx.Bucket(ix.expiry)
+	if err := ix.removeExpiry(data, expiry, key); err != nil {
+		return err
+	}
+	if err := data.Put(key, value); err != nil {
+		return fmt.Errorf("%s entry: %w", ix.data, err)
+	}
+	if err := expiry.Put(expiryKey(expires, key), nil); err != nil {
+		return fmt.Errorf("%s key: %w", ix.expiry, err)
+	}
+	return nil
+}
+
+// delete removes the entry under key and its expiry key.
+func (ix expiringIndex) delete(tx *bolt.Tx, key []byte) error {
+	data, expiry := tx.Bucket(ix.data), tx.Bucket(ix.expiry)
+	if err := ix.removeExpiry(data, expiry, key); err != nil {
+		return err
+	}
+	return data.Delete(key)
+}
+
+// removeExpiry deletes the expiry key of the entry stored under key, if
+// any. An undecodable entry keeps its expiry key: pruning removes it.
+func (ix expiringIndex) removeExpiry(data, expiry *bolt.Bucket, key []byte) error {
+	old := data.Get(key)
+	if old == nil {
+		return nil
+	}
+	var ov expiresOf
+	if err := json.Unmarshal(old, &ov); err != nil {
+		return nil
+	}
+	return expiry.Delete(expiryKey(ov.Expires, key))
+}
+
+// prune removes up to limit entries that expired before now, oldest
+// first. An expiry key whose entry was replaced by a later one only loses
+// the key.
+func (ix expiringIndex) prune(tx *bolt.Tx, now time.Time, limit int) error {
+	data, expiry := tx.Bucket(ix.data), tx.Bucket(ix.expiry)
+	cut := expiryKey(now, nil)
+	var stale [][]byte
+	c := expiry.Cursor()
+	for k, _ := c.First(); k != nil && len(stale) < limit && bytes.Compare(k[:min(8, len(k))], cut) <= 0; k, _ = c.Next() {
+		stale = append(stale, bytes.Clone(k))
+	}
+	for _, k := range stale {
+		if err := expiry.Delete(k); err != nil {
+			return err
+		}
+		if len(k) < 8 {
+			continue
+		}
+		key := k[8:]
+		v := data.Get(key)
+		if v == nil {
+			continue
+		}
+		var ev expiresOf
+		if err := json.Unmarshal(v, &ev); err == nil && ev.Expires.After(now) {
+			continue // replaced by a later entry with its own expiry key
+		}
+		if err := data.Delete(key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutAccepted writes rec and the duplicate-index entries of accepted in one
@@ -73,12 +166,15 @@ func (l *Ledger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted [
 		if a.Expires.IsZero() {
 			return fmt.Errorf("boltledger: put %s/%q: duplicate-index entry for %s without an expiry", rec.Mailbox, rec.UIDL, rcpt)
 		}
-		v, err := json.Marshal(dupValue{MessageID: id, Recipient: rcpt, Mailbox: rec.Mailbox, UIDL: rec.UIDL, At: a.At, Expires: a.Expires})
+		v, err := json.Marshal(dupValue{MessageID: id, Recipient: rcpt, Mailbox: rec.Mailbox, UIDL: rec.UIDL, At: a.At, Expires: a.Expires,
+			Fingerprint: a.Fingerprint})
 		if err != nil {
 			return fmt.Errorf("boltledger: put %s/%q: %w", rec.Mailbox, rec.UIDL, err)
 		}
-		k := dupKey(id, rcpt)
-		ps[0].dups = append(ps[0].dups, dupWrite{key: k, expiry: expiryKey(a.Expires, k), value: v})
+		ps[0].dups = append(ps[0].dups, dupWrite{key: pairKey(id, rcpt), expires: a.Expires, value: v})
+	}
+	if id, ok := ledger.ClaimKey(rec.MessageID, rec.Fingerprint); ok {
+		ps[0].release = pairKey(id, rec.Fingerprint)
 	}
 	return l.commitPending(ps)
 }
@@ -86,62 +182,16 @@ func (l *Ledger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted [
 // writeDups stores the entries of ps, replacing older ones (and their
 // expiry keys), and returns how many it wrote.
 func writeDups(tx *bolt.Tx, ps []pending) (int, error) {
-	dupes, expiry := tx.Bucket(bucketDupes), tx.Bucket(bucketExpiry)
 	n := 0
 	for _, p := range ps {
 		for _, d := range p.dups {
-			if old := dupes.Get(d.key); old != nil {
-				var ov dupValue
-				if err := json.Unmarshal(old, &ov); err == nil {
-					if err := expiry.Delete(expiryKey(ov.Expires, d.key)); err != nil {
-						return n, err
-					}
-				}
-			}
-			if err := dupes.Put(d.key, d.value); err != nil {
-				return n, fmt.Errorf("duplicate-index entry: %w", err)
-			}
-			if err := expiry.Put(d.expiry, nil); err != nil {
-				return n, fmt.Errorf("duplicate-index expiry: %w", err)
+			if err := dupIndex.put(tx, d.key, d.expires, d.value); err != nil {
+				return n, err
 			}
 			n++
 		}
 	}
 	return n, nil
-}
-
-// pruneDups removes up to limit entries that expired before now, oldest
-// first. An expiry key whose entry was replaced by a later one only loses
-// the key.
-func pruneDups(tx *bolt.Tx, now time.Time, limit int) error {
-	dupes, expiry := tx.Bucket(bucketDupes), tx.Bucket(bucketExpiry)
-	cut := expiryKey(now, nil)
-	var stale [][]byte
-	c := expiry.Cursor()
-	for k, _ := c.First(); k != nil && len(stale) < limit && bytes.Compare(k[:min(8, len(k))], cut) <= 0; k, _ = c.Next() {
-		stale = append(stale, bytes.Clone(k))
-	}
-	for _, k := range stale {
-		if err := expiry.Delete(k); err != nil {
-			return err
-		}
-		if len(k) < 8 {
-			continue
-		}
-		key := k[8:]
-		v := dupes.Get(key)
-		if v == nil {
-			continue
-		}
-		var dv dupValue
-		if err := json.Unmarshal(v, &dv); err == nil && dv.Expires.After(now) {
-			continue // replaced by a later entry with its own expiry key
-		}
-		if err := dupes.Delete(key); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Accepted returns the unexpired duplicate-index entries of messageID for
@@ -162,7 +212,7 @@ func (l *Ledger) Accepted(ctx context.Context, messageID string, recipients []st
 			if !ok {
 				continue
 			}
-			v := dupes.Get(dupKey(id, rcpt))
+			v := dupes.Get(pairKey(id, rcpt))
 			if v == nil {
 				continue
 			}
@@ -173,7 +223,8 @@ func (l *Ledger) Accepted(ctx context.Context, messageID string, recipients []st
 			if !dv.Expires.After(now) {
 				continue
 			}
-			out[r] = ledger.Acceptance{MessageID: dv.MessageID, Recipient: dv.Recipient, Mailbox: dv.Mailbox, UIDL: dv.UIDL, At: dv.At, Expires: dv.Expires}
+			out[r] = ledger.Acceptance{MessageID: dv.MessageID, Recipient: dv.Recipient, Mailbox: dv.Mailbox, UIDL: dv.UIDL, At: dv.At, Expires: dv.Expires,
+				Fingerprint: dv.Fingerprint}
 		}
 		return nil
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -31,17 +30,16 @@ type dupItem struct {
 	At        string `dynamodbav:"at"`
 	Expires   string `dynamodbav:"expires"` // RFC 3339 with nanoseconds
 	TTL       int64  `dynamodbav:"ttl"`     // epoch seconds, rounded up
+	// Fingerprint is absent in entries written before it existed.
+	Fingerprint string `dynamodbav:"fingerprint,omitempty"`
 }
 
 func encodeDup(id, rcpt, mailbox, uidl string, a ledger.Acceptance) (map[string]types.AttributeValue, error) {
-	ttl := a.Expires.Unix()
-	if a.Expires.After(time.Unix(ttl, 0)) {
-		ttl++
-	}
 	return attributevalue.MarshalMap(dupItem{
 		PK: dupPKPrefix + id, SK: dupSKPrefix + rcpt,
 		MessageID: id, Recipient: rcpt, Mailbox: mailbox, UIDL: uidl,
-		At: formatTime(a.At), Expires: formatTime(a.Expires), TTL: ttl,
+		At: formatTime(a.At), Expires: formatTime(a.Expires), TTL: ttlAt(a.Expires),
+		Fingerprint: a.Fingerprint,
 	})
 }
 
@@ -158,7 +156,7 @@ func (l *Ledger) Accepted(ctx context.Context, messageID string, recipients []st
 				continue
 			}
 			a := ledger.Acceptance{MessageID: it.MessageID, Recipient: it.Recipient, Mailbox: it.Mailbox, UIDL: it.UIDL,
-				At: at, Expires: expires}
+				At: at, Expires: expires, Fingerprint: it.Fingerprint}
 			for _, given := range want[it.Recipient] {
 				out[given] = a
 			}

@@ -155,7 +155,7 @@ func (l *Ledger) count(op string, written int, cc ...types.ConsumedCapacity) {
 	if written > 0 {
 		l.stats.ItemsWritten[op] += int64(written)
 	}
-	read := op == "BatchGetItem" || op == "Query"
+	read := op == "BatchGetItem" || op == "Query" || op == "GetItem"
 	for _, c := range cc {
 		if c.CapacityUnits == nil {
 			continue

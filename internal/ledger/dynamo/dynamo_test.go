@@ -113,6 +113,7 @@ func TestDynamoDB(t *testing.T) {
 	t.Run("RecordTTL", e.testRecordTTL)
 	t.Run("Tables", e.testTables)
 	t.Run("Capacity", e.testCapacity)
+	t.Run("FixtureEabc1cd", e.testFixture)
 }
 
 // Two pollers that read the same state race to record it: exactly one

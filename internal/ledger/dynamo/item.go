@@ -46,6 +46,8 @@ type recordItem struct {
 	SHA256     string `dynamodbav:"sha256,omitempty"`
 	ArchivedAt string `dynamodbav:"archived_at,omitempty"`
 
+	Fingerprint string `dynamodbav:"fingerprint,omitempty"`
+
 	MessageID      string `dynamodbav:"message_id,omitempty"`
 	MessageIDAdded bool   `dynamodbav:"message_id_added,omitempty"`
 	Sender         string `dynamodbav:"sender,omitempty"`
@@ -130,6 +132,7 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 		ArchiveKey:        r.ArchiveKey,
 		SHA256:            r.SHA256,
 		ArchivedAt:        formatTime(r.ArchivedAt),
+		Fingerprint:       r.Fingerprint,
 		MessageID:         r.MessageID,
 		MessageIDAdded:    r.MessageIDAdded,
 		Sender:            r.Sender,
@@ -186,6 +189,7 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		Size:              it.Size,
 		ArchiveKey:        it.ArchiveKey,
 		SHA256:            it.SHA256,
+		Fingerprint:       it.Fingerprint,
 		MessageID:         it.MessageID,
 		MessageIDAdded:    it.MessageIDAdded,
 		Sender:            it.Sender,
@@ -257,6 +261,16 @@ func numberAttr(av map[string]types.AttributeValue, name string) int64 {
 		}
 	}
 	return 0
+}
+
+// ttlAt is the ttl attribute for an item that stops counting at t: epoch
+// seconds, rounded up, so DynamoDB never removes it before t.
+func ttlAt(t time.Time) int64 {
+	ttl := t.Unix()
+	if t.After(time.Unix(ttl, 0)) {
+		ttl++
+	}
+	return ttl
 }
 
 func numberValue(v int64) *types.AttributeValueMemberN {

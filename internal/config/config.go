@@ -186,6 +186,12 @@ type Notify struct {
 	// RelayDenied: Exchange refused the connector itself (relay or
 	// receive-connector permissions). Key: relay_denied. Default true.
 	RelayDenied bool
+	// TooLarge: Exchange (or the relay's check of its advertised SIZE)
+	// refused a message as larger than it accepts. Key: too_large. Default
+	// true: like badmail and relay_denied, the message cannot go until
+	// someone raises a limit or fetches it from the archive, and no retry
+	// will change that.
+	TooLarge bool
 }
 
 // MailboxType says whose mail a POP3 mailbox holds.
@@ -589,6 +595,7 @@ type fileNotify struct {
 	UnknownRecipient *bool  `yaml:"unknown_recipient"`
 	Badmail          *bool  `yaml:"badmail"`
 	RelayDenied      *bool  `yaml:"relay_denied"`
+	TooLarge         *bool  `yaml:"too_large"`
 }
 
 type fileGlobal struct {
@@ -720,6 +727,7 @@ func (f *fileConfig) toConfig() *Config {
 			UnknownRecipient: orBool(f.Notify.UnknownRecipient, false),
 			Badmail:          orBool(f.Notify.Badmail, true),
 			RelayDenied:      orBool(f.Notify.RelayDenied, true),
+			TooLarge:         orBool(f.Notify.TooLarge, true),
 		},
 		LoopLimit:       orInt(f.LoopLimit, defaultLoopLimit),
 		DuplicateWindow: orDur(f.DuplicateWindow, defaultDuplicateWindow),

@@ -52,6 +52,7 @@ notify:
   to: mailadmin@corp.example
   spam: true
   badmail: false
+  too_large: false
 loop_limit: 5
 ` + exchangeMailbox + `    type: global
     global:
@@ -69,7 +70,7 @@ loop_limit: 5
 			if len(m.Undeliverable.DeleteCodes()) != 3 {
 				t.Errorf("DeleteCodes = %v", m.Undeliverable.DeleteCodes())
 			}
-			want := Notify{To: "mailadmin@corp.example", Spam: true, UnknownRecipient: false, Badmail: false, RelayDenied: true}
+			want := Notify{To: "mailadmin@corp.example", Spam: true, UnknownRecipient: false, Badmail: false, RelayDenied: true, TooLarge: false}
 			if c.Notify != want || c.LoopLimit != 5 {
 				t.Errorf("notify = %+v loop_limit %d, want %+v 5", c.Notify, c.LoopLimit, want)
 			}

@@ -169,7 +169,7 @@ var crlf = []byte("\r\n")
 // Summary is what the pipeline needs from a message's header.
 type Summary struct {
 	Size       int64
-	MessageID  string // without angle brackets; "" when absent or unparsable
+	MessageID  string // without angle brackets; "" when absent or unusable (see MessageIDField)
 	ReturnPath string // envelope sender the ISP recorded; "" with NullSender for <>
 	NullSender bool   // Return-Path: <>
 	Sender     string // Sender: address
@@ -199,8 +199,8 @@ type Summary struct {
 	// have the same Fingerprint, a different message with the same
 	// Message-ID almost certainly another. See fingerprint for what it
 	// covers. It is "" when the header cannot be trusted to compare (no
-	// header, a ParseError, HeaderTruncated); "" never suppresses a copy and
-	// is never suppressed: it equals no Fingerprint, not even "".
+	// header, a ParseError, HeaderTruncated). "" never suppresses a copy and
+	// is never suppressed: compare it as equal to nothing, "" included.
 	Fingerprint string
 }
 

@@ -30,6 +30,11 @@ const (
 	CauseRelayDenied Cause = "relay-denied"
 	// CauseBadmail: the connector gave up on a message and set it aside.
 	CauseBadmail Cause = "badmail"
+	// CauseTooLarge: the message is larger than Exchange accepts, by
+	// Exchange's reply (552, X.3.4, X.2.3) or by the SIZE it advertised
+	// (the relay's own check, which sends nothing). No retry helps until
+	// a limit is raised.
+	CauseTooLarge Cause = "too-large"
 	// CauseTest: a test notice (popconn test-notify).
 	CauseTest Cause = "test"
 	// CauseOther: any other permanent rejection.
@@ -45,16 +50,21 @@ const (
 //     denied", 5.7.54, 5.7.64, 5.7.57, any 530 reply, "does not have
 //     permissions to send as this sender", "authentication required". They
 //     come from configuration, not from the message.
-//  2. X.1.1, X.1.10 (recipient not found), X.1.6 (moved), X.1.0 or X.1.3 at
+//  2. A message too large is CauseTooLarge: X.3.4 ("message too big for
+//     system", also the relay's local SIZE refusal, 552 5.3.4), X.2.3
+//     (Exchange's "550 5.2.3 RESOLVER.RST.RecipSizeLimit"), or a 552 whose
+//     enhanced code, if any, is X.3.x. A 552 5.2.2 (mailbox full) is not:
+//     552 also means "exceeded storage allocation".
+//  3. X.1.1, X.1.10 (recipient not found), X.1.6 (moved), X.1.0 or X.1.3 at
 //     RCPT, and texts such as "user unknown", "no such user", "recipient
 //     not found" are CauseUnknownRecipient. A X.1.x refusal of the sender
 //     (at MAIL, or "sender denied": Exchange's Sender Filter answers 554
 //     5.1.0) is spam filtering.
-//  3. 554 5.7.1, sender-authentication failures (5.7.23 SPF, 5.7.25
+//  4. 554 5.7.1, sender-authentication failures (5.7.23 SPF, 5.7.25
 //     reverse DNS, 5.7.26 and 5.7.509 DMARC/authentication, 5.7.510), and
 //     any 5xx whose text speaks of spam,
 //     block lists, reputation, content filtering or malware are CauseSpam.
-//  4. Any other permanent refusal, including local ones, is CauseOther.
+//  5. Any other permanent refusal, including local ones, is CauseOther.
 func Classify(e *relay.Error) Cause {
 	if e == nil || e.Temporary {
 		return CauseNone
@@ -64,6 +74,8 @@ func Classify(e *relay.Error) Cause {
 	switch {
 	case isRelayDenied(e.Code, enh, text):
 		return CauseRelayDenied
+	case isTooLarge(e.Code, enh):
+		return CauseTooLarge
 	case e.Code == 0 && e.Local:
 		return CauseOther
 	case isSenderRefusal(e, enh, text):
@@ -131,6 +143,16 @@ func isRelayDenied(code int, enh, text string) bool {
 	return code == 530 || enh == "5.7.54" || enh == "5.7.64" || enh == "5.7.57" || containsAny(text, refusedWords)
 }
 
+func isTooLarge(code int, enh string) bool {
+	switch {
+	case enh == "5.3.4", enh == "5.2.3":
+		return true
+	case code == 552:
+		return enh == "" || strings.HasPrefix(enh, "5.3.")
+	}
+	return false
+}
+
 // isSenderRefusal reports a refusal of the sender address: Exchange's
 // Sender Filter ("554 5.1.0 Sender denied") and its kind, at MAIL FROM or
 // saying "sender".
@@ -155,6 +177,36 @@ func isUnknownRecipient(e *relay.Error, enh, text string) bool {
 		}
 	}
 	return containsAny(text, unknownWords)
+}
+
+// NoticeRefusedPermanently reports whether sending a notice failed for good:
+// err is (or wraps) a *relay.Error with a 5xx reply code that is not
+// Temporary. That is the SMTP server's 5xx reply, or a refusal the relay
+// made itself before sending (a SIZE over the server's limit, an address
+// it cannot send to), which it will make again. Sending the same notice
+// again is then pointless: the caller should record it as refused rather
+// than retry it every interval.
+//
+// Anything else is false and may succeed later: nil, a 4xx reply, a
+// connection, TLS or timeout failure, and an error of unknown kind. An
+// error that joins several (errors.Join, one per route tried) is
+// permanent only if each of them is.
+func NoticeRefusedPermanently(err error) bool {
+	switch x := err.(type) {
+	case *relay.Error:
+		return x != nil && !x.Temporary && x.Code >= 500 && x.Code <= 599
+	case interface{ Unwrap() []error }:
+		errs := x.Unwrap()
+		for _, err := range errs {
+			if !NoticeRefusedPermanently(err) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	case interface{ Unwrap() error }:
+		return NoticeRefusedPermanently(x.Unwrap())
+	}
+	return false
 }
 
 // ReplyCode is an SMTP reply code with an optional enhanced status code,

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,9 +53,19 @@ func TestClassify(t *testing.T) {
 		{"does not exist", reply("rcpt", 550, "5.2.1", "The email account that you tried to reach does not exist"), CauseUnknownRecipient},
 		// Other permanent refusals.
 		{"generic mailbox unavailable", reply("rcpt", 550, "", "Requested action not taken: mailbox unavailable"), CauseOther},
-		{"too big", reply("data", 552, "5.3.4", "Message size exceeds fixed maximum message size"), CauseOther},
+		// Too large (item 6 of "nothing lost and nothing doubled").
+		{"too big", reply("data", 552, "5.3.4", "Message size exceeds fixed maximum message size"), CauseTooLarge},
+		{"552 without enhanced", reply("mail", 552, "", "Message size exceeds fixed limit"), CauseTooLarge},
+		{"exchange recipient size limit", reply("rcpt", 550, "5.2.3", "RESOLVER.RST.RecipSizeLimit; message too large for this recipient"), CauseTooLarge},
+		{"5.3.4 under another code", reply("data", 554, "5.3.4", "Message too big for system"), CauseTooLarge},
+		// The relay's own SIZE check (internal/relay: Send), nothing sent.
+		{"local size check", &relay.Error{Op: "mail", Code: 552, Enhanced: "5.3.4",
+			Message: "message size 31457280 exceeds the server's limit of 10485760 (RFC 1870); not sent", Local: true}, CauseTooLarge},
+		{"552 spam", reply("data", 552, "5.7.1", "Message rejected as spam"), CauseSpam},
+		{"temporary 452 4.3.1", reply("mail", 452, "4.3.1", "Insufficient system storage"), CauseNone},
 		{"restricted recipient", reply("rcpt", 550, "5.7.1", "Delivery not authorized, message refused"), CauseOther},
 		{"mailbox full", reply("data", 552, "5.2.2", "Mailbox full"), CauseOther},
+		{"mailbox full at rcpt", reply("rcpt", 552, "5.2.2", "Quota exceeded"), CauseOther},
 		// Words inside other words do not count.
 		{"garbled", reply("data", 554, "5.6.0", "Message garbled"), CauseOther},
 		{"not listed", reply("rcpt", 550, "", "Recipient not listed in public directory"), CauseOther},
@@ -68,6 +79,37 @@ func TestClassify(t *testing.T) {
 	for _, tc := range tests {
 		if got := Classify(tc.err); got != tc.want {
 			t.Errorf("%s: Classify(%v) = %q, want %q", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestNoticeRefusedPermanently(t *testing.T) {
+	perm := reply("data", 550, "5.7.1", "Message rejected as spam by Content Filtering.")
+	temp := reply("rcpt", 451, "4.7.1", "Greylisted")
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"5xx reply", perm, true},
+		{"5xx at rcpt", reply("rcpt", 550, "5.1.1", "User unknown"), true},
+		{"wrapped 5xx", fmt.Errorf("notice to a@corp.example: %w", perm), true},
+		{"4xx reply", temp, false},
+		{"421", reply("data", 421, "4.3.2", "Service not available"), false},
+		{"connection refused", &relay.Error{Op: "connect", Message: "connection refused", Temporary: true}, false},
+		{"5xx marked temporary", &relay.Error{Op: "data", Code: 554, Message: "odd", Temporary: true}, false},
+		{"local permanent without code", &relay.Error{Op: "mail", Message: "no SMTPUTF8", Local: true}, false},
+		{"local size check", &relay.Error{Op: "mail", Code: 552, Enhanced: "5.3.4", Message: "message size exceeds the server's limit", Local: true}, true},
+		{"unknown error", errors.New("no route to the notice address"), false},
+		{"typed nil", (*relay.Error)(nil), false},
+		{"joined, all permanent", errors.Join(perm, reply("rcpt", 554, "5.7.1", "no")), true},
+		{"joined, one temporary", errors.Join(perm, temp), false},
+		{"joined, unknown", errors.Join(perm, errors.New("dial: timeout")), false},
+	}
+	for _, tc := range tests {
+		if got := NoticeRefusedPermanently(tc.err); got != tc.want {
+			t.Errorf("%s: NoticeRefusedPermanently(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
 }

@@ -12,7 +12,9 @@ import (
 
 // FuzzBuildDSN builds notices from arbitrary original headers, server
 // replies and free text, and checks that each parses back as the same
-// three-part report with no field of ours added or lost.
+// three-part report with no field of ours added or lost, and that nothing
+// but the text/rfc822-headers part and the Message-ID depends on the
+// original header.
 func FuzzBuildDSN(f *testing.F) {
 	files, err := filepath.Glob("testdata/*.eml")
 	if err != nil {
@@ -57,9 +59,24 @@ func FuzzBuildDSN(f *testing.F) {
 			!slices.Equal(keys(g[1]), []string{"Final-Recipient", "Action", "Status", "Remote-Mta", "Last-Attempt-Date"}) {
 			t.Fatalf("delivery-status groups: %d, recipient fields %q", len(g), keys(g[len(g)-1]))
 		}
-		want3, _ := normaliseHeader(orig)
+		want3, truncated := normaliseHeader(orig)
 		if !bytes.Equal(p.parts[2].body, want3) {
 			t.Fatalf("rfc822-headers =\n%q\nwant\n%q", p.parts[2].body, want3)
+		}
+		// The same notice about no original at all has the same Subject
+		// and explanation: no text of the original reached them.
+		none := n
+		none.OriginalHeader = nil
+		buf.Reset()
+		if err := BuildDSN(&buf, none); err != nil {
+			t.Fatalf("BuildDSN without an original: %v", err)
+		}
+		q := parseNotice(t, buf.Bytes())
+		if a, b := p.top.Get("Subject"), q.top.Get("Subject"); a != b {
+			t.Fatalf("Subject %q depends on the original header (without it: %q)", a, b)
+		}
+		if !truncated && !bytes.Equal(p.parts[0].body, q.parts[0].body) {
+			t.Fatalf("explanation depends on the original header:\n%s\nwithout it:\n%s", p.parts[0].body, q.parts[0].body)
 		}
 	})
 }

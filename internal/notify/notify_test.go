@@ -173,8 +173,10 @@ func TestBuildDSNStructureAndFields(t *testing.T) {
 	if err != nil || ct != "multipart/report" || params["report-type"] != "delivery-status" || params["boundary"] == "" {
 		t.Errorf("Content-Type = %q %v (%v)", ct, params, err)
 	}
+	// No In-Reply-To or References: they would carry the original's
+	// Message-ID, text its sender chose.
 	if got := keys(p.top.Header.Header); !slices.Equal(got, []string{
-		"Content-Type", "From", "To", "Date", "Subject", "Message-Id", "In-Reply-To", "References",
+		"Content-Type", "From", "To", "Date", "Subject", "Message-Id",
 		"X-Popconn-Notice", "Auto-Submitted", "Mime-Version",
 	}) {
 		t.Errorf("top-level fields = %q", got)
@@ -187,7 +189,7 @@ func TestBuildDSNStructureAndFields(t *testing.T) {
 	if len(to) != 1 || to[0].Address != "admin@corp.example" {
 		t.Errorf("To = %v", to)
 	}
-	if subj, err := p.top.Subject(); err != nil || subj != "Rejected as spam: Grüße — 50% off" {
+	if subj, err := p.top.Subject(); err != nil || subj != "Rejected as spam: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q (%v)", subj, err)
 	}
 	if d, err := p.top.Date(); err != nil || !d.Equal(now) {
@@ -197,11 +199,6 @@ func TestBuildDSNStructureAndFields(t *testing.T) {
 	if err != nil || id != NoticeID("offer-42@promo.example", nil, CauseSpam, true, "corp.example") ||
 		!strings.HasPrefix(id, "popconn.notice.spam.failed.") || !strings.HasSuffix(id, "@corp.example") {
 		t.Errorf("Message-ID = %q (%v)", id, err)
-	}
-	for _, k := range []string{"In-Reply-To", "References"} {
-		if ids, err := p.top.MsgIDList(k); err != nil || !slices.Equal(ids, []string{"offer-42@promo.example"}) {
-			t.Errorf("%s = %q (%v)", k, ids, err)
-		}
 	}
 	if v := p.top.Get("Auto-Submitted"); v != "auto-replied" {
 		t.Errorf("Auto-Submitted = %q", v)
@@ -222,10 +219,6 @@ func TestBuildDSNStructureAndFields(t *testing.T) {
 		"This is popconnector on popconn.corp.example.",
 		"Exchange rejected a message as spam (or another content or sender filter refused it).",
 		"Exchange's content filter refused the message.",
-		"  From: Promo ★ <offers@promo.example>",
-		"  Subject: Grüße — 50% off",
-		"  Date: Mon, 03 Jun 2024 07:12:40 +0000",
-		"  Message-ID: <offer-42@promo.example>",
 		"  POP3 mailbox: sales",
 		"  Archived copy: sales/2024/06/03/uid-1.eml",
 		"  Fetched: Mon, 03 Jun 2024 09:13:00 +0200",
@@ -234,6 +227,13 @@ func TestBuildDSNStructureAndFields(t *testing.T) {
 	} {
 		if !strings.Contains(string(text.body), want+"\r\n") {
 			t.Errorf("explanation lacks line %q:\n%s", want, text.body)
+		}
+	}
+	// The original's From, Subject, Date and Message-ID are in the
+	// attached header only.
+	for _, not := range []string{"Promo", "Grüße", "07:12:40", "offer-42"} {
+		if strings.Contains(string(text.body), not) {
+			t.Errorf("explanation quotes the original (%q):\n%s", not, text.body)
 		}
 	}
 
@@ -291,7 +291,7 @@ func TestBuildDSNSeveralRecipients(t *testing.T) {
 			DiagnosticCode: "X-Local; connection refused", LastAttempt: now, WillRetryUntil: now.Add(5 * 24 * time.Hour)},
 	}
 	p := parseNotice(t, build(t, n))
-	if subj, _ := p.top.Subject(); subj != "Unknown recipient: Grüße — 50% off" {
+	if subj, _ := p.top.Subject(); subj != "Unknown recipient: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q", subj)
 	}
 	g := groups(t, p.parts[1].body)
@@ -327,7 +327,7 @@ func TestBuildDSNSeveralRecipients(t *testing.T) {
 	// Only delayed recipients: a delay notice.
 	n.Recipients = n.Recipients[1:]
 	p = parseNotice(t, build(t, n))
-	if subj, _ := p.top.Subject(); subj != "Delivery delayed: Grüße — 50% off" {
+	if subj, _ := p.top.Subject(); subj != "Delivery delayed: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q", subj)
 	}
 	if id, _ := p.top.MessageID(); !strings.Contains(id, ".unknown-recipient.delayed.") {
@@ -349,7 +349,7 @@ func TestBuildDSNFromParsedHeader(t *testing.T) {
 	n.Original = in.Summary().Header
 	n.Cause = CauseBadmail
 	p := parseNotice(t, build(t, n))
-	if subj, _ := p.top.Subject(); subj != "Moved to badmail: Ärger mit Straße" {
+	if subj, _ := p.top.Subject(); subj != "Moved to badmail: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q", subj)
 	}
 	oh := p.parts[2]
@@ -361,10 +361,9 @@ func TestBuildDSNFromParsedHeader(t *testing.T) {
 	if !bytes.Equal(oh.body, wantHeader) {
 		t.Errorf("rfc822-headers =\n%q\nwant\n%q", oh.body, wantHeader)
 	}
-	// The raw Latin-1 display name is unreadable as UTF-8: shown with a
-	// replacement character, never as raw 8-bit.
-	if !strings.Contains(string(p.parts[0].body), "  From: J\uFFFDrg <joerg@example.net>\r\n") {
-		t.Errorf("explanation:\n%s", p.parts[0].body)
+	// The original's sender is in the attached header, not the text.
+	if strings.Contains(string(p.parts[0].body), "joerg@example.net") {
+		t.Errorf("explanation quotes the original's From:\n%s", p.parts[0].body)
 	}
 	if id, _ := p.top.MessageID(); id != NoticeID("l1@example.net", nil, CauseBadmail, true, "corp.example") {
 		t.Errorf("Message-ID = %q", id)
@@ -378,7 +377,7 @@ func TestBuildDSNProgrammaticHeader(t *testing.T) {
 	n := spamNotice(t)
 	n.OriginalHeader, n.Original = nil, &h
 	p := parseNotice(t, build(t, n))
-	if subj, _ := p.top.Subject(); subj != "Rejected as spam: set by code Bcc: victim@example.com" {
+	if subj, _ := p.top.Subject(); subj != "Rejected as spam: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q", subj)
 	}
 	if p.top.Has("Bcc") {
@@ -409,7 +408,9 @@ func TestBuildDSNInjection(t *testing.T) {
 	}) {
 		t.Errorf("top-level fields = %q", got)
 	}
-	if subj, _ := p.top.Subject(); subj != "Rejected as spam: hello Bcc: victim@example.com --fake" {
+	// Neither the mailbox nor the archive key is a plain name: the Subject
+	// is the label alone.
+	if subj, _ := p.top.Subject(); subj != "Rejected as spam" {
 		t.Errorf("Subject = %q", subj)
 	}
 	to, _ := p.top.AddressList("To")
@@ -445,10 +446,10 @@ func TestBuildDSNInjection(t *testing.T) {
 			t.Errorf("injected line %q in the explanation", line)
 		}
 	}
-	// The From whose display name decodes to a CRLF does not parse as an
-	// address; it is shown as written, on one line.
-	if !strings.Contains(string(p.parts[0].body), "  From: =?utf-8?q?Evil=0D=0ABcc:_victim@example.com?= <evil@example.com>\r\n") {
-		t.Errorf("explanation:\n%s", p.parts[0].body)
+	// The original's From (whose display name decodes to a CRLF) is in
+	// the attached header only.
+	if strings.Contains(string(p.parts[0].body), "evil@example.com") {
+		t.Errorf("explanation quotes the original's From:\n%s", p.parts[0].body)
 	}
 	// The original header travels whole, inside the third part's body
 	// only, even its malformed "--not-a-boundary" line.
@@ -552,6 +553,8 @@ func TestBuildDSNRejectsInvalid(t *testing.T) {
 		{"remote MTA", func(n *Notice) { n.Recipients[0].RemoteMTA = "exch\r\nBcc: x" }, "remote MTA"},
 		{"message id", func(n *Notice) { n.MessageID = "<x@y>" }, "Message-ID"},
 		{"message id CRLF", func(n *Notice) { n.MessageID = "x@y\r\nBcc: z" }, "Message-ID"},
+		{"negative size", func(n *Notice) { n.Size = -1 }, "size -1"},
+		{"negative size limit", func(n *Notice) { n.SizeLimit = -5 }, "size limit -5"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -599,9 +602,8 @@ func TestBuildDSNLongLines(t *testing.T) {
 	if !bytes.Equal(p.parts[2].body, n.OriginalHeader[:len(n.OriginalHeader)-2]) {
 		t.Error("long original header lines were changed")
 	}
-	subj, _ := p.top.Subject()
-	if n := len([]rune(subj)); n > len("Rejected as spam: ")+121 {
-		t.Errorf("Subject is %d characters", n)
+	if subj, _ := p.top.Subject(); subj != "Rejected as spam: message uid-1 from mailbox sales" {
+		t.Errorf("Subject = %q", subj)
 	}
 	d := groups(t, p.parts[1].body)[1].Get("Diagnostic-Code")
 	if !strings.HasPrefix(d, "smtp; 550 5.7.1 zzz") || len(d) > 920 {
@@ -613,11 +615,173 @@ func TestBuildDSNNoOriginal(t *testing.T) {
 	n := spamNotice(t)
 	n.OriginalHeader = nil
 	p := parseNotice(t, build(t, n))
-	if subj, _ := p.top.Subject(); subj != "Rejected as spam" {
+	if subj, _ := p.top.Subject(); subj != "Rejected as spam: message uid-1 from mailbox sales" {
 		t.Errorf("Subject = %q", subj)
 	}
 	if len(p.parts) != 3 || len(p.parts[2].body) != 0 {
 		t.Errorf("parts = %d, rfc822-headers %q", len(p.parts), p.parts[2].body)
+	}
+}
+
+// TestBuildDSNSubject: the Subject is fixed text and names the connector
+// made, never text of the original (item 4 of "nothing lost and nothing
+// doubled": a Subject filter refused "Rejected as spam: [SPAM] …").
+func TestBuildDSNSubject(t *testing.T) {
+	tests := []struct {
+		name                string
+		cause               Cause
+		delayed             bool
+		archiveKey, mailbox string
+		want                string
+	}{
+		{"archive key", CauseSpam, false, "sales/2025/01/06/3f9c0a1b2c3d4e5f60718293.eml", "sales",
+			"Rejected as spam: message 3f9c0a1b2c3d4e5f60718293 from mailbox sales"},
+		{"badmail copy", CauseBadmail, false, "badmail/sales/2025/01/06/3f9c0a1b2c3d4e5f60718293.eml", "sales",
+			"Moved to badmail: message 3f9c0a1b2c3d4e5f60718293 from mailbox sales"},
+		{"too large", CauseTooLarge, false, "info/2025/01/06/0a1b.eml", "info", "Too large for Exchange: message 0a1b from mailbox info"},
+		{"unknown recipient", CauseUnknownRecipient, false, "k.eml", "m-1", "Unknown recipient: message k from mailbox m-1"},
+		{"relay denied", CauseRelayDenied, false, "k.eml", "m_1", "Relay denied: message k from mailbox m_1"},
+		{"other", CauseOther, false, "k.eml", "m.1", "Undeliverable: message k from mailbox m.1"},
+		{"delayed", CauseSpam, true, "k.eml", "sales", "Delivery delayed: message k from mailbox sales"},
+		{"no archive key", CauseSpam, false, "", "sales", "Rejected as spam: a message from mailbox sales"},
+		{"no mailbox", CauseSpam, false, "sales/k.eml", "", "Rejected as spam: message k"},
+		{"neither", CauseSpam, false, "", "", "Rejected as spam"},
+		{"key with spaces", CauseSpam, false, "sales/[SPAM] buy now.eml", "sales", "Rejected as spam: a message from mailbox sales"},
+		{"key with controls", CauseSpam, false, "sales/k\r\nBcc: x.eml", "sales", "Rejected as spam: a message from mailbox sales"},
+		{"mailbox not a name", CauseSpam, false, "k.eml", "Verkauf & Co", "Rejected as spam: message k"},
+		{"mailbox too long", CauseSpam, false, "k.eml", strings.Repeat("m", 65), "Rejected as spam: message k"},
+		{"key only .eml", CauseSpam, false, "sales/.eml", "", "Rejected as spam"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := spamNotice(t)
+			n.OriginalHeader = readFile(t, "spam-subject.eml")
+			n.Cause, n.ArchiveKey, n.Mailbox = tc.cause, tc.archiveKey, tc.mailbox
+			if tc.delayed {
+				n.Recipients = []RecipientStatus{{Final: "alice@corp.example", Action: ActionDelayed, Status: "4.7.1"}}
+			}
+			p := parseNotice(t, build(t, n))
+			if subj, err := p.top.Subject(); err != nil || subj != tc.want {
+				t.Errorf("Subject = %q (%v), want %q", subj, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBuildDSNOriginalOnlyInHeadersPart checks, for every cause, that no
+// value of the original header appears anywhere in the notice but its
+// text/rfc822-headers part, which holds the header whole.
+func TestBuildDSNOriginalOnlyInHeadersPart(t *testing.T) {
+	orig := readFile(t, "spam-subject.eml")
+	wantHeader := orig[:bytes.Index(orig, []byte("\r\n\r\n"))+2]
+	th, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(orig)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every field value, and the parts a filter would match on. Values
+	// shorter than 6 bytes ("1.0", "YES") are words the notice may well
+	// hold for its own reasons.
+	needles := []string{"[SPAM]", "buy now", "bulk.example", "Cheap Pills", "spam-77", "BAYES_99", "198.51.100.7"}
+	for f := th.Fields(); f.Next(); {
+		if v := strings.TrimSpace(f.Value()); len(v) >= 6 {
+			needles = append(needles, v)
+		}
+	}
+	parsed := message.NewInspector()
+	parsed.Write(orig)
+	for _, cause := range []Cause{CauseSpam, CauseUnknownRecipient, CauseRelayDenied, CauseTooLarge, CauseBadmail, CauseOther} {
+		for _, form := range []string{"raw", "parsed"} {
+			t.Run(string(cause)+"/"+form, func(t *testing.T) {
+				n := spamNotice(t)
+				n.Cause, n.Size, n.SizeLimit = cause, 31<<20, 10<<20
+				n.OriginalHeader = orig
+				if form == "parsed" {
+					n.OriginalHeader, n.Original = nil, parsed.Summary().Header
+				}
+				p := parseNotice(t, build(t, n))
+				if len(p.parts) != 3 || p.parts[2].ctype != "text/rfc822-headers" {
+					t.Fatalf("%d parts", len(p.parts))
+				}
+				if !bytes.Equal(p.parts[2].body, wantHeader) || p.parts[2].header.Get("Content-Transfer-Encoding") != "7bit" {
+					t.Fatalf("rfc822-headers =\n%q\nwant\n%q", p.parts[2].body, wantHeader)
+				}
+				// The notice as sent without the headers part's body (7bit:
+				// exactly wantHeader), and each other part decoded.
+				i := bytes.Index(p.raw, wantHeader)
+				if i < 0 {
+					t.Fatal("the original header is not in the raw notice")
+				}
+				outside := map[string]string{
+					"notice":           string(p.raw[:i]) + string(p.raw[i+len(wantHeader):]),
+					"explanation":      string(p.parts[0].body),
+					"delivery-status":  string(p.parts[1].body),
+					"top-level header": fieldText(p.top.Header.Header),
+				}
+				for where, text := range outside {
+					for _, needle := range needles {
+						if strings.Contains(strings.ToLower(text), strings.ToLower(needle)) {
+							t.Errorf("%s holds %q of the original header", where, needle)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// fieldText is h's fields as decoded, one "Key: value" a line.
+func fieldText(h textproto.Header) string {
+	var b strings.Builder
+	for f := h.Fields(); f.Next(); {
+		b.WriteString(f.Key() + ": " + f.Value() + "\n")
+	}
+	return b.String()
+}
+
+// TestBuildDSNTooLarge: the too-large notice says the size and the limit
+// when known (item 6 of "nothing lost and nothing doubled").
+func TestBuildDSNTooLarge(t *testing.T) {
+	local := &relay.Error{Op: "mail", Code: 552, Enhanced: "5.3.4",
+		Message: "message size 31457280 exceeds the server's limit of 10485760 (RFC 1870); not sent", Local: true}
+	tests := []struct {
+		name          string
+		size, limit   int64
+		want, wantNot []string
+	}{
+		{"both known", 31457280, 10485760,
+			[]string{"The message is 31457280 bytes (30.0 MiB); the server accepts at most 10485760 bytes (10.0 MiB).", "  Size: 31457280 bytes (30.0 MiB)"}, nil},
+		{"size only", 31457280, 0, []string{"The message is 31457280 bytes (30.0 MiB); the server's limit is not known."}, []string{"accepts at most"}},
+		{"limit only", 0, 5000, []string{"The server accepts at most 5000 bytes."}, []string{"  Size:", "The message is"}},
+		{"neither", 0, 0, nil, []string{"  Size:", "The message is", "accepts at most"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := spamNotice(t)
+			n.Cause = Classify(local)
+			n.Recipients = []RecipientStatus{RecipientFromError("alice@corp.example", local, "", now)}
+			n.Size, n.SizeLimit = tc.size, tc.limit
+			p := parseNotice(t, build(t, n))
+			if n.Cause != CauseTooLarge || p.top.Get("X-Popconn-Notice") != "too-large" {
+				t.Errorf("cause %q, X-Popconn-Notice %q", n.Cause, p.top.Get("X-Popconn-Notice"))
+			}
+			if subj, _ := p.top.Subject(); subj != "Too large for Exchange: message uid-1 from mailbox sales" {
+				t.Errorf("Subject = %q", subj)
+			}
+			text := string(p.parts[0].body)
+			for _, want := range append(tc.want, "Exchange refused a message as larger than it accepts") {
+				if !strings.Contains(text, want) {
+					t.Errorf("explanation lacks %q:\n%s", want, text)
+				}
+			}
+			for _, not := range tc.wantNot {
+				if strings.Contains(text, not) {
+					t.Errorf("explanation has %q:\n%s", not, text)
+				}
+			}
+			if g := groups(t, p.parts[1].body); g[1].Get("Status") != "5.3.4" {
+				t.Errorf("Status = %q", g[1].Get("Status"))
+			}
+		})
 	}
 }
 

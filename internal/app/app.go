@@ -138,7 +138,7 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 			MaxTraceHops:     cfg.LoopLimit,
 			Notify: connector.NotifySettings{
 				To: notifyTo, Spam: cfg.Notify.Spam, UnknownRecipient: cfg.Notify.UnknownRecipient,
-				Badmail: cfg.Notify.Badmail, RelayDenied: cfg.Notify.RelayDenied,
+				Badmail: cfg.Notify.Badmail, RelayDenied: cfg.Notify.RelayDenied, TooLarge: cfg.Notify.TooLarge,
 			},
 		},
 	}

@@ -139,7 +139,7 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 				"message_id", rec.MessageID, "recipient", rc.Address, "first_mailbox", first.Mailbox, "first_uidl", first.UIDL)
 		case first.Fingerprint != rec.Fingerprint:
 			log.Warn("same Message-ID, other content: not a duplicate, delivered", "message_id", rec.MessageID, "recipient", rc.Address,
-				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At, "mailbox", rec.Mailbox, "uidl", rec.UIDL)
+				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
 		default:
 			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Suppressed, 0, "", now
 			rc.Reply = fmt.Sprintf("duplicate: this message was accepted for this recipient from mailbox %s, UIDL %s, at %s",

@@ -45,7 +45,7 @@ func TestReusedMessageIDOtherContentDelivered(t *testing.T) {
 		}
 		logs := r.logs.String()
 		if !strings.Contains(logs, "same Message-ID, other content: not a duplicate, delivered") ||
-			!strings.Contains(logs, "first_uidl="+recs[0].UIDL) || !strings.Contains(logs, "uidl="+recs[1].UIDL) {
+			!strings.Contains(logs, `"uidl":"`+recs[1].UIDL+`","message_id":"reused@partner.example","recipient":"alice@corp.example","first_mailbox":"sales","first_uidl":"`+recs[0].UIDL+`"`) {
 			t.Errorf("no warning naming both copies:\n%s", logs)
 		}
 		if s := connector.Summarize("sales", recs); s.Delivered != 2 || s.Suppressed != 0 {

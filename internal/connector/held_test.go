@@ -170,8 +170,10 @@ func TestGiveUpUnderLeaveKeepsTheMessage(t *testing.T) {
 // the slowest pace, with a "too large" notice once; its reason says "too
 // large" once.
 func TestTooLargeUnderLeave(t *testing.T) {
-	r := newRig(t, rigOptions{script: &testenv.SMTPScript{MaxMessageBytes: 600}})
-	r.seed("order.eml")
+	// 30 KB against a 10 KB limit: the notice (its original header part
+	// only) still fits.
+	r := newRig(t, rigOptions{script: &testenv.SMTPScript{MaxMessageBytes: 10000}})
+	r.dovecot.Deliver(t, "sales", bigOrder())
 	c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
 	c.Settings.Notify.TooLarge = true
 	res := pollWith(t, c, r.mailbox)
@@ -184,7 +186,7 @@ func TestTooLargeUnderLeave(t *testing.T) {
 	}
 	ns := notices(t, r.script.Messages())
 	if len(ns) != 1 || ns[0].cause() != "too-large" {
-		t.Fatalf("%d notices (first %q), want one too-large", len(ns), ns[0].cause())
+		t.Fatalf("%d notices, want one too-large; log:\n%s", len(ns), r.logs.String())
 	}
 	r.clock.Advance(11 * time.Minute)
 	if res := pollWith(t, c, r.mailbox); res.Rejected != 0 || res.NotDue != 1 {

@@ -328,8 +328,12 @@ func TestPostfixRefusedNoticeReportedOnce(t *testing.T) {
 	r.mailbox.Undeliverable = connector.Undeliverable{Action: connector.BadmailRejected}
 	c := routedConnector(r, []route.Route{addrRoute(t, "exchange", pf.Addr)})
 	c.Settings.Notify.To = "unknown-admin@admin.example"
-	refused := func() int { return strings.Count(r.logs.String(), "notice to the postmaster refused by the SMTP server; not sent again") }
-	retried := func() int { return strings.Count(r.logs.String(), "notice to the postmaster not accepted; retried later") }
+	refused := func() int {
+		return strings.Count(r.logs.String(), "notice to the postmaster refused by the SMTP server; not sent again")
+	}
+	retried := func() int {
+		return strings.Count(r.logs.String(), "notice to the postmaster not accepted; retried later")
+	}
 
 	for i, advance := range []time.Duration{0, 11 * time.Minute, 121 * time.Hour, 240 * time.Hour} {
 		r.clock.Advance(advance)

@@ -104,11 +104,11 @@ type attempt struct {
 	badmail bool
 }
 
-// tooLarge reports a refusal for size: 552 (RFC 5321 §4.2.2, RFC 1870),
-// X.3.4, or the relay's own SIZE check.
+// tooLarge reports a refusal for size (notify.CauseTooLarge: 552, X.3.4,
+// X.2.3, or the relay's own SIZE check).
 func (a *attempt) tooLarge() bool {
 	for _, f := range a.failed {
-		if !f.err.Temporary && (f.err.Code == 552 || f.err.Enhanced == "5.3.4") {
+		if notify.Classify(f.err) == notify.CauseTooLarge {
 			return true
 		}
 	}
@@ -118,7 +118,7 @@ func (a *attempt) tooLarge() bool {
 // recordedTooLarge reports a recipient whose last refusal was for size.
 func recordedTooLarge(rec *ledger.Record) bool {
 	for _, rc := range rec.Recipients {
-		if rc.Status == ledger.Rejected && (rc.Code == 552 || rc.Enhanced == "5.3.4") {
+		if rc.Status == ledger.Rejected && notify.Classify(recordedError(rc)) == notify.CauseTooLarge {
 			return true
 		}
 	}

@@ -35,6 +35,10 @@ const (
 	// (the relay's own check, which sends nothing). No retry helps until
 	// a limit is raised.
 	CauseTooLarge Cause = "too-large"
+	// CauseHeld: the POP3 server keeps sending a message with other bytes
+	// than it lists (the connector's own finding, not Exchange's): it is
+	// neither relayed nor deleted, and stays on the POP3 server.
+	CauseHeld Cause = "held"
 	// CauseTest: a test notice (popconn test-notify).
 	CauseTest Cause = "test"
 	// CauseOther: any other permanent rejection.

@@ -230,7 +230,7 @@ func BuildDSN(w io.Writer, n Notice) error {
 	}
 	label, ok := causeLabel[n.Cause]
 	if !ok {
-		return fmt.Errorf("%w: cause %q is not spam, unknown-recipient, relay-denied, too-large, badmail or other", ErrInvalid, n.Cause)
+		return fmt.Errorf("%w: cause %q is not spam, unknown-recipient, relay-denied, too-large, badmail, held or other", ErrInvalid, n.Cause)
 	}
 	if n.Size < 0 || n.SizeLimit < 0 {
 		return fmt.Errorf("%w: size %d or size limit %d is negative", ErrInvalid, n.Size, n.SizeLimit)
@@ -315,6 +315,7 @@ var causeLabel = map[Cause]string{
 	CauseRelayDenied:      "Relay denied",
 	CauseTooLarge:         "Too large for Exchange",
 	CauseBadmail:          "Moved to badmail",
+	CauseHeld:             "Held on the POP3 server",
 	CauseOther:            "Undeliverable",
 }
 
@@ -369,7 +370,10 @@ var causeText = map[Cause]string{
 		"larger than the limit Exchange announces (SIZE). No retry will deliver it until the limit is raised (the receive " +
 		"connector's and the organization's maximum message size) or the archived copy is delivered some other way.",
 	CauseBadmail: "The connector gave up on a message and set it aside (badmail).",
-	CauseOther:   "Exchange did not accept a message.",
+	CauseHeld: "The POP3 server keeps sending a message with another size than it lists, the same bytes at every fetch, " +
+		"so the connector neither relays it (Exchange would get an altered message) nor deletes it (the server's copy may be " +
+		"the only good one). It stays on the POP3 server and is fetched again now and then; the archive keeps what was served.",
+	CauseOther: "Exchange did not accept a message.",
 }
 
 func writePart(mw *gomessage.Writer, h gomessage.Header, body []byte) error {

@@ -347,16 +347,7 @@ func subject(label string, n Notice) string {
 // 64 ASCII letters, digits, ".", "_" and "-", starting with a letter or
 // digit.
 func isToken(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '.' || s[0] == '_' || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return isAtom(s) && len(s) <= 64 && s[0] != '.' && s[0] != '_' && s[0] != '-'
 }
 
 // causeText opens the explanation.

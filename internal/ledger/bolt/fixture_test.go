@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popconnector/popconnector/internal/ledger"
 	"github.com/popconnector/popconnector/internal/ledger/ledgertest"
 )
 
@@ -56,5 +57,11 @@ func TestFixtureEabc1cd(t *testing.T) {
 	}
 	if err := le.Release(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	// The file has gained the claims buckets.
+	c := ledger.Claim{MessageID: "Delivered.2@example.org", Fingerprint: "v1:00", Mailbox: "user@example.com", UIDL: "1002.delivered",
+		At: ledgertest.FixtureNow, Expires: ledgertest.FixtureNow.Add(time.Minute)}
+	if _, err := l.Claim(context.Background(), c, nil); err != nil {
+		t.Fatalf("Claim in the fixture's file: %v", err)
 	}
 }

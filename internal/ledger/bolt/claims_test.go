@@ -39,6 +39,7 @@ func TestPutAcceptedEndsOwnClaim(t *testing.T) {
 	now := time.Now()
 	holder := &ledger.Record{Mailbox: "sales", UIDL: "u1", MessageID: "<scan-7@scanner.example>", Fingerprint: "v1:77"}
 	other := &ledger.Record{Mailbox: "support", UIDL: "u1", MessageID: holder.MessageID, Fingerprint: "v1:77"}
+	sibling := &ledger.Record{Mailbox: "sales", UIDL: "u2", MessageID: holder.MessageID, Fingerprint: "v1:77"}
 	steps := []struct {
 		name  string
 		write func(l *Ledger) error
@@ -46,6 +47,7 @@ func TestPutAcceptedEndsOwnClaim(t *testing.T) {
 	}{
 		{"plain Put of the holder", func(l *Ledger) error { return l.Put(ctx, holder) }, false},
 		{"PutAccepted of another record", func(l *Ledger) error { return l.PutAccepted(ctx, other, nil) }, false},
+		{"PutAccepted of another UIDL of the mailbox", func(l *Ledger) error { return l.PutAccepted(ctx, sibling, nil) }, false},
 		{"PutAccepted of the holder, other fingerprint", func(l *Ledger) error {
 			r := *holder
 			r.Fingerprint = "v1:78"

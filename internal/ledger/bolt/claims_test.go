@@ -8,23 +8,13 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
 // claimsSize counts the claims and their expiry keys.
 func claimsSize(t *testing.T, l *Ledger) (claims, expiries int) {
 	t.Helper()
-	err := l.view(func(tx *bolt.Tx) error {
-		claims = tx.Bucket(bucketClaims).Stats().KeyN
-		expiries = tx.Bucket(bucketClaimEx).Stats().KeyN
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return claims, expiries
+	return indexSize(t, l, claimIndex)
 }
 
 func fpClaim(mailbox, uidl string, at time.Time) ledger.Claim {

@@ -24,12 +24,15 @@
 //     the Fingerprint of the copy that was accepted; the connector
 //     suppresses only a copy whose fingerprint matches it, and an entry
 //     without one (written before fingerprints existed) never suppresses.
-//   - Claim is a conditional write that lets one record at a time deliver
-//     a given (Message-ID, fingerprint), so that copies polled in parallel
-//     from two mailboxes are not both sent. A claim is only a lock: it
-//     never suppresses a copy. The holder's 250s are what suppress, once
-//     PutAccepted has recorded them. A crash while holding a claim only
-//     delays another copy until the claim expires.
+//   - Claim is a conditional write, durable like Put, that lets one record
+//     at a time deliver a given (Message-ID, fingerprint), so that copies
+//     polled in parallel from two mailboxes are not both sent: of
+//     claimants racing for a key exactly one wins, the others get
+//     ErrClaimHeld and the winner's claim. A claim is only a lock: the
+//     holder's 250s are what suppress, once PutAccepted has recorded them.
+//     A claim alone never suppresses: a crash while holding one only
+//     delays another copy until it expires. A holder that needs longer
+//     claims again (the same record always may).
 //
 // Claims rely on the callers' clocks: a claim counts until its Expires as
 // the next claimant's clock reads it, so clocks that disagree by more than

@@ -14,9 +14,15 @@
 //	                        Message-ID from running into a recipient)
 //	dupes-expiry/<expires><key> -> empty; expires is 8 bytes big-endian Unix
 //	                        nanoseconds, so the oldest entries come first
+//	claims/<key>         -> JSON of a delivery claim (ledger.Claim); key =
+//	                        uvarint(len(id)) id fingerprint, after
+//	                        ledger.ClaimKey
+//	claims-expiry/<expires><key> -> empty, as dupes-expiry
 //
-// The two dupes buckets were added to schema 1 without changing it: Open
-// creates them in an older file, and an older build ignores them.
+// The dupes and claims buckets were added to schema 1 without changing it:
+// Open creates them in an older file, and an older build ignores them. A
+// record's and an entry's "fingerprint" is absent in what older builds
+// wrote, and reads as "".
 //
 // A bucket per mailbox keeps mailboxes apart without any escaping: mailbox
 // names and UIDLs are used as raw bytes, never joined with a separator, so
@@ -42,6 +48,15 @@
 //     transaction writes) per transaction, so pruning never makes one
 //     commit slow and the index stays near its live size; Accepted skips an
 //     expired entry that is still stored.
+//   - Each Claim is checked and written in one write transaction (shared
+//     with concurrent Puts like theirs), so of claimants racing for a key
+//     exactly one wins. PutAccepted of the record holding the claim for
+//     its (MessageID, Fingerprint) deletes that claim in its transaction:
+//     the attempt it stood for is recorded. A plain Put leaves claims
+//     alone. Expired claims are pruned like index entries (by the Ledger's
+//     clock, at most pruneBatch plus the claims written per transaction);
+//     a claim only delays other copies, so one left by a crash holds them
+//     back until it expires and never suppresses one.
 //   - Only one process can open the file at a time (bbolt holds an exclusive
 //     flock); a second one waits Options.Timeout and then fails with an
 //     error saying another process holds the ledger.

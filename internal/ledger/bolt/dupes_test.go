@@ -12,12 +12,17 @@ import (
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
-// indexSize counts the entries and the expiry keys of the duplicate index.
-func indexSize(t *testing.T, l *Ledger) (entries, expiries int) {
+// indexSize counts the entries and the expiry keys of ix (the duplicate
+// index when none is given).
+func indexSize(t *testing.T, l *Ledger, ix ...expiringIndex) (entries, expiries int) {
 	t.Helper()
+	which := dupIndex
+	if len(ix) > 0 {
+		which = ix[0]
+	}
 	err := l.view(func(tx *bolt.Tx) error {
-		entries = tx.Bucket(bucketDupes).Stats().KeyN
-		expiries = tx.Bucket(bucketExpiry).Stats().KeyN
+		entries = tx.Bucket(which.data).Stats().KeyN
+		expiries = tx.Bucket(which.expiry).Stats().KeyN
 		return nil
 	})
 	if err != nil {

@@ -95,15 +95,7 @@ func (l *Ledger) Claim(ctx context.Context, c ledger.Claim, takeOver *ledger.Cla
 		values[":tuidl"] = &types.AttributeValueMemberS{Value: takeOver.UIDL}
 		values[":tat"] = numberValue(takeOver.At.UnixNano())
 	}
-	in := &dynamodb.PutItemInput{
-		TableName:                           aws.String(l.table),
-		Item:                                item,
-		ConditionExpression:                 aws.String(cond),
-		ExpressionAttributeNames:            names,
-		ExpressionAttributeValues:           values,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		ReturnConsumedCapacity:              l.capacity,
-	}
+	in := l.conditionalPut(item, cond, names, values)
 	for attempt := 1; ; attempt++ {
 		res, err := l.client.PutItem(ctx, in, l.opts)
 		if err == nil {

@@ -16,6 +16,9 @@
 //	  sk                    "RCPT#" + recipient   Message-ID: one entry item per
 //	                                              recipient that accepted it
 //	                        (both after ledger.DuplicateKey)
+//	  pk                    "CLAIM#" + Message-ID the delivery claims of one
+//	  sk                    "FP#" + fingerprint   Message-ID: one claim item per
+//	                                              fingerprint (ledger.ClaimKey)
 //
 //	Record item attributes (names follow the JSON names of ledger.Record)
 //	  mailbox, uidl            S   the record's key fields, unescaped
@@ -24,8 +27,10 @@
 //	  next_attempt, deleted_at S   RFC 3339 with nanoseconds; absent when zero
 //	  size, attempts           N
 //	  archive_key, sha256,
+//	  fingerprint,
 //	  message_id, sender,
-//	  last_error               S   absent when empty
+//	  last_error               S   absent when empty (fingerprint also in
+//	                               items written before it existed)
 //	  message_id_added,
 //	  needs_8bitmime,
 //	  needs_smtputf8, gave_up  BOOL absent when false
@@ -46,9 +51,24 @@
 //	  message_id, recipient    S   the normalized key fields, unescaped
 //	  mailbox, uidl            S   the record whose 250 the entry stands for
 //	  at, expires              S   RFC 3339 with nanoseconds
+//	  fingerprint              S   of the accepted copy; absent in entries
+//	                               written before it existed (Accepted
+//	                               returns "")
 //	  ttl                      N   epoch seconds, expires rounded up: DynamoDB
 //	                               removes the entry once the window is over
 //	                               (within days); Accepted ignores it at once
+//
+//	Claim item attributes (ledger.Claim)
+//	  message_id, fingerprint  S   the normalized key fields, unescaped
+//	  mailbox, uidl            S   the record delivering the message
+//	  at_ns, expires_ns        N   Unix nanoseconds (numbers, so that the
+//	                               condition compares them, and a take-over's
+//	                               At matches exactly)
+//	  ttl                      N   epoch seconds, expires rounded up
+//
+// Claim items have their own partition, not the index's "MID#" one: the
+// index's Query never reads them, and a build from before claims (which
+// takes every item under "MID#" for an index entry) never meets one.
 //
 // The mailbox and the UIDL are kept in separate key attributes behind fixed
 // prefixes, so no mailbox name or UIDL (RFC 1939 section 7: any printable
@@ -83,6 +103,20 @@
 //     With no entry it is Put.
 //   - Accepted: one strongly consistent Query on pk "MID#" + Message-ID;
 //     entries past their expires are skipped.
+//   - Claim: one PutItem of the claim item with condition
+//     attribute_not_exists(pk) OR expires_ns <= :at OR (mailbox = :mb AND
+//     uidl = :uidl), and with a takeOver also OR (mailbox = :tmb AND
+//     uidl = :tuidl AND at_ns = :tat): the whole rule of ledger.Ledger.Claim
+//     in one conditional write, so of claimants racing for a key exactly one
+//     wins. A failed condition is ledger.ErrClaimHeld; the held claim is
+//     decoded from the item the failure returns (ALL_OLD), or, should it
+//     come without one, read with a strongly consistent GetItem. A client
+//     retry after a lost answer meets its own claim and succeeds. 1 write
+//     unit (a claim item is about 400 bytes). PutAccepted does not delete
+//     the claim (another write unit): it ends at its expires, and DynamoDB
+//     removes the item by its ttl. A claim only delays other copies: a
+//     crash while holding one holds them back until it expires, and it
+//     never suppresses one.
 //   - Lease: PutItem of the lease item with condition attribute_not_exists(pk)
 //     OR expires < :now OR owner = :me; a failed condition is
 //     ledger.ErrLeaseHeld. Renew: UpdateItem with condition owner = :me;
@@ -119,9 +153,10 @@
 //
 // # What it cannot do
 //
-// Leases compare expiry times from each poller's own clock: pollers whose
-// clocks disagree by more than the lease margin can overlap (the
-// conditional Puts still keep the records consistent). Put accepts at most
+// Leases and claims compare expiry times from each poller's own clock:
+// pollers whose clocks disagree by more than the margin can overlap (the
+// conditional Puts still keep the records consistent; two copies both
+// delivered under overlapping claims are a duplicate, never a loss). Put accepts at most
 // 100 records (the TransactWriteItems limit). TTL deletion is DynamoDB's:
 // records past their ttl disappear within days, not at the second, and
 // until then Get and List return them. The Ledger does not create or check
@@ -138,7 +173,18 @@
 // costs one write unit per started KB of the larger of the old and new
 // item, and each item of a TransactWriteItems twice that; DynamoDB Local
 // reports PutItem the same way but misreports transactions. A delivered
-// one-recipient message costs 4 write units with duplicate suppression on
-// (archive record, delivery record, index entry, deletion mark), 3 with it
-// off; see capacity_test.go.
+// one-recipient message costs 5 write units with duplicate suppression on
+// (archive record, claim, delivery record, index entry, deletion mark), 3
+// with it off, while every item is under 1 KB; each further recipient adds
+// its index entry, and a record over 1 KB a unit per started KB at each of
+// its writes. Measured (capacity_test.go): with Exchange's long 250 text
+// and a fingerprint, a deleted one-recipient record is about 1,040 bytes,
+// so its deletion mark costs 2 units: 6 with suppression on, 4 off; a
+// five-recipient message (delivered record about 2.2 KB) 13 on, 7 off.
+//
+// # Permissions
+//
+// The ledger calls PutItem, UpdateItem, DeleteItem, GetItem, BatchGetItem,
+// Query and TransactWriteItems on its table. Claim uses PutItem, and
+// GetItem only when a failed condition comes back without the stored item.
 package dynamoledger

@@ -115,10 +115,10 @@ func (l *Ledger) Close() error { return nil }
 // Stats counts what a Ledger sent.
 type Stats struct {
 	// Calls counts API calls by operation name (PutItem, TransactWriteItems,
-	// BatchGetItem, Query, UpdateItem, DeleteItem). The client's retries
+	// BatchGetItem, GetItem, Query, UpdateItem, DeleteItem). The client's retries
 	// within one call are not counted again; the ledger's own are.
 	Calls map[string]int64
-	// ItemsWritten counts the items (records and lease items) that
+	// ItemsWritten counts the items (records, lease, index and claim items) that
 	// successful calls wrote or deleted, by operation name. DynamoDB bills
 	// an item of a TransactWriteItems as two writes.
 	ItemsWritten map[string]int64
@@ -426,15 +426,7 @@ func (l *Ledger) prepare(recs []*ledger.Record, token string) ([]putOp, error) {
 // putItem writes one record with a conditional PutItem.
 func (l *Ledger) putItem(ctx context.Context, op *putOp, token string) error {
 	cond, names, values := op.condition()
-	in := &dynamodb.PutItemInput{
-		TableName:                           aws.String(l.table),
-		Item:                                op.item,
-		ConditionExpression:                 aws.String(cond),
-		ExpressionAttributeNames:            names,
-		ExpressionAttributeValues:           values,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		ReturnConsumedCapacity:              l.capacity,
-	}
+	in := l.conditionalPut(op.item, cond, names, values)
 	for attempt := 1; ; attempt++ {
 		res, err := l.client.PutItem(ctx, in, l.opts)
 		if err == nil {
@@ -459,6 +451,22 @@ func (l *Ledger) putItem(ctx context.Context, op *putOp, token string) error {
 		if err := sleep(ctx, attempt); err != nil {
 			return fmt.Errorf("dynamoledger: put %s/%q: %w", op.rec.Mailbox, op.rec.UIDL, err)
 		}
+	}
+}
+
+// conditionalPut is the PutItem of item on condition cond, which asks for
+// the stored item when the condition fails (ALL_OLD): what the ledger's
+// conditional writes report (a conflict, a lease's or claim's holder) or
+// recognise as their own write whose answer was lost.
+func (l *Ledger) conditionalPut(item map[string]types.AttributeValue, cond string, names map[string]string, values map[string]types.AttributeValue) *dynamodb.PutItemInput {
+	return &dynamodb.PutItemInput{
+		TableName:                           aws.String(l.table),
+		Item:                                item,
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		ReturnConsumedCapacity:              l.capacity,
 	}
 }
 

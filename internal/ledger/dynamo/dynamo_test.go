@@ -113,6 +113,10 @@ func TestDynamoDB(t *testing.T) {
 	t.Run("RecordTTL", e.testRecordTTL)
 	t.Run("Tables", e.testTables)
 	t.Run("Capacity", e.testCapacity)
+	t.Run("ClaimItem", e.testClaimItem)
+	t.Run("ClaimOutlivesPutAccepted", e.testClaimOutlivesPutAccepted)
+	t.Run("ClaimLostAnswer", e.testClaimLostAnswer)
+	t.Run("ClaimHeldWithoutItem", e.testClaimHeldWithoutItem)
 	t.Run("FixtureEabc1cd", e.testFixture)
 }
 

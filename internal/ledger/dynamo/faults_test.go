@@ -213,6 +213,10 @@ func (e *env) testFaults(t *testing.T) {
 			_, err := l.Lease(bg(), fmt.Sprintf("box-%d", i), "poller", time.Minute)
 			return err
 		}},
+		{"Claim", "PutItem", nil, func(l *Ledger, i int) error {
+			_, err := l.Claim(bg(), testClaim(fmt.Sprintf("id-%d@example.com", i), "box", "u1", time.Now()), nil)
+			return err
+		}},
 	}
 	for _, op := range ops {
 		for _, fc := range faults {
@@ -236,7 +240,7 @@ func (e *env) testFaults(t *testing.T) {
 				switch {
 				case err == nil:
 					t.Fatalf("with persistent faults: no error")
-				case errors.Is(err, ledger.ErrConflict), errors.Is(err, ledger.ErrLeaseHeld):
+				case errors.Is(err, ledger.ErrConflict), errors.Is(err, ledger.ErrLeaseHeld), errors.Is(err, ledger.ErrClaimHeld):
 					t.Fatalf("persistent %s reported as %v", fc.name, err)
 				case !strings.Contains(err.Error(), fc.want):
 					t.Fatalf("error %q does not say %q", err, fc.want)

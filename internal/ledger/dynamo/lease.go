@@ -37,24 +37,19 @@ func (l *Ledger) Lease(ctx context.Context, mailbox, owner string, ttl time.Dura
 	}
 	now := l.now()
 	expires := now.Add(ttl)
-	res, err := l.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(l.table),
-		Item: map[string]types.AttributeValue{
-			attrPK:      &types.AttributeValueMemberS{Value: pkOf(mailbox)},
-			attrSK:      &types.AttributeValueMemberS{Value: skLease},
-			attrOwner:   &types.AttributeValueMemberS{Value: owner},
-			attrExpires: numberValue(expires.UnixMilli()),
-			attrTTL:     numberValue(expires.Add(leaseItemTTL).Unix()),
-		},
-		ConditionExpression:      aws.String("attribute_not_exists(#pk) OR #e < :now OR #o = :me"),
-		ExpressionAttributeNames: map[string]string{"#pk": attrPK, "#e": attrExpires, "#o": attrOwner},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	item := map[string]types.AttributeValue{
+		attrPK:      &types.AttributeValueMemberS{Value: pkOf(mailbox)},
+		attrSK:      &types.AttributeValueMemberS{Value: skLease},
+		attrOwner:   &types.AttributeValueMemberS{Value: owner},
+		attrExpires: numberValue(expires.UnixMilli()),
+		attrTTL:     numberValue(expires.Add(leaseItemTTL).Unix()),
+	}
+	res, err := l.client.PutItem(ctx, l.conditionalPut(item, "attribute_not_exists(#pk) OR #e < :now OR #o = :me",
+		map[string]string{"#pk": attrPK, "#e": attrExpires, "#o": attrOwner},
+		map[string]types.AttributeValue{
 			":now": numberValue(now.UnixMilli()),
 			":me":  &types.AttributeValueMemberS{Value: owner},
-		},
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		ReturnConsumedCapacity:              l.capacity,
-	}, l.opts)
+		}), l.opts)
 	if err != nil {
 		l.count("PutItem", 0)
 		var ccf *types.ConditionalCheckFailedException

@@ -54,8 +54,8 @@ import (
 //     entries up nor writes them.
 //
 //   - Content: a copy is suppressed only when its content fingerprint
-//     (message.Summary.Fingerprint: the body and the Date, From, To, Cc,
-//     Subject and Message-ID fields, which every POP3 copy shares whatever
+//     (message.Summary.Fingerprint: the body and the Date, From, Subject
+//     and Message-ID fields, which every POP3 copy shares whatever
 //     trace fields it got) equals the one recorded with the first copy's
 //     entry. A different message with a reused Message-ID (scanners,
 //     printers and broken bulk mailers reuse them) is delivered, with a

@@ -14,8 +14,8 @@
 //   - The Summary does not depend on how the stream is cut into writes.
 //   - Copies of one message that differ only in trace fields (Received,
 //     Return-Path, Delivered-To, …) or in bare LF versus CRLF line ends
-//     have the same Fingerprint; a changed body or Date, From, Subject, To,
-//     Cc or Message-ID changes it. A header that cannot be trusted has
+//     have the same Fingerprint; a changed body or Date, From, Subject or
+//     Message-ID changes it. A header that cannot be trusted has
 //     none ("").
 //
 // What it cannot do: it does not validate MIME structure; a message is
@@ -255,8 +255,11 @@ func (in *Inspector) Summary() *Summary {
 // fingerprintFields are the header fields a Fingerprint covers: those that
 // say what the message is, and that no server on the way changes. Trace
 // fields (Received, Return-Path, Delivered-To, X-Original-To, Envelope-To,
-// X-Spam-*, …) differ between copies of one message and are left out.
-var fingerprintFields = []string{"Date", "From", "Subject", "To", "Cc", "Message-Id"}
+// X-Spam-*, …) differ between copies of one message and are left out. So
+// are To and Cc: one message cross-posted to two lists reaches the same
+// person as two copies that name different lists, and a reused
+// Message-ID on another message shows in its Date, Subject or body.
+var fingerprintFields = []string{"Date", "From", "Subject", "Message-Id"}
 
 // fingerprint is "v1:" and the hex SHA-256 of, in order: a version tag;
 // for each of fingerprintFields its lower-case name, the number of times it

@@ -79,7 +79,7 @@ func TestFingerprint(t *testing.T) {
 		{"copy-a.eml", "reused-id-subject.eml", false, "same Message-ID, another Subject"},
 		{"copy-a.eml", "reused-id-body.eml", false, "same Message-ID, another body"},
 		{"copy-a.eml", "reused-id-date.eml", false, "same Message-ID, another Date"},
-		{"copy-a.eml", "reused-id-cc.eml", false, "same Message-ID, no Cc"},
+		{"copy-a.eml", "reused-id-cc.eml", true, "same message, another Cc: one message to two lists names each (To and Cc are not covered)"},
 		{"copy-a.eml", "copy-body-cr.eml", false, "a bare CR in the body is content, not a line end"},
 		{"copy-a.eml", "crlf.eml", false, "unrelated messages"},
 	}

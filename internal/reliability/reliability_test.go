@@ -51,11 +51,19 @@ func options() *Options {
 // runGroup runs every case of the named scenario as a subtest and fails it
 // on any invariant violation.
 func runGroup(t *testing.T, name string) {
+	runCases(t, name, func(string) bool { return true })
+}
+
+// runCases is runGroup for the cases whose name pick accepts.
+func runCases(t *testing.T, name string, pick func(caseName string) bool) {
 	for _, g := range Groups() {
 		if g.Name != name {
 			continue
 		}
 		for _, c := range g.Cases {
+			if !pick(c.Name) {
+				continue
+			}
 			t.Run(strings.TrimPrefix(c.Name, name+"/"), func(t *testing.T) {
 				row := c.Run(t, options())
 				for _, n := range row.Notes {
@@ -82,10 +90,44 @@ func TestConcurrentPollers(t *testing.T) { runGroup(t, "concurrent") }
 func TestPOP3Faults(t *testing.T)        { runGroup(t, "pop3") }
 func TestSMTPFaults(t *testing.T)        { runGroup(t, "smtp") }
 func TestStorageFaults(t *testing.T)     { runGroup(t, "storage") }
-func TestHostileMail(t *testing.T)       { runGroup(t, "hostile") }
-func TestSecurity(t *testing.T)          { runGroup(t, "security") }
 
-// The committed corpus is what the generator writes, and big enough.
+func TestSecurity(t *testing.T) { runGroup(t, "security") }
+
+// TestHostileMail runs the hostile scenario's cases but the corpus, which
+// TestHostileCorpusOutcomes runs.
+func TestHostileMail(t *testing.T) {
+	runCases(t, "hostile", func(n string) bool { return n != "hostile/corpus" })
+}
+
+// Every corpus case through the whole pipeline from one Dovecot mailbox:
+// relayed as served, quarantined or held as its manifest row says, and
+// the mailbox drains with nothing lost.
+func TestHostileCorpusOutcomes(t *testing.T) {
+	runCases(t, "hostile", func(n string) bool { return n == "hostile/corpus" })
+}
+
+// What Dovecot serves for every case is what the manifest records (with
+// -update: record it).
+func TestHostileCorpusServed(t *testing.T) {
+	if *update {
+		cases := tableCorpus()
+		rows := ServeCorpus(t, cases)
+		if err := os.WriteFile(ManifestPath, FormatManifest(rows), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	cases, err := LoadCorpus(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range DiffServed(ServeCorpus(t, cases), cases) {
+		t.Error(d)
+	}
+}
+
+// The committed corpus is what the generator writes, big enough, in every
+// category, and the manifest's own columns agree with the generator.
 func TestHostileCorpusUpToDate(t *testing.T) {
 	dir := filepath.Join("testdata", "hostile")
 	if *update {
@@ -93,12 +135,14 @@ func TestHostileCorpusUpToDate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	names, msgs, err := HostileCorpus()
+	// Read from the directory, not the embedded copy, so that one -update
+	// run writes and checks.
+	names, msgs, err := corpusFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) < 50 {
-		t.Errorf("hostile corpus has %d messages, want at least 50", len(names))
+	if len(names) < 60 {
+		t.Errorf("hostile corpus has %d messages, want at least 60", len(names))
 	}
 	committed := map[string][]byte{}
 	for i, n := range names {
@@ -118,6 +162,56 @@ func TestHostileCorpusUpToDate(t *testing.T) {
 	for n := range committed {
 		t.Errorf("%s is committed but not generated", n)
 	}
+
+	data, err := os.ReadFile(ManifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]ManifestRow{}
+	for _, r := range rows {
+		listed[r.Name] = r
+	}
+	perCategory := map[string]int{}
+	const regen = "regenerate the manifest: POPCONN_INTEGRATION=1 go test ./internal/reliability -run TestHostileCorpusServed -update"
+	for _, c := range tableCorpus() {
+		perCategory[c.Category]++
+		r, ok := listed[c.Name]
+		switch {
+		case !ok:
+			t.Errorf("%s has no manifest row (%s)", c.Name, regen)
+		case r.Category != c.Category || r.Outcome != c.Outcome || (c.Outcome == Quarantined && r.Expect != c.Expect):
+			t.Errorf("%s: manifest says %s/%s/%q, the generator %s/%s/%q (%s)", c.Name, r.Category, r.Outcome, r.Expect, c.Category, c.Outcome, c.Expect, regen)
+		}
+		delete(listed, c.Name)
+	}
+	for n := range listed {
+		t.Errorf("the manifest lists %s, which the generator does not make (%s)", n, regen)
+	}
+	for _, c := range Categories() {
+		if perCategory[c] == 0 {
+			t.Errorf("no corpus case in category %q", c)
+		}
+	}
+}
+
+// corpusFiles reads dir/*.eml.
+func corpusFiles(dir string) (names []string, msgs [][]byte, err error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		names, msgs = append(names, filepath.Base(p)), append(msgs, b)
+	}
+	return names, msgs, nil
 }
 
 // memArchive is an archive.Archive in memory, for the checker's own test.

@@ -17,19 +17,29 @@ import (
 // serves for it.
 //
 //   - testdata/hostile/<name>.eml are written by WriteHostileCorpus from
-//     hostileTable; messages too large to commit (over ~1 MB) are made by
-//     GeneratedHostile at test time. Regenerate the files with
-//     `go test ./internal/reliability -run TestHostileCorpusUpToDate -update`.
-//   - testdata/hostile/MANIFEST.tsv has one row per case (manifest.go): the
-//     category and expected outcome from hostileTable, and what a real
-//     Dovecot serves for it, observed by an independent raw RETR. Rewrite
-//     it with `POPCONN_INTEGRATION=1 go test ./internal/reliability -run
-//     TestHostileCorpusServed -update`; every run of that test and of the
-//     corpus scenario compares Dovecot with it, so a Dovecot that serves a
-//     case differently fails naming the case.
+//     hostileTable. Messages too large to commit (over ~1 MB) are made by
+//     GeneratedHostile at test time.
+//   - testdata/hostile/MANIFEST.tsv (manifest.go) has one row per case,
+//     the generated ones included but for the big message, whose size
+//     depends on the options: name, category, outcome and expect come from
+//     hostileTable; list_size, served_size, served_sha256 and served are
+//     what a real Dovecot lists and a raw RETR returns after dot-unstuffing
+//     (rawpop3.go, not package pop3), and how that differs from the stored
+//     bytes ("served unchanged", "bare LF served as CRLF", "final CRLF
+//     added, LIST is 2 octets less", "first line's dot not stuffed: 1 octet
+//     short of LIST").
 //
-// The outcomes (Outcome) are what the connector must do with the case, with
-// the mailbox's undeliverable action "badmail".
+// After changing hostileTable, rewrite both in one run (it starts Dovecot):
+//
+//	POPCONN_INTEGRATION=1 go test ./internal/reliability -run 'TestHostileCorpus(UpToDate|Served)' -update
+//
+// TestHostileCorpusServed and the corpus scenario compare Dovecot with the
+// manifest on every run, so a Dovecot that serves a case differently fails
+// naming the case; TestHostileCorpusUpToDate compares the files and the
+// manifest's own columns with the generator.
+//
+// The outcomes (Outcome) are what the connector must do with each case when
+// the mailbox's undeliverable action is "badmail".
 //
 //go:embed testdata/hostile/*.eml testdata/hostile/MANIFEST.tsv
 var hostileFS embed.FS

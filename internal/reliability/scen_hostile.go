@@ -69,7 +69,7 @@ func LoadCorpus(big int64) ([]CorpusCase, error) {
 		switch {
 		case ok:
 			out = append(out, CorpusCase{ManifestRow: r, Data: data})
-		case i == len(names)+len(gn)-1:
+		case strings.HasPrefix(n, "gen-big-"):
 			out = append(out, CorpusCase{ManifestRow: ManifestRow{Name: n, Category: generatedCategory, Outcome: Relayed}, Data: data, Unlisted: true})
 		default:
 			return nil, fmt.Errorf("%s has no row in %s (regenerate it: see hostile.go)", n, ManifestPath)
@@ -169,8 +169,9 @@ func runHostileCorpus(t T, o *Options) Row {
 	}
 
 	// A held message stops the poll that fetches it (the session is out
-	// of step), and a hold is confirmed by its fourth fetch: each held case
-	// costs at most four polls, and one more deletes what is settled.
+	// of step, so nothing is deleted in it either), and a hold is
+	// confirmed by its fourth fetch: each held case costs four polls, and
+	// one more deletes what is settled; two spare.
 	maxPolls := 4*held + 3
 	w := watchCorpus(r, cases, retrs)
 	for i := 0; i < maxPolls && !r.Done(); i++ {
@@ -398,12 +399,25 @@ func (w *corpusWatch) checkRelayed(ctx context.Context, t T, c CorpusCase, rec *
 	if onServer {
 		t.Errorf("%s (relayed): still on the POP3 server", c.Name)
 	}
-	archived, err := readObject(ctx, w.r.Archive, rec.ArchiveKey)
-	if err != nil {
-		t.Errorf("%s (relayed): archive: %v", c.Name, err)
-		return
-	}
 	trace, mid, rest, _ := splitAdded(sent[0])
+	var archived []byte
+	if rec.Size > 64<<20 {
+		// The long suite's big message: Dovecot serves CRLF only, so its
+		// SMTP form is the archived bytes; compare digests, not copies.
+		if d := digestOf(rest); d != rec.SHA256 {
+			t.Errorf("%s (relayed): relayed bytes (%d, sha256 %.12s) differ from the archived ones (%d, %.12s)", c.Name, len(rest), d, rec.Size, rec.SHA256)
+		}
+		archived = rest
+	} else {
+		var err error
+		if archived, err = readObject(ctx, w.r.Archive, rec.ArchiveKey); err != nil {
+			t.Errorf("%s (relayed): archive: %v", c.Name, err)
+			return
+		}
+		if want := SMTPForm(archived); !bytes.Equal(rest, want) {
+			t.Errorf("%s (relayed): relayed bytes (%d) differ from the served bytes in SMTP form (%d)%s", c.Name, len(rest), len(want), firstDiff(rest, want))
+		}
+	}
 	expect := c.Expect
 	if c.Unlisted {
 		expect = "trace"
@@ -420,9 +434,6 @@ func (w *corpusWatch) checkRelayed(ctx context.Context, t T, c CorpusCase, rec *
 		t.Errorf("%s (relayed): the header has no Message-ID, so one must be added after the trace field; got %q (ledger %q)", c.Name, mid, rec.MessageID)
 	case expect == "trace" && mid != nil:
 		t.Errorf("%s (relayed): the header has a Message-ID, yet %q was added", c.Name, mid)
-	}
-	if want := SMTPForm(archived); !bytes.Equal(rest, want) {
-		t.Errorf("%s (relayed): relayed bytes (%d) differ from the served bytes in SMTP form (%d)%s", c.Name, len(rest), len(want), firstDiff(rest, want))
 	}
 }
 

@@ -343,6 +343,18 @@ func SMTPForm(b []byte) []byte {
 	return out
 }
 
+// bareLFToCRLF turns every LF not preceded by CR into CRLF.
+func bareLFToCRLF(b []byte) []byte {
+	out := make([]byte, 0, len(b)+16)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // recordFor picks m's record among those stored under its UIDL: the
 // latest one holding m's digest (own), else one not yet archived (own: it
 // can only be about the message now under that UIDL), else another
@@ -455,6 +467,19 @@ func splitAdded(data []byte) (trace, messageID, rest []byte, traceID string) {
 // section, or "" (a tolerant scan: any line ending, no unfolding).
 func headerValue(msg []byte, name string) string {
 	prefix := strings.ToLower(name) + ":"
+	for _, line := range headerLines(msg) {
+		if len(line) > len(prefix) && strings.ToLower(string(line[:len(prefix)])) == prefix {
+			return strings.TrimSpace(string(line[len(prefix):]))
+		}
+	}
+	return ""
+}
+
+// headerLines returns the lines of msg's header section, without their
+// line ends: up to the first line that holds nothing or only CR (LF ends a
+// line, CR LF or bare).
+func headerLines(msg []byte) [][]byte {
+	var out [][]byte
 	for len(msg) > 0 {
 		i := bytes.IndexByte(msg, '\n')
 		line := msg
@@ -463,15 +488,13 @@ func headerValue(msg []byte, name string) string {
 		} else {
 			msg = nil
 		}
-		line = bytes.TrimRight(line, "\r")
+		line = bytes.TrimSuffix(line, []byte("\r"))
 		if len(line) == 0 {
-			return ""
+			break
 		}
-		if len(line) > len(prefix) && strings.ToLower(string(line[:len(prefix)])) == prefix {
-			return strings.TrimSpace(string(line[len(prefix):]))
-		}
+		out = append(out, line)
 	}
-	return ""
+	return out
 }
 
 // firstDiff describes where got first differs from want ("" when want is

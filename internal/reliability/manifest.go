@@ -161,36 +161,13 @@ func describeServed(stored, served []byte, listSize int64) string {
 	return "changed" + firstDiff(served, stored)
 }
 
-// bareLFToCRLF turns every LF not preceded by CR into CRLF.
-func bareLFToCRLF(b []byte) []byte {
-	out := make([]byte, 0, len(b)+16)
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			out = append(out, '\r')
-		}
-		out = append(out, c)
-	}
-	return out
-}
-
 // hasMessageID reports whether msg's header section holds a Message-ID
 // field with a value that is not blank (folded lines included): the
 // connector then adds none. The header section ends at the first empty
 // line; a line without a colon before it does not end it.
 func hasMessageID(msg []byte) bool {
 	in := false // inside a Message-ID field
-	for len(msg) > 0 {
-		i := bytes.IndexByte(msg, '\n')
-		line := msg
-		if i >= 0 {
-			line, msg = msg[:i], msg[i+1:]
-		} else {
-			msg = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return false
-		}
+	for _, line := range headerLines(msg) {
 		if line[0] == ' ' || line[0] == '\t' {
 			if in && len(bytes.TrimSpace(line)) > 0 {
 				return true

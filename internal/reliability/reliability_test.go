@@ -259,6 +259,15 @@ func TestCheckFindsViolations(t *testing.T) {
 		}
 		return w
 	}
+	// badmail stages seq-1 as set aside: not relayed, copied under
+	// badmail/ with its reason, deleted.
+	badmail := func(w *world) {
+		r := w.obs.Records[0]
+		w.obs.Received = w.obs.Received[1:]
+		r.Recipients[0].Status, r.Disposition, r.BadmailKey = ledger.Rejected, ledger.DispositionBadmail, "badmail/"+r.ArchiveKey
+		w.arc[r.BadmailKey] = w.arc[r.ArchiveKey]
+		w.arc[r.BadmailKey+".reason.json"] = []byte(`{"reason":"staged"}`)
+	}
 	tests := []struct {
 		name  string
 		stage func(w *world)
@@ -304,6 +313,25 @@ func TestCheckFindsViolations(t *testing.T) {
 			r := w.obs.Records[0]
 			r.DeletedAt, r.Recipients[0].Status, r.LastError, r.NextAttempt = time.Time{}, ledger.Deferred, "451 later", time.Unix(5, 0)
 		}, func(tl Tally) bool { return tl.OK(0) && tl.Waiting == 1 }},
+		{"set aside in badmail", func(w *world) {
+			badmail(w)
+		}, func(tl Tally) bool { return tl.OK(0) && tl.SetAside == 1 && tl.Delivered == 2 }},
+		{"set aside, deletion to come", func(w *world) {
+			badmail(w)
+			w.obs.OnServer["seq-1"] = true
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Waiting == 1 }},
+		{"badmail copy altered", func(w *world) {
+			badmail(w)
+			w.arc[w.obs.Records[0].BadmailKey] = []byte("tampered")
+		}, func(tl Tally) bool { return tl.ArchiveMismatches == 1 && tl.Lost == 0 }},
+		{"badmail reason missing", func(w *world) {
+			badmail(w)
+			delete(w.arc, w.obs.Records[0].BadmailKey+".reason.json")
+		}, func(tl Tally) bool { return tl.ArchiveMismatches == 1 }},
+		{"notice to the postmaster", func(w *world) {
+			w.obs.NoticeTo = "postmaster@corp.example"
+			w.obs.Received = append(w.obs.Received, testenv.Received{To: []string{"postmaster@corp.example"}, Data: []byte("Subject: notice\r\n\r\nx\r\n")})
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Notices == 1 }},
 		{"partly delivered and deleted", func(w *world) {
 			w.obs.Recipients = append(w.obs.Recipients, "team@corp.example")
 			for _, r := range w.obs.Records {
@@ -337,6 +365,54 @@ func TestSMTPForm(t *testing.T) {
 	} {
 		if got := string(SMTPForm([]byte(in))); got != want {
 			t.Errorf("SMTPForm(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The rule for "the header has a Message-ID" (the connector then adds
+// none), on the shapes of the corpus.
+func TestHasMessageID(t *testing.T) {
+	tests := []struct {
+		msg  string
+		want bool
+	}{
+		{"Message-ID: <a@b>\r\n\r\nbody\r\n", true},
+		{"message-id: <a@b>\r\n\r\n", true},
+		{"From: x\r\nMessage-ID:\r\n <folded@b>\r\n\r\n", true},
+		{"Message-ID: plain@b\n\nLF only\n", true},
+		{"X-Grüße: v\r\nMessage-ID: <a@b>\r\n\r\n", true}, // a bad field name ends nothing
+		{"Message-ID:\r\nSubject: empty\r\n\r\n", false},
+		{"Message-ID: \t \r\n\r\n", false},
+		{"Subject: s\r\n\r\nMessage-ID: <in@body>\r\n", false},
+		{"\r\nMessage-ID: <after@blank>\r\n", false},
+		{"From: a\rMessage-ID: <x@y>\r", false}, // bare CR ends no line
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := hasMessageID([]byte(tt.msg)); got != tt.want {
+			t.Errorf("hasMessageID(%q) = %v, want %v", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// The manifest's "served" column for each way Dovecot changes a message.
+func TestDescribeServed(t *testing.T) {
+	tests := []struct {
+		stored, served string
+		list           int64
+		want           string
+	}{
+		{"a\r\n", "a\r\n", 3, "served unchanged"},
+		{"a\nb\n", "a\r\nb\r\n", 6, "bare LF served as CRLF"},
+		{"a", "a\r\n", 1, "final CRLF added, LIST is 2 octets less"},
+		{"", "\r\n", 0, "final CRLF added, LIST is 2 octets less"},
+		{".abc\r\n", "abc\r\n", 6, "first line's dot not stuffed: 1 octet short of LIST"},
+		{".\r\nrest\r\n", "", 9, "first line is a lone dot, not stuffed: served as the terminator, 0 of 9 octets"},
+		{"abc\r\n", "abd\r\n", 5, `changed at byte 2: got "abd\r\n", want "abc\r\n"`},
+	}
+	for _, tt := range tests {
+		if got := describeServed([]byte(tt.stored), []byte(tt.served), tt.list); got != tt.want {
+			t.Errorf("describeServed(%q, %q, %d) = %q, want %q", tt.stored, tt.served, tt.list, got, tt.want)
 		}
 	}
 }

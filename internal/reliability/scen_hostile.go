@@ -180,7 +180,12 @@ func runHostileCorpus(t T, o *Options) Row {
 		r.Clock.Advance(5 * time.Minute)
 	}
 	if !r.Done() {
-		t.Errorf("the mailbox did not drain in %d polls (%d held cases): still on the server: %s", maxPolls, held, strings.Join(sortedKeys(r.OnServer()), ", "))
+		left := sortedKeys(r.OnServer())
+		if len(left) > 12 {
+			left = append(left[:12], fmt.Sprintf("and %d more", len(left)-12))
+		}
+		t.Errorf("the mailbox did not drain in %d polls (%d held cases): %d of %d cases still on the server (a poll that fetches a held message deletes nothing): %s",
+			maxPolls, held, len(r.OnServer()), len(cases), strings.Join(left, ", "))
 	}
 	checkNoPanic(t, r)
 	counts := w.check(t, held)
@@ -396,8 +401,8 @@ func (w *corpusWatch) checkRelayed(ctx context.Context, t T, c CorpusCase, rec *
 	if p := w.delivered[c.Name]; p == 0 || p > held+1 {
 		t.Errorf("%s (relayed): delivered in poll %d, want by poll %d: a held message blocked it", c.Name, p, held+1)
 	}
-	if onServer {
-		t.Errorf("%s (relayed): still on the POP3 server", c.Name)
+	if onServer && w.r.Done() {
+		t.Errorf("%s (relayed): still on the POP3 server", c.Name) // else the drain error covers it
 	}
 	trace, mid, rest, _ := splitAdded(sent[0])
 	var archived []byte

@@ -60,6 +60,9 @@ type Observation struct {
 	// unwritable archive). Nil means every such message needs a record
 	// with a reason and a next attempt.
 	Refusal error
+	// NoticeTo is the postmaster address of the connector's notices: a
+	// transaction for it alone is a notice, counted in Notices.
+	NoticeTo string
 }
 
 // Tally is the checker's verdict on one Observation.
@@ -68,11 +71,17 @@ type Tally struct {
 	// Delivered: every recipient accepted the message at least once.
 	Delivered int
 	// Waiting: on the server, not delivered, and the ledger holds the
-	// reason and the next attempt (or that automatic attempts gave up).
+	// reason and the next attempt (or that automatic attempts gave up, or
+	// a disposition whose deletion is still to come).
 	Waiting int
 	// Refused: on the server without a record, explained by
 	// Observation.Refusal (or an unreadable ledger).
 	Refused int
+	// SetAside: gone from the server, not delivered, with a recorded
+	// disposition of its own: a badmail copy (checked against the served
+	// bytes with the archive) or a deletion the undeliverable option
+	// allowed.
+	SetAside int
 	// Lost: not delivered to every recipient, and either gone from the
 	// server or on it with nothing saying why (no record, no refusal).
 	Lost int
@@ -94,6 +103,8 @@ type Tally struct {
 	RelayNormalised int
 	// Unmatched counts accepted transactions no seeded message explains.
 	Unmatched int
+	// Notices counts transactions to Observation.NoticeTo.
+	Notices int
 	// Problems has one line per finding, for the report.
 	Problems []string
 }
@@ -136,6 +147,10 @@ func Check(ctx context.Context, o Observation) Tally {
 	// What the SMTP side accepted, per message and recipient.
 	accepted := map[string]map[string]int{}
 	for i, rcv := range o.Received {
+		if o.NoticeTo != "" && len(rcv.To) == 1 && strings.EqualFold(rcv.To[0], o.NoticeTo) {
+			t.Notices++
+			continue
+		}
 		body, traceID := StripAdded(rcv.Data)
 		d := digestOf(body)
 		// The trace id names the archive object, hence the UIDL: among
@@ -203,7 +218,7 @@ func Check(ctx context.Context, o Observation) Tally {
 		rec, own := recordFor(recsByUIDL[m.UIDL], m.Digest)
 		onServer := o.OnServer[m.ID]
 
-		if !onServer && !(own && rec.Delivered()) {
+		if !onServer && !(own && (rec.Delivered() || rec.Disposition != "")) {
 			t.DeletedUndelivered++
 			switch {
 			case rec == nil:
@@ -217,7 +232,13 @@ func Check(ctx context.Context, o Observation) Tally {
 		switch {
 		case all:
 			t.Delivered++
+		case !onServer && own && rec.Disposition != "":
+			t.SetAside++
 		case onServer && own && rec.GaveUp:
+			t.Waiting++
+		case onServer && own && rec.Disposition != "":
+			// Set aside, its deletion not confirmed yet: the next poll
+			// deletes it whatever happens to delivery.
 			t.Waiting++
 		case onServer && own && rec.LastError != "" && !rec.NextAttempt.IsZero():
 			t.Waiting++
@@ -267,6 +288,9 @@ func Check(ctx context.Context, o Observation) Tally {
 			t.ArchiveMismatches++
 			t.problem("record %s: archived object is %d bytes sha256 %.12s, ledger says %d bytes %.12s", r.UIDL, n, d, r.Size, r.SHA256)
 		}
+		if r.Disposition == ledger.DispositionBadmail {
+			t.checkBadmail(ctx, o.Archive, r)
+		}
 		if r.Held != "" {
 			// The record says the fetch did not match the server's LIST:
 			// the archive holds what arrived, kept for inspection; the
@@ -285,19 +309,48 @@ func Check(ctx context.Context, o Observation) Tally {
 	return t
 }
 
+// checkBadmail counts a mismatch unless r's badmail copy hashes to its
+// digest and its reason object is there.
+func (t *Tally) checkBadmail(ctx context.Context, a archive.Archive, r *ledger.Record) {
+	n, d, err := digestObject(ctx, a, r.BadmailKey)
+	switch {
+	case r.BadmailKey == "":
+		t.ArchiveMismatches++
+		t.problem("record %s: disposition badmail without a badmail key", r.UIDL)
+	case err != nil:
+		t.ArchiveMismatches++
+		t.problem("record %s: badmail copy %s: %v", r.UIDL, r.BadmailKey, err)
+	case d != r.SHA256 || n != r.Size:
+		t.ArchiveMismatches++
+		t.problem("record %s: badmail copy is %d bytes sha256 %.12s, ledger says %d bytes %.12s", r.UIDL, n, d, r.Size, r.SHA256)
+	}
+	if r.BadmailKey != "" {
+		if _, _, err := digestObject(ctx, a, r.BadmailKey+".reason.json"); err != nil {
+			t.ArchiveMismatches++
+			t.problem("record %s: badmail reason: %v", r.UIDL, err)
+		}
+	}
+}
+
 // SMTPForm returns b as an SMTP client must send it (RFC 5321 §2.3.8):
 // every LF not preceded by CR becomes CRLF, and a non-empty message gets a
 // final CRLF.
 func SMTPForm(b []byte) []byte {
+	out := bareLFToCRLF(b)
+	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
+		out = append(out, '\r', '\n')
+	}
+	return out
+}
+
+// bareLFToCRLF turns every LF not preceded by CR into CRLF.
+func bareLFToCRLF(b []byte) []byte {
 	out := make([]byte, 0, len(b)+16)
 	for i, c := range b {
 		if c == '\n' && (i == 0 || b[i-1] != '\r') {
 			out = append(out, '\r')
 		}
 		out = append(out, c)
-	}
-	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
-		out = append(out, '\r', '\n')
 	}
 	return out
 }
@@ -375,8 +428,16 @@ var traceIDRe = regexp.MustCompile(`\bid <([^>]*)>`)
 // returns the rest and the trace field's id (the archive object's name),
 // or data unchanged and "" when it does not start with a Received: field.
 func StripAdded(data []byte) (rest []byte, traceID string) {
+	_, _, rest, traceID = splitAdded(data)
+	return rest, traceID
+}
+
+// splitAdded is StripAdded that also returns the fields it removed: the
+// Received field and the generated Message-ID field (nil when absent), each
+// with its CRLF.
+func splitAdded(data []byte) (trace, messageID, rest []byte, traceID string) {
 	if !bytes.HasPrefix(data, []byte("Received: ")) {
-		return data, ""
+		return nil, nil, data, ""
 	}
 	end := bytes.Index(data, []byte("\r\n"))
 	for end >= 0 && end+2 < len(data) && (data[end+2] == ' ' || data[end+2] == '\t') {
@@ -388,24 +449,37 @@ func StripAdded(data []byte) (rest []byte, traceID string) {
 		end += 2 + j
 	}
 	if end < 0 {
-		return data, ""
+		return nil, nil, data, ""
 	}
 	if m := traceIDRe.FindSubmatch(data[:end]); m != nil {
 		traceID = string(m[1])
 	}
-	rest = data[end+2:]
+	trace, rest = data[:end+2], data[end+2:]
 	if bytes.HasPrefix(rest, []byte("Message-ID: <popconn.")) {
 		if k := bytes.Index(rest, []byte("\r\n")); k >= 0 {
-			rest = rest[k+2:]
+			messageID, rest = rest[:k+2], rest[k+2:]
 		}
 	}
-	return rest, traceID
+	return trace, messageID, rest, traceID
 }
 
 // headerValue returns the first value of header name in msg's header
 // section, or "" (a tolerant scan: any line ending, no unfolding).
 func headerValue(msg []byte, name string) string {
 	prefix := strings.ToLower(name) + ":"
+	for _, line := range headerLines(msg) {
+		if len(line) > len(prefix) && strings.ToLower(string(line[:len(prefix)])) == prefix {
+			return strings.TrimSpace(string(line[len(prefix):]))
+		}
+	}
+	return ""
+}
+
+// headerLines returns the lines of msg's header section, without their
+// line ends: up to the first line that holds nothing or only CR (LF ends a
+// line, CR LF or bare).
+func headerLines(msg []byte) [][]byte {
+	var out [][]byte
 	for len(msg) > 0 {
 		i := bytes.IndexByte(msg, '\n')
 		line := msg
@@ -414,15 +488,13 @@ func headerValue(msg []byte, name string) string {
 		} else {
 			msg = nil
 		}
-		line = bytes.TrimRight(line, "\r")
+		line = bytes.TrimSuffix(line, []byte("\r"))
 		if len(line) == 0 {
-			return ""
+			break
 		}
-		if len(line) > len(prefix) && strings.ToLower(string(line[:len(prefix)])) == prefix {
-			return strings.TrimSpace(string(line[len(prefix):]))
-		}
+		out = append(out, line)
 	}
-	return ""
+	return out
 }
 
 // firstDiff describes where got first differs from want ("" when want is

@@ -2,11 +2,14 @@ package reliability
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/testenv"
 )
 
 // RawSMTP is a line-level SMTP fault server on 127.0.0.1 for the faults
@@ -131,4 +134,78 @@ func (c *SMTPConn) Converse(onCmd func(cmd string) bool) bool {
 			c.Reply("502 5.5.2 not implemented")
 		}
 	}
+}
+
+// ExactSMTP is an SMTP server on 127.0.0.1 that keeps every accepted
+// message exactly as it arrived: the DATA end is CRLF "." CRLF and nothing
+// else (RFC 5321 §4.1.1.4), a leading "." is removed from a line that
+// starts after CRLF (§4.5.2), and every other byte, a bare CR included,
+// is data. go-smtp's reader, which ScriptedSMTP uses, takes CR CR LF for
+// no line end, so a body whose last byte is a bare CR never ends there.
+// It offers 8BITMIME and ENHANCEDSTATUSCODES, not SMTPUTF8 (as an
+// Exchange receive connector without it).
+type ExactSMTP struct {
+	*RawSMTP
+	mu   sync.Mutex
+	msgs []testenv.Received
+}
+
+// StartExactSMTP starts the server; t.Cleanup closes it.
+func StartExactSMTP(t T) *ExactSMTP {
+	t.Helper()
+	s := &ExactSMTP{}
+	s.RawSMTP = StartRawSMTP(t, s.serve)
+	return s
+}
+
+func (s *ExactSMTP) serve(c *SMTPConn) {
+	if c.Reply("220 exact.test ESMTP") != nil {
+		return
+	}
+	var tx testenv.Received
+	onCmd := func(cmd string) bool {
+		verb, arg, _ := strings.Cut(cmd, ":")
+		switch strings.ToUpper(strings.TrimSpace(verb)) {
+		case "MAIL FROM":
+			tx = testenv.Received{From: envelopeAddr(arg)}
+		case "RCPT TO":
+			tx.To = append(tx.To, envelopeAddr(arg))
+		case "RSET":
+			tx = testenv.Received{}
+		}
+		return false
+	}
+	for c.Converse(onCmd) {
+		c.C.SetReadDeadline(time.Now().Add(time.Minute))
+		var data bytes.Buffer
+		if _, err := unstuff(c.R, &data); err != nil {
+			return
+		}
+		tx.Data = data.Bytes()
+		s.mu.Lock()
+		s.msgs = append(s.msgs, tx)
+		s.mu.Unlock()
+		tx = testenv.Received{}
+		if c.Reply("250 2.0.0 kept") != nil {
+			return
+		}
+	}
+}
+
+// envelopeAddr is the address of a MAIL FROM or RCPT TO argument, without
+// its brackets and parameters.
+func envelopeAddr(arg string) string {
+	arg = strings.TrimSpace(arg)
+	if i := strings.IndexByte(arg, '>'); strings.HasPrefix(arg, "<") && i > 0 {
+		return arg[1:i]
+	}
+	addr, _, _ := strings.Cut(arg, " ")
+	return addr
+}
+
+// Messages returns the accepted transactions, in order.
+func (s *ExactSMTP) Messages() []testenv.Received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]testenv.Received(nil), s.msgs...)
 }

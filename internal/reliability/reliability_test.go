@@ -51,11 +51,19 @@ func options() *Options {
 // runGroup runs every case of the named scenario as a subtest and fails it
 // on any invariant violation.
 func runGroup(t *testing.T, name string) {
+	runCases(t, name, func(string) bool { return true })
+}
+
+// runCases is runGroup for the cases whose name pick accepts.
+func runCases(t *testing.T, name string, pick func(caseName string) bool) {
 	for _, g := range Groups() {
 		if g.Name != name {
 			continue
 		}
 		for _, c := range g.Cases {
+			if !pick(c.Name) {
+				continue
+			}
 			t.Run(strings.TrimPrefix(c.Name, name+"/"), func(t *testing.T) {
 				row := c.Run(t, options())
 				for _, n := range row.Notes {
@@ -82,10 +90,44 @@ func TestConcurrentPollers(t *testing.T) { runGroup(t, "concurrent") }
 func TestPOP3Faults(t *testing.T)        { runGroup(t, "pop3") }
 func TestSMTPFaults(t *testing.T)        { runGroup(t, "smtp") }
 func TestStorageFaults(t *testing.T)     { runGroup(t, "storage") }
-func TestHostileMail(t *testing.T)       { runGroup(t, "hostile") }
-func TestSecurity(t *testing.T)          { runGroup(t, "security") }
 
-// The committed corpus is what the generator writes, and big enough.
+func TestSecurity(t *testing.T) { runGroup(t, "security") }
+
+// TestHostileMail runs the hostile scenario's cases but the corpus, which
+// TestHostileCorpusOutcomes runs.
+func TestHostileMail(t *testing.T) {
+	runCases(t, "hostile", func(n string) bool { return n != "hostile/corpus" })
+}
+
+// Every corpus case through the whole pipeline from one Dovecot mailbox:
+// relayed as served, quarantined or held as its manifest row says, and
+// the mailbox drains with nothing lost.
+func TestHostileCorpusOutcomes(t *testing.T) {
+	runCases(t, "hostile", func(n string) bool { return n == "hostile/corpus" })
+}
+
+// What Dovecot serves for every case is what the manifest records (with
+// -update: record it).
+func TestHostileCorpusServed(t *testing.T) {
+	if *update {
+		cases := tableCorpus()
+		rows := ServeCorpus(t, cases)
+		if err := os.WriteFile(ManifestPath, FormatManifest(rows), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	cases, err := LoadCorpus(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range DiffServed(ServeCorpus(t, cases), cases) {
+		t.Error(d)
+	}
+}
+
+// The committed corpus is what the generator writes, big enough, in every
+// category, and the manifest's own columns agree with the generator.
 func TestHostileCorpusUpToDate(t *testing.T) {
 	dir := filepath.Join("testdata", "hostile")
 	if *update {
@@ -93,12 +135,14 @@ func TestHostileCorpusUpToDate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	names, msgs, err := HostileCorpus()
+	// Read from the directory, not the embedded copy, so that one -update
+	// run writes and checks.
+	names, msgs, err := corpusFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) < 50 {
-		t.Errorf("hostile corpus has %d messages, want at least 50", len(names))
+	if len(names) < 60 {
+		t.Errorf("hostile corpus has %d messages, want at least 60", len(names))
 	}
 	committed := map[string][]byte{}
 	for i, n := range names {
@@ -118,6 +162,56 @@ func TestHostileCorpusUpToDate(t *testing.T) {
 	for n := range committed {
 		t.Errorf("%s is committed but not generated", n)
 	}
+
+	data, err := os.ReadFile(ManifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]ManifestRow{}
+	for _, r := range rows {
+		listed[r.Name] = r
+	}
+	perCategory := map[string]int{}
+	const regen = "regenerate the manifest: POPCONN_INTEGRATION=1 go test ./internal/reliability -run TestHostileCorpusServed -update"
+	for _, c := range tableCorpus() {
+		perCategory[c.Category]++
+		r, ok := listed[c.Name]
+		switch {
+		case !ok:
+			t.Errorf("%s has no manifest row (%s)", c.Name, regen)
+		case r.Category != c.Category || r.Outcome != c.Outcome || (c.Outcome == Quarantined && r.Expect != c.Expect):
+			t.Errorf("%s: manifest says %s/%s/%q, the generator %s/%s/%q (%s)", c.Name, r.Category, r.Outcome, r.Expect, c.Category, c.Outcome, c.Expect, regen)
+		}
+		delete(listed, c.Name)
+	}
+	for n := range listed {
+		t.Errorf("the manifest lists %s, which the generator does not make (%s)", n, regen)
+	}
+	for _, c := range Categories() {
+		if perCategory[c] == 0 {
+			t.Errorf("no corpus case in category %q", c)
+		}
+	}
+}
+
+// corpusFiles reads dir/*.eml.
+func corpusFiles(dir string) (names []string, msgs [][]byte, err error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		names, msgs = append(names, filepath.Base(p)), append(msgs, b)
+	}
+	return names, msgs, nil
 }
 
 // memArchive is an archive.Archive in memory, for the checker's own test.
@@ -165,6 +259,15 @@ func TestCheckFindsViolations(t *testing.T) {
 		}
 		return w
 	}
+	// badmail stages seq-1 as set aside: not relayed, copied under
+	// badmail/ with its reason, deleted.
+	badmail := func(w *world) {
+		r := w.obs.Records[0]
+		w.obs.Received = w.obs.Received[1:]
+		r.Recipients[0].Status, r.Disposition, r.BadmailKey = ledger.Rejected, ledger.DispositionBadmail, "badmail/"+r.ArchiveKey
+		w.arc[r.BadmailKey] = w.arc[r.ArchiveKey]
+		w.arc[r.BadmailKey+".reason.json"] = []byte(`{"reason":"staged"}`)
+	}
 	tests := []struct {
 		name  string
 		stage func(w *world)
@@ -210,6 +313,25 @@ func TestCheckFindsViolations(t *testing.T) {
 			r := w.obs.Records[0]
 			r.DeletedAt, r.Recipients[0].Status, r.LastError, r.NextAttempt = time.Time{}, ledger.Deferred, "451 later", time.Unix(5, 0)
 		}, func(tl Tally) bool { return tl.OK(0) && tl.Waiting == 1 }},
+		{"set aside in badmail", func(w *world) {
+			badmail(w)
+		}, func(tl Tally) bool { return tl.OK(0) && tl.SetAside == 1 && tl.Delivered == 2 }},
+		{"set aside, deletion to come", func(w *world) {
+			badmail(w)
+			w.obs.OnServer["seq-1"] = true
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Waiting == 1 }},
+		{"badmail copy altered", func(w *world) {
+			badmail(w)
+			w.arc[w.obs.Records[0].BadmailKey] = []byte("tampered")
+		}, func(tl Tally) bool { return tl.ArchiveMismatches == 1 && tl.Lost == 0 }},
+		{"badmail reason missing", func(w *world) {
+			badmail(w)
+			delete(w.arc, w.obs.Records[0].BadmailKey+".reason.json")
+		}, func(tl Tally) bool { return tl.ArchiveMismatches == 1 }},
+		{"notice to the postmaster", func(w *world) {
+			w.obs.NoticeTo = "postmaster@corp.example"
+			w.obs.Received = append(w.obs.Received, testenv.Received{To: []string{"postmaster@corp.example"}, Data: []byte("Subject: notice\r\n\r\nx\r\n")})
+		}, func(tl Tally) bool { return tl.OK(0) && tl.Notices == 1 }},
 		{"partly delivered and deleted", func(w *world) {
 			w.obs.Recipients = append(w.obs.Recipients, "team@corp.example")
 			for _, r := range w.obs.Records {
@@ -243,6 +365,54 @@ func TestSMTPForm(t *testing.T) {
 	} {
 		if got := string(SMTPForm([]byte(in))); got != want {
 			t.Errorf("SMTPForm(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The rule for "the header has a Message-ID" (the connector then adds
+// none), on the shapes of the corpus.
+func TestHasMessageID(t *testing.T) {
+	tests := []struct {
+		msg  string
+		want bool
+	}{
+		{"Message-ID: <a@b>\r\n\r\nbody\r\n", true},
+		{"message-id: <a@b>\r\n\r\n", true},
+		{"From: x\r\nMessage-ID:\r\n <folded@b>\r\n\r\n", true},
+		{"Message-ID: plain@b\n\nLF only\n", true},
+		{"X-Grüße: v\r\nMessage-ID: <a@b>\r\n\r\n", true}, // a bad field name ends nothing
+		{"Message-ID:\r\nSubject: empty\r\n\r\n", false},
+		{"Message-ID: \t \r\n\r\n", false},
+		{"Subject: s\r\n\r\nMessage-ID: <in@body>\r\n", false},
+		{"\r\nMessage-ID: <after@blank>\r\n", false},
+		{"From: a\rMessage-ID: <x@y>\r", false}, // bare CR ends no line
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := hasMessageID([]byte(tt.msg)); got != tt.want {
+			t.Errorf("hasMessageID(%q) = %v, want %v", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// The manifest's "served" column for each way Dovecot changes a message.
+func TestDescribeServed(t *testing.T) {
+	tests := []struct {
+		stored, served string
+		list           int64
+		want           string
+	}{
+		{"a\r\n", "a\r\n", 3, "served unchanged"},
+		{"a\nb\n", "a\r\nb\r\n", 6, "bare LF served as CRLF"},
+		{"a", "a\r\n", 1, "final CRLF added, LIST is 2 octets less"},
+		{"", "\r\n", 0, "final CRLF added, LIST is 2 octets less"},
+		{".abc\r\n", "abc\r\n", 6, "first line's dot not stuffed: 1 octet short of LIST"},
+		{".\r\nrest\r\n", "", 9, "first line is a lone dot, not stuffed: served as the terminator, 0 of 9 octets"},
+		{"abc\r\n", "abd\r\n", 5, `changed at byte 2: got "abd\r\n", want "abc\r\n"`},
+	}
+	for _, tt := range tests {
+		if got := describeServed([]byte(tt.stored), []byte(tt.served), tt.list); got != tt.want {
+			t.Errorf("describeServed(%q, %q, %d) = %q, want %q", tt.stored, tt.served, tt.list, got, tt.want)
 		}
 	}
 }

@@ -88,10 +88,12 @@ type Rig struct {
 	// last one is live.
 	Boxes []*scriptedBox
 
-	popAddr  atomic.Value // string
-	PopOpts  pop3.Options // Addr is taken from popAddr at each dial
-	PopPass  string
-	SMTP     *testenv.ScriptedSMTP
+	popAddr atomic.Value // string
+	PopOpts pop3.Options // Addr is taken from popAddr at each dial
+	PopPass string
+	SMTP    *testenv.ScriptedSMTP
+	// Exact is the SMTP side when RigOptions.ExactSMTP chose it.
+	Exact    *ExactSMTP
 	smtpAddr atomic.Value // string
 	// RelayOpts are the SMTP client options; Addr comes from SetSMTPAddr.
 	RelayOpts   relay.Options
@@ -111,6 +113,8 @@ type Rig struct {
 	LedgerUnreadable bool
 	// Normalised is Observation.Normalised for sources serving bare LF.
 	Normalised map[string]string
+	// Served is what SeedDovecot's raw RETR found, by UIDL.
+	Served map[string]Served
 }
 
 type scriptedBox struct {
@@ -126,6 +130,8 @@ type RigOptions struct {
 	Dovecot bool
 	// Script, when non-nil, starts a ScriptedSMTP as the SMTP side.
 	Script *testenv.SMTPScript
+	// ExactSMTP, without Script, starts an ExactSMTP as the SMTP side.
+	ExactSMTP bool
 	// Recipients default to sales@corp.example.
 	Recipients []string
 }
@@ -150,6 +156,9 @@ func NewRig(t T, o *Options, ro RigOptions) *Rig {
 	if ro.Script != nil {
 		r.SMTP = testenv.StartScriptedSMTP(t, *ro.Script)
 		r.smtpAddr.Store(r.SMTP.Addr)
+	} else if ro.ExactSMTP {
+		r.Exact = StartExactSMTP(t)
+		r.smtpAddr.Store(r.Exact.Addr)
 	} else {
 		r.smtpAddr.Store("")
 	}
@@ -194,11 +203,15 @@ func (r *Rig) SeedDovecot(ids []string, msgs [][]byte) {
 		uidls[i] = r.Dovecot.Deliver(r.T, popUser, m)
 	}
 	served := RawServed(r.T, r.Dovecot.TLSAddr, &tls.Config{RootCAs: r.Dovecot.CA.Pool, ServerName: "127.0.0.1"}, popUser, popPassword)
+	if r.Served == nil {
+		r.Served = map[string]Served{}
+	}
 	for i, u := range uidls {
 		s, ok := served[u]
 		if !ok {
 			r.T.Fatalf("raw RETR: Dovecot does not list %s (%s)", u, ids[i])
 		}
+		r.Served[u] = s
 		r.Messages = append(r.Messages, Message{ID: ids[i], UIDL: u, Digest: s.Digest, Size: s.Size})
 	}
 }
@@ -333,7 +346,7 @@ func (r *Rig) PollUntilDone(max int) connector.Result {
 }
 
 // Done reports whether the server is empty and the ledger holds every
-// message as delivered and deleted.
+// message as settled (delivered, or set aside) and deleted.
 func (r *Rig) Done() bool {
 	if len(r.OnServer()) > 0 {
 		return false
@@ -343,7 +356,7 @@ func (r *Rig) Done() bool {
 		return false
 	}
 	for _, rec := range recs {
-		if !rec.Delivered() || !rec.Deleted() {
+		if !rec.Settled() || !rec.Deleted() {
 			return false
 		}
 	}
@@ -399,6 +412,10 @@ func (r *Rig) Observe() Observation {
 	if r.SMTP != nil {
 		o.Received = r.SMTP.Messages()
 	}
+	if r.Exact != nil {
+		o.Received = r.Exact.Messages()
+	}
+	o.NoticeTo = r.Settings.Notify.To
 	o.Records = append(o.Records, r.Snapshots...)
 	if !r.LedgerUnreadable {
 		recs, err := r.Ledger.List(context.Background(), "sales")

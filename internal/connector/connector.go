@@ -231,6 +231,9 @@ type poll struct {
 	// no longer be believed; the poll then sends no DELE and drops the
 	// connection without QUIT (there is nothing to commit).
 	untrusted string
+	// heldDue are the held messages due for a refetch, which the fetching
+	// side leaves to refetchHeld.
+	heldDue []heldFetch
 	// outcomes are the ledger writes of delivered messages running in
 	// the background (see recordLater).
 	outcomes struct {
@@ -446,10 +449,12 @@ func (p *poll) run(ctx context.Context) (err error) {
 		p.log.Error("POP3 session out of step: no DELE sent, connection dropped; the next poll goes on", "reason", p.untrusted)
 		return nil
 	}
-	if len(toDelete) == 0 {
-		return nil
+	if len(toDelete) > 0 {
+		if err := p.deleteDelivered(ctx, toDelete, &quitted); err != nil {
+			return err
+		}
 	}
-	return p.deleteDelivered(ctx, toDelete, &quitted)
+	return p.refetchHeld(ctx, &quitted)
 }
 
 // withoutDuplicateUIDs drops every message whose UIDL the listing gives

@@ -34,6 +34,102 @@ import (
 //     fetched (GaveUp): the server's copy is still there for an
 //     administrator.
 
+// heldFetch is a held message due for a refetch, as the poll's first
+// session listed it.
+type heldFetch struct {
+	listed ServerMessage
+	rec    *ledger.Record
+}
+
+// refetchHeld fetches each due held message again, each on a POP3
+// session of its own opened after the poll's main session ended: a fetch
+// that comes short may leave the rest of the message on the wire, so the
+// session that carried it is dropped without QUIT and trusted with
+// nothing else (no DELE; the deletions of the poll went before). A
+// message whose fetch now matches the listing is released and delivered;
+// one whose hold this fetch confirmed gets holdAction. Deleting such a
+// message is left to the next poll's main session.
+func (p *poll) refetchHeld(ctx context.Context, quitted *bool) error {
+	if len(p.heldDue) == 0 {
+		return nil
+	}
+	if !*quitted {
+		*quitted = true
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		err := p.src.Quit(qctx)
+		cancel()
+		if err != nil {
+			p.src.Close()
+		}
+	}
+	for _, h := range p.heldDue {
+		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
+			if p.res.Stopped == "" {
+				p.res.Stopped = why
+			}
+			return nil
+		}
+		if err := p.refetchOne(ctx, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refetchOne fetches one held message on a session of its own.
+func (p *poll) refetchOne(ctx context.Context, h heldFetch) error {
+	src, err := p.mb.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: refetch of a held message: %w", p.mb.ID, err)
+	}
+	p.src = src
+	trusted := false
+	defer func() {
+		if !trusted {
+			src.Close()
+			return
+		}
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := src.Quit(qctx); err != nil {
+			src.Close()
+		}
+	}()
+	msgs, err := src.ListAll(ctx)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: list: %w", p.mb.ID, err)
+	}
+	var m ServerMessage
+	for _, x := range msgs {
+		if x.UID == h.listed.UID {
+			m = x
+		}
+	}
+	if m.UID == "" || m.Size != h.listed.Size {
+		trusted = true
+		return nil // gone or changed since the first listing: the next poll sees it
+	}
+	rec := h.rec
+	seal, size, err := p.receive(ctx, m, rec)
+	if err != nil {
+		return err
+	}
+	if err := seal(ctx); err != nil {
+		return err
+	}
+	p.countFetched(size)
+	trusted = rec.Size >= rec.ListSize
+	log := p.log.With("uidl", rec.UIDL)
+	log.Info("archived", "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+	switch {
+	case rec.Held == "":
+		return p.deliverRecovered(ctx, rec)
+	case heldConfirmed(rec):
+		return p.holdAction(ctx, rec, log)
+	}
+	return nil
+}
+
 // heldConfirmFetches is how many fetches in a row giving the same bytes
 // confirm a hold.
 const heldConfirmFetches = 4

@@ -41,7 +41,6 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		rec     *ledger.Record
 		sealed  <-chan error // the seal's outcome; nil when recorded before this poll
 		deliver bool         // false: only wait for the seal (held, not due, ...)
-		hold    bool         // this fetch confirmed a hold: apply the undeliverable action (held.go)
 	}
 	jobs := make(chan job, prefetch)
 	stop := make(chan struct{}) // closed when delivery failed: fetch no more
@@ -61,19 +60,7 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		}()
 		fetched := 0
 		var fetchedBytes int64
-		// Held messages are fetched again after all others: a server that
-		// mangles one should not hold up the rest of the mailbox.
-		var held []ServerMessage
-		ordered := make([]ServerMessage, 0, len(msgs))
 		for _, m := range msgs {
-			if rec := byUID[m.UID]; rec != nil && rec.Held != "" && sameMessage(m, rec) {
-				held = append(held, m)
-				continue
-			}
-			ordered = append(ordered, m)
-		}
-		ordered = append(ordered, held...)
-		for _, m := range ordered {
 			if p.untrusted != "" {
 				return
 			}
@@ -123,9 +110,15 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				p.countGaveUp()
 				p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", m.UID, "reason", rec.Held)
 			}
-			refetch := rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt)
+			if rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt) {
+				// Refetched on sessions of their own once this one has
+				// ended (refetchHeld): a server that mangles a message
+				// must hold up neither the rest nor their deletion.
+				p.heldDue = append(p.heldDue, heldFetch{m, rec})
+				continue
+			}
 			j := job{num: m.Num, rec: rec}
-			if !rec.Archived() || refetch {
+			if !rec.Archived() {
 				fetched++
 				fetchedBytes += m.Size
 				seal, size, rerr := p.receive(ctx, m, rec)
@@ -136,7 +129,6 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 					}
 					return
 				}
-				j.hold = heldConfirmed(rec)
 				sealed := make(chan error, 1)
 				j.sealed = sealed
 				sealing.Add(1)
@@ -202,16 +194,6 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 				// one resumes from the ledger.
 				sealErr = err
 				stopOnce.Do(func() { close(stop) })
-			}
-		}
-		if deliverErr == nil && sealErr == nil && j.hold {
-			if err := p.holdAction(ctx, j.rec, p.log.With("uidl", j.rec.UIDL)); err != nil {
-				deliverErr = err
-				stopOnce.Do(func() { close(stop) })
-				continue
-			}
-			if j.rec.Disposition != "" {
-				dels = append(dels, deletion{j.num, j.rec})
 			}
 		}
 		if deliverErr != nil || sealErr != nil || !j.deliver {

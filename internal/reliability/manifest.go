@@ -162,22 +162,18 @@ func describeServed(stored, served []byte, listSize int64) string {
 }
 
 // hasMessageID reports whether msg's header section holds a Message-ID
-// field with a value that is not blank (folded lines included): the
-// connector then adds none. The header section ends at the first empty
-// line; a line without a colon before it does not end it.
+// field, whatever its value (an empty one too: RFC 5322 allows one field,
+// so the connector adds none). The header section ends at the first empty
+// line; a line without a colon before it does not end it. A bare CR also
+// starts a line here: the relay passes it on, and a receiver that breaks
+// lines on it would see the field.
 func hasMessageID(msg []byte) bool {
-	in := false // inside a Message-ID field
 	for _, line := range headerLines(msg) {
-		if line[0] == ' ' || line[0] == '\t' {
-			if in && len(bytes.TrimSpace(line)) > 0 {
+		for _, part := range bytes.Split(line, []byte("\r")) {
+			name, _, ok := bytes.Cut(part, []byte(":"))
+			if ok && strings.EqualFold(string(bytes.TrimRight(name, " \t")), "Message-ID") {
 				return true
 			}
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		in = ok && strings.EqualFold(string(name), "Message-ID")
-		if in && len(bytes.TrimSpace(value)) > 0 {
-			return true
 		}
 	}
 	return false

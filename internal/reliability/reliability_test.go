@@ -381,7 +381,7 @@ func TestHasMessageID(t *testing.T) {
 		{"From: x\r\nMessage-ID:\r\n <folded@b>\r\n\r\n", true},
 		{"Message-ID: plain@b\n\nLF only\n", true},
 		{"X-Grüße: v\r\nMessage-ID: <a@b>\r\n\r\n", true}, // a bad field name ends nothing
-		{"Message-ID:\r\nSubject: empty\r\n\r\n", true}, // present, if empty: none is added
+		{"Message-ID:\r\nSubject: empty\r\n\r\n", true},   // present, if empty: none is added
 		{"Message-ID: \t \r\n\r\n", true},
 		{"Message-ID : <spaced@b>\r\n\r\n", true},
 		{"Subject: s\r\n\r\nMessage-ID: <in@body>\r\n", false},

@@ -20,7 +20,8 @@
 //     and a permanent rejection (5xx) both leave the message on the server,
 //     with the reason and the next attempt time in the ledger. Permanent
 //     rejections are retried at the retry interval (the seeds' safe default:
-//     leave rejected mail on the POP3 server until told otherwise).
+//     leave rejected mail on the POP3 server until told otherwise); a
+//     message too large for the endpoint only at the slowest pace.
 //   - The undeliverable options "delete" (only when every unaccepted
 //     recipient got a listed reply code, never on a relay refusal) and
 //     "badmail" (a copy under badmail/ plus a reason object, written before
@@ -28,7 +29,13 @@
 //     (Mailbox.Undeliverable, Settings.MaxTraceHops) end in a disposition
 //     recorded in the ledger in the same write as the attempt's outcomes,
 //     before any DELE: a DELE follows either a recorded delivery or a
-//     recorded decision.
+//     recorded decision. Giving up under "leave" (and "delete") copies the
+//     message to badmail and stops the attempts, but keeps it on the
+//     server.
+//   - A fetch whose size differs from the server's LIST is held (held.go):
+//     never relayed, never deleted on its own account, refetched on a
+//     session of its own; four fetches of the same bytes confirm the hold
+//     and the undeliverable action applies to what was served.
 //   - Recipients go over routes (package route): one SMTP transaction per
 //     route group, a connection per route per poll, an unreachable route
 //     failed over to the next cost and not tried again in the poll.
@@ -37,10 +44,12 @@
 //     thereafter.
 //   - Postmaster notices (package notify) go with the null sender, at most
 //     one per message and cause: a cause is recorded after its notice was
-//     accepted.
-//   - Duplicate copies (dedupe.go): a recipient that accepted a message with
-//     the same Message-ID from another copy within Mailbox.DuplicateWindow
-//     is not sent it again; its outcome is recorded as a suppressed
+//     accepted, or once the SMTP server refused it for good (5xx): such a
+//     notice is reported once, never retried.
+//   - Duplicate copies (dedupe.go): a recipient that accepted the same
+//     message (same Message-ID and content fingerprint) from another copy
+//     within Mailbox.DuplicateWindow is not sent it again; a message with a
+//     reused Message-ID but other content is delivered; its outcome is recorded as a suppressed
 //     duplicate naming the first copy, and a copy no recipient still needs
 //     is settled like a delivered one. The index entry that allows this is
 //     written with the recorded 250 or after it (never before), so
@@ -53,9 +62,15 @@
 //     accepted message's outcome is written in the background, the next
 //     message's final "." waiting for it (relay.Envelope.BeforeEnd); DELE
 //     waits for every outcome write of the poll.
-//   - A crash at any point loses nothing. The only duplicate possible is a
-//     crash (or lost reply) between the final "." of DATA and recording the
-//     reply in the ledger.
+//   - Before DATA a copy takes a delivery claim for its Message-ID and
+//     fingerprint: a copy in another mailbox polled at the same moment
+//     waits for the next poll instead of being relayed too. A claim never
+//     suppresses by itself.
+//   - A crash at any point loses nothing. The only duplicate possible (a
+//     reply-window duplicate) is a crash (or lost reply) between the final
+//     "." of DATA and recording the reply in the ledger. A message with a
+//     reused Message-ID but other content is a second message, delivered on
+//     purpose.
 //   - A second run over an unchanged mailbox relays nothing.
 //   - Work per poll is bounded (messages, bytes, deadline) and the POP3
 //     session ends with QUIT whenever the connection still allows it.

@@ -447,7 +447,9 @@ func (p *poll) run(ctx context.Context) (err error) {
 
 	if p.untrusted != "" {
 		p.log.Error("POP3 session out of step: no DELE sent, connection dropped; the next poll goes on", "reason", p.untrusted)
-		return nil
+		p.src.Close()
+		quitted = true
+		return p.refetchHeld(ctx, &quitted) // on sessions of their own
 	}
 	if len(toDelete) > 0 {
 		if err := p.deleteDelivered(ctx, toDelete, &quitted); err != nil {
@@ -675,6 +677,11 @@ func (p *poll) fillFromArrival(m ServerMessage, rec *ledger.Record, info archive
 	if sizeMatches(m.Size, info.Size) {
 		if rec.Held != "" {
 			p.log.Info("released: the server now sends the message as listed", "uidl", m.UID, "size", info.Size)
+			if len(pendingRecipients(rec)) == len(rec.Recipients) {
+				// Taken from a damaged copy for a notice: the good header
+				// decides (below).
+				rec.Recipients, rec.RecipientSource = nil, ""
+			}
 		}
 		rec.Held, rec.HeldFetches, rec.LastError, rec.NextAttempt = "", 0, "", time.Time{}
 	} else {

@@ -97,67 +97,60 @@ func (p *poll) claimTTL(size int64) time.Duration {
 // suppressed duplicate, and defers the recipients another copy is being
 // delivered to right now. When no recipient is left to send to, it
 // records rec and returns true: there is nothing to relay in this attempt.
+//
+// The order matters: the lookup that decides what to send follows the
+// claim that lets this copy send, so no copy can deliver in between. Only
+// recorded acceptances suppress; a claim only makes a copy wait.
 func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *slog.Logger) (bool, error) {
 	window := p.mb.DuplicateWindow
 	if window <= 0 || rec.MessageIDAdded || rec.MessageID == "" {
 		return false, nil
 	}
-	var addrs []string
-	for _, rc := range rec.Recipients {
-		if !rc.Status.Done() {
-			addrs = append(addrs, rc.Address)
-		}
-	}
-	if len(addrs) == 0 {
+	if len(pendingRecipients(rec)) == 0 {
 		return false, nil
 	}
 	now := p.c.now().UTC()
-	holder, firsts, err := p.claim(ctx, rec, now)
+	c, claimable := p.claimFor(rec, now)
+	var held *ledger.Claim // another copy's live claim
+	var holder *ledger.Record
+	if claimable {
+		var err error
+		if held, holder, err = p.claim(ctx, c, nil); err != nil {
+			return false, err
+		}
+	}
+	suppressed, err := p.markCopies(ctx, rec, holder, now, log)
 	if err != nil {
 		return false, err
 	}
-	found, err := p.c.Ledger.Accepted(ctx, rec.MessageID, addrs)
-	if err != nil {
-		return false, fmt.Errorf("mailbox %s: ledger: duplicate lookup: %w", p.mb.ID, err)
-	}
-	for addr, a := range firsts {
-		found[addr] = a
-	}
-	suppressed, waiting := 0, 0
-	for i := range rec.Recipients {
-		rc := &rec.Recipients[i]
-		if rc.Status.Done() {
-			continue
+	if held != nil && len(pendingRecipients(rec)) > 0 && claimFinished(held, holder) {
+		// The holder's attempt is recorded: take its claim over, and look
+		// again, since the holder (or a copy that took over from it) may
+		// have delivered after the lookup above.
+		if held, _, err = p.claim(ctx, c, held); err != nil {
+			return false, err
 		}
-		first, ok := found[rc.Address]
-		self := ok && first.Mailbox == rec.Mailbox && first.UIDL == rec.UIDL
-		switch {
-		case !ok || self || first.At.Before(now.Add(-window)):
-			// Not a copy of anything delivered in the window.
-		case first.Fingerprint == "" || rec.Fingerprint == "":
-			log.Info("an earlier message with this Message-ID cannot be compared with this one: delivered",
-				"message_id", rec.MessageID, "recipient", rc.Address, "first_mailbox", first.Mailbox, "first_uidl", first.UIDL)
-		case first.Fingerprint != rec.Fingerprint:
-			log.Warn("same Message-ID, other content: not a duplicate, delivered", "message_id", rec.MessageID, "recipient", rc.Address,
-				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
-		default:
-			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Suppressed, 0, "", now
-			rc.Reply = fmt.Sprintf("duplicate: this message was accepted for this recipient from mailbox %s, UIDL %s, at %s",
-				first.Mailbox, first.UIDL, first.At.UTC().Format(time.RFC3339))
-			suppressed++
-			log.Info("duplicate copy suppressed", "message_id", rec.MessageID, "recipient", rc.Address,
-				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
-			continue
-		}
-		if holder != nil {
-			// Another copy is in DATA now: its outcome decides.
-			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Deferred, 0, "", now
-			rc.Reply = fmt.Sprintf("waiting: another copy of this message is being delivered from mailbox %s, UIDL %s (claimed until %s)",
-				holder.Mailbox, holder.UIDL, holder.Expires.UTC().Format(time.RFC3339))
-			waiting++
+		if held == nil {
+			n, err := p.markCopies(ctx, rec, nil, now, log)
+			if err != nil {
+				return false, err
+			}
+			suppressed += n
 		}
 	}
 	p.res.Suppressed += suppressed
+	waiting := 0
+	if held != nil {
+		// Another copy may be in DATA now: its outcome decides.
+		for i := range rec.Recipients {
+			if rc := &rec.Recipients[i]; !rc.Status.Done() {
+				rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Deferred, 0, "", now
+				rc.Reply = fmt.Sprintf("waiting: another copy of this message is being delivered from mailbox %s, UIDL %s (claimed until %s)",
+					held.Mailbox, held.UIDL, held.Expires.UTC().Format(time.RFC3339))
+				waiting++
+			}
+		}
+	}
 	switch {
 	case waiting > 0:
 		// Due again at the next poll; not an attempt of this copy.
@@ -165,7 +158,7 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 		rec.LastError = "another copy of this message is being delivered"
 		p.res.Deferred++
 		log.Info("another copy of this message is being delivered: recipients left for the next poll",
-			"message_id", rec.MessageID, "waiting", waiting, "holder_mailbox", holder.Mailbox, "holder_uidl", holder.UIDL)
+			"message_id", rec.MessageID, "waiting", waiting, "holder_mailbox", held.Mailbox, "holder_uidl", held.UIDL)
 	case rec.Delivered():
 		rec.NextAttempt, rec.LastError = time.Time{}, ""
 		log.Info("every recipient has this message from another copy: not relayed", "message_id", rec.MessageID, "outcome", string(ledger.Suppressed))
@@ -178,51 +171,99 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 	return true, p.hook(StepDeliveryRecorded, rec.UIDL)
 }
 
-// claim takes the delivery claim for rec's content. It returns the live
-// claim of another record that holds it (nil when rec holds it now) and,
-// when that holder's claiming attempt turned out to be recorded, the
-// holder's acceptances of this content, which count as first copies.
-// A message without a fingerprint is never suppressed and needs no claim.
-func (p *poll) claim(ctx context.Context, rec *ledger.Record, now time.Time) (*ledger.Claim, map[string]ledger.Acceptance, error) {
-	if rec.Fingerprint == "" {
-		return nil, nil, nil
-	}
-	c := ledger.Claim{MessageID: rec.MessageID, Fingerprint: rec.Fingerprint, Mailbox: rec.Mailbox, UIDL: rec.UIDL,
-		At: now, Expires: now.Add(p.claimTTL(rec.Size))}
-	held, err := p.c.Ledger.Claim(ctx, c, nil)
-	if err == nil || !errors.Is(err, ledger.ErrClaimHeld) {
-		if err != nil {
-			return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim: %w", p.mb.ID, err)
+// pendingRecipients lists the recipients of rec that do not have the
+// message yet.
+func pendingRecipients(rec *ledger.Record) []string {
+	var addrs []string
+	for _, rc := range rec.Recipients {
+		if !rc.Status.Done() {
+			addrs = append(addrs, rc.Address)
 		}
+	}
+	return addrs
+}
+
+// markCopies marks as suppressed each recipient of rec that accepted the
+// same content from another copy within the window: by the duplicate
+// index, or by the record of a claim's holder whose attempt is recorded.
+// A copy with another fingerprint, or one that cannot be compared, is
+// not a first copy: it is delivered, with a warning or a note.
+func (p *poll) markCopies(ctx context.Context, rec *ledger.Record, holder *ledger.Record, now time.Time, log *slog.Logger) (int, error) {
+	found, err := p.c.Ledger.Accepted(ctx, rec.MessageID, pendingRecipients(rec))
+	if err != nil {
+		return 0, fmt.Errorf("mailbox %s: ledger: duplicate lookup: %w", p.mb.ID, err)
+	}
+	if holder != nil && holder.MessageID == rec.MessageID && holder.Fingerprint == rec.Fingerprint {
+		for _, rc := range holder.Recipients {
+			if _, ok := found[rc.Address]; !ok && rc.Status == ledger.Accepted {
+				found[rc.Address] = ledger.Acceptance{MessageID: holder.MessageID, Recipient: rc.Address, Mailbox: holder.Mailbox,
+					UIDL: holder.UIDL, At: rc.At, Fingerprint: holder.Fingerprint}
+			}
+		}
+	}
+	n := 0
+	for i := range rec.Recipients {
+		rc := &rec.Recipients[i]
+		first, ok := found[rc.Address]
+		if rc.Status.Done() || !ok || (first.Mailbox == rec.Mailbox && first.UIDL == rec.UIDL) || first.At.Before(now.Add(-p.mb.DuplicateWindow)) {
+			continue
+		}
+		switch {
+		case first.Fingerprint == "" || rec.Fingerprint == "":
+			log.Info("an earlier message with this Message-ID cannot be compared with this one: delivered",
+				"message_id", rec.MessageID, "recipient", rc.Address, "first_mailbox", first.Mailbox, "first_uidl", first.UIDL)
+		case first.Fingerprint != rec.Fingerprint:
+			log.Warn("same Message-ID, other content: not a duplicate, delivered", "message_id", rec.MessageID, "recipient", rc.Address,
+				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
+		default:
+			rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Suppressed, 0, "", now
+			rc.Reply = fmt.Sprintf("duplicate: this message was accepted for this recipient from mailbox %s, UIDL %s, at %s",
+				first.Mailbox, first.UIDL, first.At.UTC().Format(time.RFC3339))
+			n++
+			log.Info("duplicate copy suppressed", "message_id", rec.MessageID, "recipient", rc.Address,
+				"first_mailbox", first.Mailbox, "first_uidl", first.UIDL, "first_accepted", first.At)
+		}
+	}
+	return n, nil
+}
+
+// claimFor is rec's delivery claim, and false for a message that takes
+// none: without a fingerprint it is never suppressed, so it needs no
+// claim, and a Message-ID the index refuses (over 998 octets) is never
+// indexed either.
+func (p *poll) claimFor(rec *ledger.Record, now time.Time) (ledger.Claim, bool) {
+	if _, ok := ledger.ClaimKey(rec.MessageID, rec.Fingerprint); !ok {
+		return ledger.Claim{}, false
+	}
+	return ledger.Claim{MessageID: rec.MessageID, Fingerprint: rec.Fingerprint, Mailbox: rec.Mailbox, UIDL: rec.UIDL,
+		At: now, Expires: now.Add(p.claimTTL(rec.Size))}, true
+}
+
+// claim takes the claim c (taking over takeOver, when given). It returns
+// nil when c is now held, else the live claim of the other copy that
+// holds it and that copy's record (nil if it has none).
+func (p *poll) claim(ctx context.Context, c ledger.Claim, takeOver *ledger.Claim) (*ledger.Claim, *ledger.Record, error) {
+	held, err := p.c.Ledger.Claim(ctx, c, takeOver)
+	if err == nil {
 		return nil, nil, nil
 	}
-	// Held by another copy: finished if its record shows the claiming
-	// attempt (or a later one) recorded, or the copy settled.
+	if !errors.Is(err, ledger.ErrClaimHeld) {
+		return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim: %w", p.mb.ID, err)
+	}
 	recs, err := p.c.Ledger.Get(ctx, held.Mailbox, []string{held.UIDL})
 	if err != nil {
 		return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim holder: %w", p.mb.ID, err)
 	}
-	h := recs[held.UIDL]
-	if h == nil || (h.LastAttempt.Before(held.At) && !h.Settled() && !h.Deleted()) {
-		return &held, nil, nil
-	}
-	again, err := p.c.Ledger.Claim(ctx, c, &held)
-	if errors.Is(err, ledger.ErrClaimHeld) {
-		return &again, nil, nil // a third copy took it meanwhile
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("mailbox %s: ledger: delivery claim: %w", p.mb.ID, err)
-	}
-	firsts := map[string]ledger.Acceptance{}
-	if h.MessageID == rec.MessageID && h.Fingerprint == rec.Fingerprint {
-		for _, rc := range h.Recipients {
-			if rc.Status == ledger.Accepted {
-				firsts[rc.Address] = ledger.Acceptance{MessageID: h.MessageID, Recipient: rc.Address, Mailbox: h.Mailbox, UIDL: h.UIDL,
-					At: rc.At, Fingerprint: h.Fingerprint}
-			}
-		}
-	}
-	return nil, firsts, nil
+	return &held, recs[held.UIDL], nil
+}
+
+// claimFinished reports whether the attempt that took held is over: its
+// holder's record shows that attempt (or a later one) recorded, or the
+// copy settled. A holder without a record, or whose attempt is not
+// recorded (in DATA now, or crashed), is waited for until the claim
+// expires.
+func claimFinished(held *ledger.Claim, holder *ledger.Record) bool {
+	return holder != nil && (!holder.LastAttempt.Before(held.At) || holder.Settled() || holder.Deleted())
 }
 
 // putOutcome records an attempt's outcomes. With duplicate suppression on,

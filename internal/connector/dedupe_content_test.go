@@ -178,3 +178,17 @@ func dynamoTable(t *testing.T, local *testenv.DynamoDBLocal, now func() time.Tim
 	}
 	return dynamoledger.New(client, dynamoledger.Options{Table: name, Now: now})
 }
+
+// A Message-ID longer than the index keys on (998 octets) is never
+// indexed or claimed: the message is delivered like one without a
+// Message-ID, and the mailbox goes on.
+func TestOverlongMessageIDDelivered(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	id := strings.Repeat("a", 1200) + "@x.example"
+	r.dovecot.Deliver(t, "sales", []byte("From: a@b.example\r\nSubject: long id\r\nMessage-ID: <"+id+">\r\n\r\nbody\r\n"))
+	r.seed("order.eml")
+	res := pollBox(t, r, boxFor(r, "sales", "alice@corp.example"))
+	if res.Delivered != 2 || res.Deleted != 2 {
+		t.Fatalf("poll %+v, want both delivered and deleted", res)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/ledger"
@@ -18,14 +19,19 @@ import (
 // one). Dovecot 2.3 does this to a message whose first line starts with
 // ".", which it does not dot-stuff.
 //
-//   - A held message is fetched again at the retry interval. A fetch that
-//     matches the LIST size releases it: it is delivered like any other.
+//   - A held message is fetched again at the retry interval, on a POP3
+//     session of its own after the poll's main session ended
+//     (refetchHeld). A fetch that matches the LIST size releases it: it is
+//     delivered like any other, its recipients resolved from the good copy.
 //   - Once heldConfirmFetches fetches in a row gave the same bytes (the
 //     first and three refetches), refetching shows nothing new: the hold
 //     is confirmed and the mailbox's undeliverable action applies.
 //     Under "badmail" the served bytes are copied to badmail with a reason
 //     that says how they differ from the server's copy, the postmaster is
-//     told, and the message leaves the server (holdAction). Under "leave"
+//     told, and the message leaves the server (holdAction), provided the
+//     fetch ended where the server ended the message: a short fetch on a
+//     session then out of step left the rest unread, and that message is
+//     kept as under "leave". Under "leave"
 //     (and "delete", which only deletes on listed reply codes, never a
 //     message Exchange has not seen) it stays on the server, is refetched
 //     at the slowest retry pace (Settings.MaxRetryInterval), and the
@@ -41,14 +47,16 @@ type heldFetch struct {
 	rec    *ledger.Record
 }
 
-// refetchHeld fetches each due held message again, each on a POP3
-// session of its own opened after the poll's main session ended: a fetch
-// that comes short may leave the rest of the message on the wire, so the
-// session that carried it is dropped without QUIT and trusted with
-// nothing else (no DELE; the deletions of the poll went before). A
-// message whose fetch now matches the listing is released and delivered;
-// one whose hold this fetch confirmed gets holdAction. Deleting such a
-// message is left to the next poll's main session.
+// refetchHeld fetches each due held message again, on a POP3 session of
+// its own opened after the poll's main session ended, so the deletions of
+// the poll went before and a server that mangles a message holds up
+// nothing else. A fetch that comes short may leave the rest of the
+// message on the wire: the session is then listed again, and only a
+// listing equal to the first shows it is still in step (leftover message
+// lines cannot make up a whole LIST and UIDL reply naming every message
+// and its UIDL). A session out of step is dropped without QUIT and the
+// next message gets a new one. No DELE is sent on these sessions: a
+// message set aside here is deleted by the next poll's main session.
 func (p *poll) refetchHeld(ctx context.Context, quitted *bool) error {
 	if len(p.heldDue) == 0 {
 		return nil
@@ -62,6 +70,8 @@ func (p *poll) refetchHeld(ctx context.Context, quitted *bool) error {
 			p.src.Close()
 		}
 	}
+	var s *refetchSession
+	defer func() { s.end(ctx) }()
 	for _, h := range p.heldDue {
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
 			if p.res.Stopped == "" {
@@ -69,63 +79,93 @@ func (p *poll) refetchHeld(ctx context.Context, quitted *bool) error {
 			}
 			return nil
 		}
-		if err := p.refetchOne(ctx, h); err != nil {
+		if s == nil {
+			src, err := p.mb.Dial(ctx)
+			if err != nil {
+				// Nothing is lost: the held messages wait for the next poll.
+				p.log.Warn("refetch of held messages not done: the POP3 server refused another session", "err", err)
+				return nil
+			}
+			s = &refetchSession{src: src}
+			if s.listing, err = src.ListAll(ctx); err != nil {
+				p.log.Warn("refetch of held messages not done: LIST failed", "err", err)
+				return nil
+			}
+			s.inStep = true
+		}
+		if err := p.refetchOne(ctx, s, h); err != nil {
 			return err
+		}
+		if !s.inStep {
+			s.end(ctx)
+			s = nil
 		}
 	}
 	return nil
 }
 
-// refetchOne fetches one held message on a session of its own.
-func (p *poll) refetchOne(ctx context.Context, h heldFetch) error {
-	src, err := p.mb.Dial(ctx)
-	if err != nil {
-		return fmt.Errorf("mailbox %s: refetch of a held message: %w", p.mb.ID, err)
+// refetchSession is a POP3 session that only refetches held messages.
+type refetchSession struct {
+	src     Source
+	listing []ServerMessage // as the session first listed the mailbox
+	inStep  bool            // every reply so far was where it belonged
+}
+
+// end closes the session: QUIT when it is in step (nothing is marked for
+// deletion on it), a dropped connection otherwise.
+func (s *refetchSession) end(ctx context.Context) {
+	if s == nil || s.src == nil {
+		return
 	}
-	p.src = src
-	trusted := false
-	defer func() {
-		if !trusted {
-			src.Close()
-			return
-		}
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if err := src.Quit(qctx); err != nil {
-			src.Close()
-		}
-	}()
-	msgs, err := src.ListAll(ctx)
-	if err != nil {
-		return fmt.Errorf("mailbox %s: list: %w", p.mb.ID, err)
+	src := s.src
+	s.src = nil
+	if !s.inStep {
+		src.Close()
+		return
 	}
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := src.Quit(qctx); err != nil {
+		src.Close()
+	}
+}
+
+// refetchOne fetches one held message on s. A message whose fetch now
+// matches the listing is released and delivered; one whose hold this
+// fetch confirmed gets holdAction.
+func (p *poll) refetchOne(ctx context.Context, s *refetchSession, h heldFetch) error {
 	var m ServerMessage
-	for _, x := range msgs {
+	for _, x := range s.listing {
 		if x.UID == h.listed.UID {
 			m = x
 		}
 	}
 	if m.UID == "" || m.Size != h.listed.Size {
-		trusted = true
 		return nil // gone or changed since the first listing: the next poll sees it
 	}
+	p.src = s.src
 	rec := h.rec
 	seal, size, err := p.receive(ctx, m, rec)
 	if err != nil {
+		s.inStep = false
 		return err
 	}
 	if err := seal(ctx); err != nil {
 		return err
 	}
 	p.countFetched(size)
-	trusted = rec.Size >= rec.ListSize
 	log := p.log.With("uidl", rec.UIDL)
 	log.Info("archived", "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
+	complete := rec.Size >= rec.ListSize // nothing of what was listed can be left unread
+	if !complete {
+		again, err := s.src.ListAll(ctx)
+		s.inStep = err == nil && slices.Equal(again, s.listing)
+	}
 	switch {
 	case rec.Held == "":
 		return p.deliverRecovered(ctx, rec)
 	case heldConfirmed(rec):
-		return p.holdAction(ctx, rec, log)
+		return p.holdAction(ctx, rec, complete || s.inStep, log)
 	}
 	return nil
 }
@@ -160,14 +200,17 @@ func (p *poll) refetchDelay(rec *ledger.Record) time.Duration {
 }
 
 // holdAction applies the mailbox's undeliverable action to a message
-// whose hold was confirmed by the fetch just sealed: badmail sets it
-// aside (it then leaves the server like any disposed message); every
-// other action leaves it held, and the postmaster is told once. It runs
-// on the delivering side, after the seal recorded the fetch.
-func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, log *slog.Logger) error {
+// whose hold was confirmed by the fetch just sealed. Badmail sets it
+// aside (it then leaves the server like any disposed message), but only
+// when ended says the fetch ended where the server ended the message: a
+// fetch that stopped short on a session then out of step (a first line
+// of one lone "." that the server did not stuff) left the rest of the
+// message unread, and deleting it would lose that rest. Every other
+// case leaves it held, and the postmaster is told once.
+func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, ended bool, log *slog.Logger) error {
 	now := p.c.now().UTC()
 	att := attempt{at: now, reason: rec.Held, held: true}
-	if p.mb.Undeliverable.Action == BadmailRejected {
+	if p.mb.Undeliverable.Action == BadmailRejected && ended {
 		reason := "held: " + rec.Held + "; moved to badmail as served and deleted from the POP3 server"
 		key, err := p.copyToBadmail(ctx, rec, reason)
 		if err != nil {
@@ -183,8 +226,11 @@ func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, log *slog.Log
 			return err
 		}
 	} else if !rec.WasNotified(string(notify.CauseHeld)) {
-		log.Error("held for good: the server keeps sending other bytes than it lists; left on the POP3 server",
-			"reason", rec.Held, "next_fetch", rec.NextAttempt)
+		msg := "held for good: the server keeps sending other bytes than it lists; left on the POP3 server"
+		if p.mb.Undeliverable.Action == BadmailRejected {
+			msg = "held for good, and the server's copy is longer than what it sends: left on the POP3 server, not moved to badmail"
+		}
+		log.Error(msg, "reason", rec.Held, "next_fetch", rec.NextAttempt)
 	}
 	return p.sendNotices(ctx, rec, &att, log)
 }

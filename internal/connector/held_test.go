@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,11 +20,16 @@ import (
 var leadingDot = []byte(".abc first line starts with a dot\r\nFrom: a@supplier.example\r\nTo: sales@isp.example\r\n" +
 	"Subject: held\r\nMessage-ID: <held-1@supplier.example>\r\n\r\nbody\r\n")
 
+// loneDot's first line is one ".", which Dovecot serves unstuffed: the
+// client reads it as the end of the message, and the rest of it is left
+// on the wire. Only the server has the message.
+var loneDot = []byte(".\r\nFrom: a@supplier.example\r\nSubject: held\r\nMessage-ID: <held-1@supplier.example>\r\n\r\nbody\r\n")
+
 // heldRecord returns the record of the held message among r's records.
 func heldRecord(t *testing.T, r *rig) *ledger.Record {
 	t.Helper()
 	for _, rec := range r.records() {
-		if rec.MessageID == "held-1@supplier.example" {
+		if rec.ListSize == int64(len(leadingDot)) || rec.ListSize == int64(len(loneDot)) {
 			return rec
 		}
 	}
@@ -39,19 +45,28 @@ func heldRecord(t *testing.T, r *rig) *ledger.Record {
 func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 	tests := []struct {
 		name        string
+		msg         []byte
 		action      connector.UndeliverableAction
 		disposition ledger.Disposition
 		cause       string
-		onServer    int // at the end: the held message only under leave
+		onServer    int // at the end: the held message, unless set aside
 	}{
-		{"badmail", connector.BadmailRejected, ledger.DispositionBadmail, "badmail", 0},
-		{"leave", connector.LeaveRejected, "", "held", 1},
+		{"badmail", leadingDot, connector.BadmailRejected, ledger.DispositionBadmail, "badmail", 0},
+		{"leave", leadingDot, connector.LeaveRejected, "", "held", 1},
+		// The rest of the message was never received: deleting would
+		// lose it, so badmail keeps it on the server like leave.
+		{"badmail, rest of the message unread", loneDot, connector.BadmailRejected, "", "held", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, rigOptions{script: &testenv.SMTPScript{}})
-			r.dovecot.Deliver(t, "sales", leadingDot)
+			r.dovecot.Deliver(t, "sales", tt.msg)
 			r.seed("order.eml")
+			served := tt.msg[1:] // the first dot taken for stuffing
+			if tt.msg[1] == '\r' {
+				served = nil // the lone dot taken for the end
+			}
+			fewer := fmt.Sprintf("(%d fewer)", len(tt.msg)-len(served))
 			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action}
 			c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
 
@@ -61,7 +76,7 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 				}
 				pollWith(t, c, r.mailbox)
 				rec := heldRecord(t, r)
-				if rec.HeldFetches != fetch || rec.Disposition != "" || !strings.Contains(rec.Held, "(1 fewer)") {
+				if rec.HeldFetches != fetch || rec.Disposition != "" || !strings.Contains(rec.Held, fewer) {
 					t.Fatalf("after fetch %d: held %q, fetches %d, disposition %q", fetch, rec.Held, rec.HeldFetches, rec.Disposition)
 				}
 				if want := r.clock.Now().Add(10 * time.Minute).UTC(); !rec.NextAttempt.Equal(want) {
@@ -93,12 +108,11 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 			if len(ns) != 1 || ns[0].cause() != tt.cause {
 				t.Fatalf("notices %d, want one of cause %q", len(ns), tt.cause)
 			}
-			if !strings.Contains(ns[0].text, "1 fewer") {
+			if !strings.Contains(ns[0].text, fewer) {
 				t.Errorf("notice text does not say how the bytes differ:\n%s", ns[0].text)
 			}
-			switch tt.action {
-			case connector.BadmailRejected:
-				served := leadingDot[1:] // what Dovecot sends: the first dot taken for stuffing
+			switch {
+			case tt.disposition == ledger.DispositionBadmail:
 				if got := r.archived(rec.BadmailKey); string(got) != string(served) {
 					t.Errorf("badmail copy %q, want the served bytes %q", got, served)
 				}
@@ -108,11 +122,11 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 				if err := json.Unmarshal(r.archived(rec.BadmailKey+".reason.json"), &reason); err != nil {
 					t.Fatal(err)
 				}
-				if want := fmt.Sprintf("listed %d octets but sent %d (1 fewer)", len(leadingDot), len(served)); !strings.Contains(reason.Reason, want) ||
+				if want := fmt.Sprintf("listed %d octets but sent %d %s", len(tt.msg), len(served), fewer); !strings.Contains(reason.Reason, want) ||
 					!strings.Contains(reason.Reason, "differ from the server's copy") {
 					t.Errorf("badmail reason %q, want it to say %q and that the bytes differ from the server's copy", reason.Reason, want)
 				}
-			case connector.LeaveRejected:
+			default:
 				if want := r.clock.Now().Add(2 * time.Hour).UTC(); !rec.NextAttempt.Equal(want) {
 					t.Errorf("confirmed hold: next fetch %v, want the slowest pace (%v)", rec.NextAttempt, want)
 				}
@@ -223,5 +237,45 @@ func TestTooLargeUnderLeave(t *testing.T) {
 	}
 	if strings.Count(reason.Reason, "too large") != 1 {
 		t.Errorf("badmail reason %q says too large %d times", reason.Reason, strings.Count(reason.Reason, "too large"))
+	}
+}
+
+// A notice about a message given up and left on the server that the SMTP
+// server could not take (a 4xx) is tried again at the retry interval,
+// though the message gets no more delivery attempts; it is sent once.
+func TestGiveUpNoticeRetriedLater(t *testing.T) {
+	var noticesRefused atomic.Bool
+	noticesRefused.Store(true)
+	script := &testenv.SMTPScript{OnRcpt: func(to string) error {
+		switch {
+		case strings.EqualFold(to, "sales@corp.example"):
+			return smtpErr(451, [3]int{4, 3, 0}, "Mail server temporarily rejected message")
+		case strings.EqualFold(to, postmaster) && noticesRefused.Load():
+			return smtpErr(452, [3]int{4, 3, 1}, "Insufficient system storage")
+		}
+		return nil
+	}}
+	r := newRig(t, rigOptions{script: script})
+	r.seed("order.eml")
+	c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
+	pollWith(t, c, r.mailbox)
+	r.clock.Advance(121 * time.Hour)
+	if res := pollWith(t, c, r.mailbox); res.GaveUp != 1 || res.Notices != 0 {
+		t.Fatalf("give-up poll %+v, want given up, notice not accepted", res)
+	}
+	if rec := onlyRecord(t, r); rec.NextAttempt.IsZero() || len(rec.Notified) != 0 {
+		t.Fatalf("after a refused notice: next %v, notified %v; want a notice retry scheduled", rec.NextAttempt, rec.Notified)
+	}
+	noticesRefused.Store(false)
+	r.clock.Advance(11 * time.Minute)
+	if res := pollWith(t, c, r.mailbox); res.Notices != 1 || res.Deferred+res.Rejected+res.Delivered != 0 {
+		t.Fatalf("retry poll %+v, want the notice only", res)
+	}
+	r.clock.Advance(11 * time.Minute)
+	if res := pollWith(t, c, r.mailbox); res.Notices != 0 {
+		t.Errorf("a later poll sent %d notices again", res.Notices)
+	}
+	if rec := onlyRecord(t, r); !equalStrings(rec.Notified, []string{"badmail"}) || !rec.GaveUp || rec.Deleted() {
+		t.Errorf("record notified %v, gave up %v, deleted %v", rec.Notified, rec.GaveUp, rec.Deleted())
 	}
 }

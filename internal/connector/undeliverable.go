@@ -427,14 +427,14 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 // its next delivery attempt sends what is still due.
 func (p *poll) scheduleNotices(ctx context.Context, rec *ledger.Record, sent, failed int, lastErr string, log *slog.Logger) error {
 	changed := sent > 0
-	if rec.Disposition != "" {
+	if setAside, ok := noticeOnlyRecord(rec); ok {
 		next := time.Time{}
 		if failed > 0 {
 			now := p.c.now().UTC()
 			giveUp := p.c.Settings.GiveUpAfter
-			if giveUp > 0 && now.Sub(rec.DispositionAt) >= giveUp {
+			if giveUp > 0 && now.Sub(setAside) >= giveUp {
 				log.Error("gave up on the notice to the postmaster: not accepted since the message was set aside",
-					"message_id", rec.MessageID, "to", p.c.Settings.Notify.To, "set_aside", rec.DispositionAt.Format(time.RFC3339),
+					"message_id", rec.MessageID, "to", p.c.Settings.Notify.To, "set_aside", setAside.Format(time.RFC3339),
 					"give_up_after", formatAge(giveUp), "last_error", lastErr)
 			} else {
 				next = now.Add(p.retryDelay(1, false))
@@ -456,6 +456,20 @@ func (p *poll) scheduleNotices(ctx context.Context, rec *ledger.Record, sent, fa
 	return nil
 }
 
+// noticeOnlyRecord reports whether rec is a message no delivery attempt
+// will visit again, whose notices retryNotices sends, and when it was set
+// aside: a disposition, or given up while left on the server (held
+// messages excepted: their refetches send what is due).
+func noticeOnlyRecord(rec *ledger.Record) (time.Time, bool) {
+	switch {
+	case rec.Disposition != "":
+		return rec.DispositionAt, true
+	case rec.GaveUp && rec.Held == "":
+		return rec.LastAttempt, true
+	}
+	return time.Time{}, false
+}
+
 // retryNotices tries again the notices of messages set aside earlier
 // (badmail, or deleted on a listed code) that the SMTP server did not
 // accept, once they are due: whether or not the message is still on the
@@ -469,7 +483,7 @@ func (p *poll) retryNotices(ctx context.Context, recs []*ledger.Record) error {
 	}
 	now := p.c.now()
 	for _, r := range recs {
-		if r.Disposition == "" || r.NextAttempt.IsZero() || now.Before(r.NextAttempt) {
+		if _, ok := noticeOnlyRecord(r); !ok || r.NextAttempt.IsZero() || now.Before(r.NextAttempt) {
 			continue
 		}
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
@@ -491,7 +505,7 @@ func (p *poll) retryNotices(ctx context.Context, recs []*ledger.Record) error {
 // with the last reply recorded for it.
 func (p *poll) recordedAttempt(rec *ledger.Record) attempt {
 	att := attempt{at: rec.LastAttempt, reason: rec.DispositionReason, disposition: rec.Disposition,
-		loop: rec.TraceHops > p.maxTraceHops()}
+		loop: rec.TraceHops > p.maxTraceHops(), badmail: rec.BadmailKey != ""}
 	if att.at.IsZero() {
 		att.at = rec.DispositionAt
 	}

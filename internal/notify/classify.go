@@ -185,20 +185,27 @@ func isUnknownRecipient(e *relay.Error, enh, text string) bool {
 
 // NoticeRefusedPermanently reports whether sending a notice failed for good:
 // err is (or wraps) a *relay.Error with a 5xx reply code that is not
-// Temporary. That is the SMTP server's 5xx reply, or a refusal the relay
-// made itself before sending (a SIZE over the server's limit, an address
-// it cannot send to), which it will make again. Sending the same notice
+// Temporary, given to the notice itself: at MAIL (the null sender), RCPT
+// (the notice address) or DATA (its content). That is the SMTP server's
+// reply, or a refusal the relay made itself before sending (a SIZE over
+// the server's limit), which it will make again. Sending the same notice
 // again is then pointless: the caller should record it as refused rather
 // than retry it every interval.
 //
 // Anything else is false and may succeed later: nil, a 4xx reply, a
-// connection, TLS or timeout failure, and an error of unknown kind. An
-// error that joins several (errors.Join, one per route tried) is
-// permanent only if each of them is.
+// refusal of the connector itself (CauseRelayDenied, whatever the step: a
+// wrong password or a receive connector's permissions get fixed), a 5xx
+// at the greeting, EHLO, STARTTLS or AUTH, a connection, TLS or timeout
+// failure, and an error of unknown kind. An error that joins several
+// (errors.Join, one per route tried) is permanent only if each of them
+// is.
 func NoticeRefusedPermanently(err error) bool {
 	switch x := err.(type) {
 	case *relay.Error:
-		return x != nil && !x.Temporary && x.Code >= 500 && x.Code <= 599
+		if x == nil || x.Temporary || x.Code < 500 || x.Code > 599 || Classify(x) == CauseRelayDenied {
+			return false
+		}
+		return x.Op == "mail" || x.Op == "rcpt" || x.Op == "data"
 	case interface{ Unwrap() []error }:
 		errs := x.Unwrap()
 		for _, err := range errs {

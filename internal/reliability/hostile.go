@@ -90,6 +90,13 @@ const (
 	// there with a reason giving the difference in octets, the postmaster
 	// told, deleted from the server).
 	Held Outcome = "held"
+	// Kept: held, but the fetch stops short and leaves the POP3 session
+	// out of step (a first line of one lone "." the server does not
+	// stuff, read as the end of the message): the rest of the message is
+	// on the server only. After four fetches it stays on the server for
+	// good, the postmaster told once; never relayed, never deleted, never
+	// set aside (deleting it would lose the rest).
+	Kept Outcome = "kept"
 )
 
 // The categories of the corpus; TestHostileCorpusUpToDate requires a case
@@ -213,6 +220,9 @@ func hostileTable() []hostileMsg {
 	held := func(name string, data []byte) {
 		out = append(out, hostileMsg{name: name, category: cat, outcome: Held, data: data})
 	}
+	kept := func(name string, data []byte) {
+		out = append(out, hostileMsg{name: name, category: cat, outcome: Kept, data: data})
+	}
 	quarantine := func(name, reason string, data []byte) {
 		out = append(out, hostileMsg{name: name, category: cat, outcome: Quarantined, reason: reason, data: data})
 	}
@@ -236,7 +246,7 @@ func hostileTable() []hostileMsg {
 	add("one-byte-nul", []byte("\x00"))
 	// Dovecot 2.3 does not dot-stuff a message's first line (RFC 1939 §3
 	// asks it for every line): "." is served as the terminator.
-	held("one-byte-dot", []byte("."))
+	kept("one-byte-dot", []byte("."))
 
 	cat = catLineEnds
 	add("bare-lf", []byte(strings.Join(append(hdr("bare-lf"), "", "unix line ends", "everywhere"), "\n")+"\n"))
@@ -324,10 +334,10 @@ func hostileTable() []hostileMsg {
 	// unstuffed, so a client reads one octet fewer than LIST said (or, for
 	// a lone ".", the terminator, and the rest of the message as if it
 	// were the next replies).
-	held("only-dot", []byte(".\r\n"))
+	kept("only-dot", []byte(".\r\n"))
 	held("first-line-dot-text", []byte(".abc first line starts with a dot\r\nSubject: x\r\n\r\nbody\r\n"))
 	held("first-line-double-dot", []byte("..two dots first\r\nSubject: x\r\n\r\nbody\r\n"))
-	held("first-line-lone-dot", []byte(".\r\nSubject: first line is a lone dot\r\n\r\nbody\r\n"))
+	kept("first-line-lone-dot", []byte(".\r\nSubject: first line is a lone dot\r\n\r\nbody\r\n"))
 
 	cat = catSmuggling
 	// Shapes that some SMTP servers take for the end of DATA (SMTP

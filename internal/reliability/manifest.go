@@ -81,7 +81,7 @@ func ParseManifest(data []byte) ([]ManifestRow, error) {
 			return nil, fmt.Errorf("%s:%d: sizes %q, %q", ManifestPath, n, f[4], f[5])
 		}
 		switch r.Outcome {
-		case Relayed, Quarantined, Held:
+		case Relayed, Quarantined, Held, Kept:
 		default:
 			return nil, fmt.Errorf("%s:%d: outcome %q", ManifestPath, n, f[2])
 		}
@@ -112,7 +112,7 @@ func ServedRow(name, category string, outcome Outcome, reason string, stored []b
 		}
 	case Quarantined:
 		r.Expect = reason
-	case Held:
+	case Held, Kept:
 		r.Expect = octets(s.ListSize-s.Size) + " short"
 	}
 	return r

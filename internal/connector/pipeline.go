@@ -3,247 +3,193 @@ package connector
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/popconnector/popconnector/internal/ledger"
 )
 
+// The pipeline carries out what Decide says, in stages that overlap:
+//
+//	fetch (one POP3 session, server order) → seal (a goroutine per
+//	message: durable archive, "archived" recorded) → deliver (server
+//	order, once sealed) → record (in the background for a message with
+//	nothing else to do) → delete/quit (once every record is written)
+//
+// The stages hand messages on through an ordered queue (ordered), so
+// delivery keeps server order however the seals finish. At most prefetch
+// messages are between fetch and delivery. They wait on disk (in the
+// archive's temporary files), not in memory, so memory stays flat.
+
 // prefetch is how many received messages may wait for delivery while the
-// next one is fetched. They wait on disk (in the archive), not in memory,
-// so memory stays flat. Their archive flushes and ledger records run at
-// the same time (see receive), which lets the fsyncs and the ledger's group
-// commit share work: on the bench machine (workload a, 1,000 × 20 kB) the
+// next one is fetched. Their archive flushes and ledger records run at
+// the same time, which lets the fsyncs and the ledger's group commit
+// share work: on the bench machine (workload a, 1,000 × 20 kB) the
 // fetching side kept pace with the SMTP side from about 8.
 const prefetch = 8
 
-// deletion is a delivered message that the policy says to remove.
+// deletion is a settled message to DELE.
 type deletion struct {
 	num int
 	rec *ledger.Record
 }
 
-// fetchAndDeliver walks the server's list in order. One goroutine fetches
-// (POP3 session) and receives each message into the archive; a short-lived
-// goroutine per message seals it (archive made durable, ledger
-// "archived"); this goroutine delivers, in server order, each message once
-// its seal has succeeded (SMTP connection, ledger "delivered"). The stages
-// overlap, so a poll takes about as long as the slowest one rather than the
-// sum. Every guarantee is per message and unchanged: a record is relayed
-// only after its archive is durable and recorded, and no two goroutines
-// write the same record at the same time (once the seal runs, the fetching
-// side only reads fields the seal leaves alone, and the seal hands the
-// record on here).
-//
-// It returns the delivered messages to delete, in server order.
-func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) ([]deletion, error) {
-	type job struct {
-		num     int
-		rec     *ledger.Record
-		sealed  <-chan error // the seal's outcome; nil when recorded before this poll
-		deliver bool         // false: only wait for the seal (held, not due, ...)
-	}
-	jobs := make(chan job, prefetch)
-	stop := make(chan struct{}) // closed when delivery failed: fetch no more
-	var stopOnce sync.Once
-	var fetchDels []deletion
-	fetchErr := make(chan error, 1)
-	var sealing sync.WaitGroup // seals whose job may never reach the queue
-
-	go func() {
-		var err error
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("mailbox %s: internal error while fetching: %v", p.mb.ID, r)
-			}
-			close(jobs)
-			fetchErr <- err
-		}()
-		fetched := 0
-		var fetchedBytes int64
-		for _, m := range msgs {
-			if p.untrusted != "" {
-				return
-			}
-			if p.res.Stopped == "" {
-				p.res.Stopped = p.budgetExhausted(ctx, fetched, fetchedBytes, m)
-			}
-			rec := byUID[m.UID]
-			// A record whose deletion the server confirmed cannot be the
-			// message listed now: the UIDL was reused (whatever the size).
-			if rec != nil && (rec.Deleted() || !sameMessage(m, rec)) {
-				// The UIDL was reused for another message: never DELE it
-				// on the old record's account.
-				if rec, err = p.startGeneration(ctx, m, rec); err != nil {
-					return
-				}
-				byUID[m.UID] = rec
-			}
-			if rec != nil && rec.Settled() {
-				// A recorded disposition deletes whatever the
-				// after-delivery policy; a delivery follows the policy.
-				if rec.Disposition != "" || p.shouldDelete(rec) {
-					fetchDels = append(fetchDels, deletion{m.Num, rec})
-				}
-				continue
-			}
-			if p.res.Stopped != "" {
-				continue // deletions of delivered mail still go ahead
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if rec == nil {
-				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
-				byUID[m.UID] = rec
-			}
-			if rec.Held != "" && !rec.GaveUp && p.c.Settings.GiveUpAfter > 0 && p.c.now().Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter {
-				// Only a confirmed hold goes to badmail (held.go): one
-				// given up before that stays on the server, which may
-				// hold the only good copy.
-				rec.GaveUp = true
-				if err = p.c.Ledger.Put(ctx, rec); err != nil {
-					err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
-					return
-				}
-				p.countGaveUp()
-				p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", m.UID, "reason", rec.Held)
-			}
-			if rec.Held != "" && !rec.GaveUp && !p.c.now().Before(rec.NextAttempt) {
-				// Refetched on sessions of their own once this one has
-				// ended (refetchHeld): a server that mangles a message
-				// must hold up neither the rest nor their deletion.
-				p.heldDue = append(p.heldDue, heldFetch{m, rec})
-				continue
-			}
-			j := job{num: m.Num, rec: rec}
-			if !rec.Archived() {
-				fetched++
-				fetchedBytes += m.Size
-				seal, size, rerr := p.receive(ctx, m, rec)
-				if rerr != nil {
-					err = rerr
-					if !rec.Archived() && rec.Version == 0 {
-						delete(byUID, m.UID) // nothing was recorded
-					}
-					return
-				}
-				sealed := make(chan error, 1)
-				j.sealed = sealed
-				sealing.Add(1)
-				go func() {
-					defer sealing.Done()
-					defer func() {
-						if v := recover(); v != nil {
-							sealed <- fmt.Errorf("mailbox %s: internal error while archiving %s: %v", p.mb.ID, m.UID, v)
-						}
-					}()
-					err := seal(ctx)
-					if err == nil {
-						// Counted here, not where the job is taken: a job
-						// dropped because the poll stops is archived too.
-						p.countFetched(size)
-						p.log.Info("archived", "uidl", rec.UIDL, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
-					}
-					sealed <- err
-				}()
-				if rec.Held != "" && rec.Size < rec.ListSize {
-					// The server ended the message early; the rest of it
-					// may still be on the wire, so every later reply on this
-					// connection is suspect: fetch and delete nothing more.
-					p.untrusted = fmt.Sprintf("RETR of %s ended %d octets short of its LIST size", m.UID, rec.ListSize-rec.Size)
-					p.res.Stopped = "POP3 session out of step"
-					select {
-					case jobs <- j: // for its seal's outcome
-					case <-stop:
-					}
-					return
-				}
-			}
-			j.deliver = !rec.GaveUp && rec.Disposition == "" && rec.Held == ""
-			if j.deliver && p.c.now().Before(rec.NextAttempt) {
-				p.res.NotDue++
-				j.deliver = false
-			}
-			if !j.deliver && j.sealed == nil {
-				continue
-			}
-			select {
-			case jobs <- j:
-			case <-stop:
-				return
-			}
-		}
-	}()
-
-	var dels []deletion
-	var deliverErr, sealErr error
-	skippedForDeadline := false
-	defer func() {
-		// Whatever ends this side (a panic included), the fetching side
-		// must not stay blocked on the queue.
-		stopOnce.Do(func() { close(stop) })
-		for range jobs {
-		}
-	}()
-	for j := range jobs {
-		if j.sealed != nil {
-			if err := <-j.sealed; err != nil && sealErr == nil {
-				// Later messages are not relayed in this poll: the next
-				// one resumes from the ledger.
-				sealErr = err
-				stopOnce.Do(func() { close(stop) })
-			}
-		}
-		if deliverErr != nil || sealErr != nil || !j.deliver {
-			continue // drain, so the fetching side can finish
-		}
-		// Near the deadline, or stopping on a signal: the queued messages
-		// are archived and recorded; the next poll delivers them.
-		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
-			skippedForDeadline = true
-			continue
-		}
-		if err := p.deliverRecovered(ctx, j.rec); err != nil {
-			deliverErr = err
-			stopOnce.Do(func() { close(stop) })
-			continue
-		}
-		if j.rec.Disposition != "" || (j.rec.Delivered() && p.shouldDelete(j.rec)) {
-			dels = append(dels, deletion{j.num, j.rec})
-		}
-	}
-	ferr := <-fetchErr
-	sealing.Wait() // a seal whose job the fetching side never queued
-	// The fetching side has finished writing Stopped; a message archived
-	// but left for the next poll also means the poll stopped early.
-	if skippedForDeadline && p.res.Stopped == "" {
-		p.res.Stopped = p.budgetExhausted(ctx, 0, 0, ServerMessage{})
-	}
-	if deliverErr != nil {
-		return nil, deliverErr
-	}
-	if ferr != nil {
-		// What was archived before the failure has been delivered above;
-		// the POP3 session is not trusted for DELE after a failed fetch.
-		return nil, ferr
-	}
-	if sealErr != nil {
-		return nil, sealErr
-	}
-	return mergeByNum(fetchDels, dels), nil
+// work is one listed message on its way through the stages.
+type work struct {
+	m      ServerMessage
+	rec    *ledger.Record
+	sealed chan error // the seal's outcome; nil when not fetched in this poll
+	// untrusting: its fetch came short, so the POP3 session may hold the
+	// rest of it: nothing more is fetched or deleted on it.
+	untrusting bool
 }
 
-// deliverRecovered is deliver with a panic turned into an error, so the
-// fetching side is always told to stop and waited for.
-func (p *poll) deliverRecovered(ctx context.Context, rec *ledger.Record) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("mailbox %s: internal error while delivering %s: %v", p.mb.ID, rec.UIDL, v)
+// fetchAndDeliver runs the fetch stage on its own goroutine and the
+// delivery stage on this one. It returns the messages to delete, in
+// server order.
+func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) ([]deletion, error) {
+	q := newOrdered[*work](prefetch)
+	var fetched []deletion // settled before this poll: deleted whatever happens to the rest
+	fetchErr := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { q.close(); fetchErr <- err }()
+		defer recovered(&err, "while fetching")
+		fetched, err = p.fetchStage(ctx, msgs, byUID, q)
+	}()
+	dels, err := p.deliverStage(ctx, q)
+	q.cancel() // the fetching side must not stay blocked on the queue
+	if ferr := <-fetchErr; err == nil {
+		err = ferr
+	}
+	p.sealing.Wait() // a seal whose message never reached the queue
+	if err != nil {
+		return nil, err
+	}
+	return mergeByNum(fetched, dels), nil
+}
+
+// fetchStage decides each listed message in server order and carries
+// out what belongs to the fetching side: RETR into the archive (the seal
+// then runs on its own goroutine), starting a UIDL's new generation,
+// giving up a held message, noting the held ones due for a refetch, and
+// listing the settled ones to delete. What is to be delivered is queued.
+func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record, q *ordered[*work]) ([]deletion, error) {
+	var dels []deletion
+	n, bytes := 0, int64(0)
+	stopped := ""
+	for _, m := range msgs {
+		if stopped == "" {
+			stopped = p.budgetExhausted(ctx, n, bytes, m)
+			p.stop(stopped)
+		}
+		rec := byUID[m.UID]
+		listing := Listed
+		if rec != nil && !sameMessage(m, rec) {
+			listing = ListedOtherSize
+		}
+		d := Decide(p.situation(rec, listing, Budget{Fetch: stopped == "", Deliver: stopped == ""}))
+		switch d.Action {
+		case ActDelete:
+			dels = append(dels, deletion{m.Num, rec})
+		case ActWait:
+			if rec.Held == "" {
+				p.emit(EventNotDue, rec.UIDL)
+			}
+		case ActRefetch:
+			p.heldDue = append(p.heldDue, heldFetch{m, rec}) // after the main session (refetchHeld)
+		case ActGiveUp:
+			if err := p.giveUpHeld(ctx, rec, d); err != nil {
+				return dels, err
+			}
+		case ActDeliver, ActSetAside:
+			if !q.push(&work{m: m, rec: rec}) {
+				return dels, nil
+			}
+		case ActFetch:
+			if d.NewGeneration {
+				var err error
+				if rec, err = p.startGeneration(ctx, m, rec); err != nil {
+					return dels, err
+				}
+			} else {
+				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
+			}
+			byUID[m.UID] = rec
+			n, bytes = n+1, bytes+m.Size
+			w, err := p.fetch(ctx, m, rec)
+			if err != nil {
+				if rec.Version == 0 {
+					delete(byUID, m.UID) // nothing was recorded
+				}
+				return dels, err
+			}
+			if !q.push(w) || w.untrusting {
+				return dels, nil
+			}
+		}
+	}
+	return dels, nil
+}
+
+// fetch receives m into the archive and starts its seal.
+func (p *poll) fetch(ctx context.Context, m ServerMessage, rec *ledger.Record) (*work, error) {
+	seal, size, err := p.receive(ctx, m, rec)
+	if err != nil {
+		return nil, err
+	}
+	w := &work{m: m, rec: rec, sealed: make(chan error, 1)}
+	p.sealing.Add(1)
+	go func() {
+		var err error
+		defer func() { w.sealed <- err; p.sealing.Done() }()
+		defer recovered(&err, "while archiving "+m.UID)
+		if err = seal(ctx); err == nil {
+			// Counted here, not where the message is delivered: one
+			// left behind because the poll stops is archived too.
+			p.tally.emit(Event{Mailbox: p.mb.ID, UIDL: rec.UIDL, Kind: EventFetched, Size: size})
+			p.log.Info("archived", "uidl", rec.UIDL, "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
 		}
 	}()
-	return p.deliver(ctx, rec, p.log.With("uidl", rec.UIDL))
+	if rec.Held != "" && rec.Size < rec.ListSize {
+		// The server ended the message early; the rest of it may still be
+		// on the wire, so every later reply on this connection is
+		// suspect: fetch and delete nothing more on it.
+		p.untrusted = fmt.Sprintf("RETR of %s ended %d octets short of its LIST size", m.UID, rec.ListSize-rec.Size)
+		p.stop("POP3 session out of step")
+		w.untrusting = true
+	}
+	return w, nil
+}
+
+// deliverStage takes the queued messages in server order, each once its
+// seal succeeded, and delivers (or sets aside) what Decide says. After a
+// failure it only drains the queue.
+func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []deletion, err error) {
+	defer recovered(&err, "while delivering")
+	for w := range q.out() {
+		if w.sealed != nil {
+			if serr := <-w.sealed; serr != nil && err == nil {
+				err = serr // later messages wait for the next poll, which resumes from the ledger
+			}
+		}
+		if err != nil {
+			q.cancel()
+			continue
+		}
+		// Near the deadline, or stopping on a signal: what is queued is
+		// archived and recorded; the next poll delivers it.
+		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
+			p.stop(why)
+			continue
+		}
+		if err = p.deliverIfDecided(ctx, w.rec, Listed, w.sealed != nil); err != nil {
+			q.cancel()
+			continue
+		}
+		if Decide(p.situation(w.rec, Listed, Budget{})).Action == ActDelete {
+			dels = append(dels, deletion{w.m.Num, w.rec})
+		}
+	}
+	return dels, err
 }
 
 // startGeneration closes old, whose UIDL the server now lists for another

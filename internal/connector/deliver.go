@@ -1,0 +1,248 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/relay"
+)
+
+// deliverIfDecided carries out what Decide says of an archived message on
+// the delivering side: deliver it, set it aside (a loop), or nothing.
+func (p *poll) deliverIfDecided(ctx context.Context, rec *ledger.Record, listing Listing, fetched bool) error {
+	s := p.situation(rec, listing, Budget{Deliver: true})
+	s.Fetched, s.FetchEnded = fetched, true
+	d := Decide(s)
+	log := p.log.With("uidl", rec.UIDL)
+	switch d.Action {
+	case ActDeliver:
+		return p.deliver(ctx, rec, log)
+	case ActSetAside:
+		att := attempt{at: p.c.now().UTC(), loop: true}
+		rec.LastError = d.Reason
+		return p.settle(ctx, rec, d, &att, nil, log)
+	case ActWait:
+		if rec.Held == "" && !fetched {
+			p.emit(EventNotDue, rec.UIDL)
+		}
+	}
+	return nil
+}
+
+// deliver is one delivery attempt: the duplicate lookup, the send, the
+// replies applied to the record (a pure step), the decision on what
+// failed, and the record.
+func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger) error {
+	// An earlier message's outcome could not be recorded (another poller
+	// took the mailbox over, the ledger failed): send nothing more.
+	if err := p.outcomeErr(); err != nil {
+		return err
+	}
+	if err := p.waitForCopies(rec); err != nil {
+		return err
+	}
+	if done, err := p.suppressDuplicates(ctx, rec, log); done || err != nil {
+		return err
+	}
+	now := p.c.now().UTC()
+	sent, outcomes, remote := p.send(ctx, rec)
+	accepted := false
+	for _, o := range outcomes {
+		accepted = accepted || o.Err == nil
+	}
+	if err := p.outcomeErr(); err != nil && !accepted {
+		// Abandoned before its "." because an earlier outcome could not
+		// be recorded: not an attempt of this message, so nothing about
+		// it changes (no retry delay, no give-up, no notice).
+		return err
+	}
+	att := applyReplies(rec, sent, outcomes, remote, now, p.pace())
+	if rec.Delivered() {
+		p.emit(EventDelivered, rec.UIDL)
+		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(sent), "reply", firstReply(rec))
+		p.recordLater(ctx, rec, sent)
+		return nil
+	}
+	s := p.situation(rec, Listed, Budget{})
+	s.Attempted = true
+	return p.settle(ctx, rec, Decide(s), &att, sent, log)
+}
+
+// settle carries out the decision on a message some recipient did not
+// accept (or a loop, never sent): set it aside, give it up, or leave it
+// for its next attempt; then records the outcome and sends the notices
+// due. The disposition is recorded in the same write as the outcomes,
+// before any DELE.
+func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *attempt, sent []int, log *slog.Logger) error {
+	switch d.Action {
+	case ActSetAside:
+		if err := p.setAside(ctx, rec, d, att, log); err != nil {
+			return err
+		}
+	case ActGiveUp:
+		if err := p.giveUpOnServer(ctx, rec, att, d.Reason, log); err != nil {
+			return err
+		}
+	default:
+		kind, level := EventRejected, "rejected"
+		if att.anyTemporary() {
+			kind, level = EventDeferred, "deferred"
+		}
+		if len(att.failed) > 0 {
+			p.emit(kind, rec.UIDL)
+			log.Warn(level, "message_id", rec.MessageID, "outcome", level, "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+		}
+	}
+	accepted := false
+	for _, i := range sent {
+		accepted = accepted || rec.Recipients[i].Status == ledger.Accepted
+	}
+	// The SMTP server has answered: record it even if the poll's context
+	// ended meanwhile (deadline, SIGTERM), or the next run relays again.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := p.putOutcome(wctx, rec, sent); err != nil {
+		if accepted {
+			p.emit(EventUnrecorded, rec.UIDL)
+		}
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return p.sendNotices(ctx, rec, att, log)
+}
+
+// send relays rec over the route of each recipient that does not have it
+// yet. It returns the indexes in rec.Recipients sent to, each one's
+// outcome and the host that answered.
+func (p *poll) send(ctx context.Context, rec *ledger.Record) (sent []int, outcomes []relay.Outcome, remote []string) {
+	var env relay.Envelope
+	// Commit (the final ".") only once every earlier outcome is recorded,
+	// so a failed write stops the poll before another message is taken:
+	// the duplicate window stays one message wide, as with synchronous
+	// writes, while the write still overlaps this message's transfer.
+	env.BeforeEnd = p.waitOutcomes
+	env.From = rec.Sender
+	env.Size = rec.Size
+	env.Needs8BitMIME = rec.Needs8BitMIME
+	env.NeedsSMTPUTF8 = rec.NeedsSMTPUTF8
+	for i, rc := range rec.Recipients {
+		if !rc.Status.Done() {
+			env.To = append(env.To, rc.Address)
+			sent = append(sent, i)
+		}
+	}
+	outcomes, remote = p.routing.send(ctx, p, rec, env)
+	return sent, outcomes, remote
+}
+
+// pace is how long a message waits between attempts.
+type pace struct {
+	retry, max time.Duration
+}
+
+func (p *poll) pace() pace {
+	return pace{retry: p.c.Settings.RetryInterval, max: p.c.Settings.MaxRetryInterval}
+}
+
+// delay doubles the retry interval per attempt up to the cap for
+// temporary failures; permanent rejections are retried at the plain
+// interval.
+func (pc pace) delay(attempts int, temporary bool) time.Duration {
+	if !temporary {
+		return pc.retry
+	}
+	d := pc.retry
+	for i := 1; i < attempts && d < pc.max; i++ {
+		d *= 2
+	}
+	return min(d, pc.max)
+}
+
+// applyReplies records on rec the outcome of the attempt made at now to
+// the recipients sent (indexes into rec.Recipients): each one's status,
+// reply and failure, the attempt count, the error and the next attempt.
+// It is pure; it returns what failed, for the decision and the notices.
+func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remote []string, now time.Time, pc pace) attempt {
+	att := attempt{at: now}
+	rec.Attempts++
+	rec.LastAttempt = now
+	var reasons []string
+	for j, i := range sent {
+		rc := &rec.Recipients[i]
+		rc.At = now
+		o := outcomes[j]
+		if o.Err == nil {
+			rc.Status, rc.Code, rc.Enhanced, rc.Reply, rc.Failure = ledger.Accepted, 250, "", o.Reply, nil
+			continue
+		}
+		att.failed = append(att.failed, failure{addr: rc.Address, err: o.Err, remote: remote[j]})
+		rc.Code, rc.Enhanced, rc.Reply, rc.Failure = o.Err.Code, o.Err.Enhanced, o.Err.Error(), failureOf(o.Err)
+		rc.Status = ledger.Rejected
+		if o.Err.Temporary {
+			rc.Status = ledger.Deferred
+		}
+		reasons = append(reasons, rc.Address+": "+o.Err.Error())
+	}
+	if rec.Delivered() {
+		rec.NextAttempt, rec.LastError, rec.TooLargeLimit = time.Time{}, "", 0
+		return att
+	}
+	rec.LastError = strings.Join(reasons, "; ")
+	rec.NextAttempt = now.Add(pc.delay(rec.Attempts, att.anyTemporary()))
+	if att.tooLarge() {
+		rec.LastError = "too large: " + rec.LastError
+		if !att.anyTemporary() {
+			// SIZE rules it out until the endpoint's limit changes: try
+			// again only at the slowest pace.
+			rec.NextAttempt = now.Add(pc.max)
+			rec.TooLargeLimit = max(rec.Size, 1)
+		}
+	}
+	return att
+}
+
+// firstReply is the first recorded reply of rec's recipients.
+func firstReply(rec *ledger.Record) string {
+	for _, rc := range rec.Recipients {
+		if rc.Reply != "" {
+			return rc.Reply
+		}
+	}
+	return ""
+}
+
+// sendVia opens the archived copy and relays it over r with the trace
+// header.
+func (p *poll) sendVia(ctx context.Context, r Relay, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, error) {
+	body, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
+	if err != nil {
+		// The relay is fine; the archive is not. Temporary: try again later.
+		return nil, fmt.Errorf("archive %s: %w", rec.ArchiveKey, err)
+	}
+	defer body.Close()
+	var prefix strings.Builder
+	var forAddr []string
+	if len(env.To) == 1 {
+		forAddr = env.To // RFC 5321 §4.4: FOR only when there is one recipient
+	}
+	prefix.WriteString(relay.TraceHeader(relay.TraceInfo{
+		From: p.mb.Server, By: p.c.Settings.Hostname, With: "POP3",
+		ID: traceID(rec), For: forAddr, At: p.c.now(),
+	}))
+	if rec.MessageIDAdded {
+		prefix.WriteString("Message-ID: <" + rec.MessageID + ">\r\n")
+	}
+	env.Size += int64(prefix.Len())
+	return r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
+}
+
+// traceID is the Received: field's ID: the archive object's name, which
+// leads an administrator from Exchange's copy to the archived one.
+func traceID(rec *ledger.Record) string {
+	name := rec.ArchiveKey[strings.LastIndexByte(rec.ArchiveKey, '/')+1:]
+	return strings.TrimSuffix(name, ".eml")
+}

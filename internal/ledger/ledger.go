@@ -33,6 +33,12 @@
 //     A claim alone never suppresses: a crash while holding one only
 //     delays another copy until it expires. A holder that needs longer
 //     claims again (the same record always may).
+//   - Every record Get and List return has been through Record.Upgrade:
+//     records written by older builds read with today's meaning of their
+//     fields. Recipient.LastFailure reads their failures as data.
+//   - A deleted record retires (disappears from Get and List) some time
+//     after its DeletedAt plus the retention (DefaultRecordRetention
+//     unless configured), never before; a record not deleted never does.
 //
 // Claims rely on the callers' clocks: a claim counts until its Expires as
 // the next claimant's clock reads it, so clocks that disagree by more than
@@ -50,6 +56,15 @@ import (
 	"slices"
 	"time"
 )
+
+// DefaultRecordRetention is how long a deleted message's record is kept
+// after its DeletedAt when the implementation's option is zero (bolt:
+// Options.RecordRetention; DynamoDB: Options.RecordTTL, its ttl
+// attribute). A confirmed deletion needs no record to stay safe (a UIDL
+// listed again after it starts a new record either way); the record is
+// kept for `popconn status`, for the UIDL-reuse log line and for an
+// archive key that does not collide with the next same-day generation.
+const DefaultRecordRetention = 7 * 24 * time.Hour
 
 // ErrConflict reports a conditional write that found another Version.
 var ErrConflict = errors.New("ledger: record changed by another writer")
@@ -99,6 +114,10 @@ type Recipient struct {
 	Enhanced string          `json:"enhanced,omitempty"` // e.g. "4.2.2"
 	Reply    string          `json:"reply,omitempty"`    // the server's text (250 text when accepted)
 	At       time.Time       `json:"at,omitempty"`
+	// Failure is the last failure as data, set with Status Deferred or
+	// Rejected; nil in records written before it existed, whose failure
+	// LastFailure rebuilds from Code, Enhanced and Reply.
+	Failure *Failure `json:"failure,omitempty"`
 }
 
 // Record is the state of one message of one mailbox.
@@ -115,7 +134,7 @@ type Record struct {
 	// Held says why a message is neither relayed nor deleted: what the
 	// server sent does not match what it listed (a server fault, such as
 	// Dovecot not dot-stuffing a first line that starts with "."). It is
-	// fetched again at each retry interval and released once they match.
+	// fetched again at NextRefetch and released once they match.
 	Held string `json:"held,omitempty"`
 
 	ArchiveKey string    `json:"archive_key,omitempty"`
@@ -140,9 +159,24 @@ type Record struct {
 	Recipients  []Recipient `json:"recipients,omitempty"`
 	Attempts    int         `json:"attempts,omitempty"`
 	LastAttempt time.Time   `json:"last_attempt,omitempty"`
-	NextAttempt time.Time   `json:"next_attempt,omitempty"`
-	LastError   string      `json:"last_error,omitempty"`
-	GaveUp      bool        `json:"gave_up,omitempty"` // past the give-up age: no more automatic attempts
+	// NextAttempt is when the message is next offered to the relay; zero
+	// means at once. It is the delivery timer only: a held message waits
+	// for NextRefetch, a message set aside for NextNotice.
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	GaveUp      bool      `json:"gave_up,omitempty"` // past the give-up age: no more automatic attempts
+	// NextRefetch is when a held message is fetched again; zero means at
+	// once.
+	NextRefetch time.Time `json:"next_refetch,omitempty"`
+	// NextNotice is when the postmaster notices not yet accepted are tried
+	// again, for a message no delivery attempt visits again (a disposition,
+	// or given up while left on the server); zero when none is due.
+	NextNotice time.Time `json:"next_notice,omitempty"`
+	// TooLargeLimit is the size limit the endpoint refused the message for,
+	// by its SIZE extension or a 552 / X.3.4 reply; 0 when not refused for
+	// size or when the limit is unknown. Such a message is retried only at
+	// the slowest pace: it cannot pass until the limit changes.
+	TooLargeLimit int64 `json:"too_large_limit,omitempty"`
 
 	// RecipientSource names where the recipients of a global (catch-all)
 	// mailbox's message came from: a header name, "To, Cc" or "fallback".

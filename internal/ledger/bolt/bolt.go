@@ -321,11 +321,14 @@ func (l *Ledger) Get(ctx context.Context, mailbox string, uidls []string) (map[s
 	return out, nil
 }
 
+// decode reads a stored record, upgraded (ledger.Record.Upgrade) as every
+// read returns it.
 func decode(mailbox, uidl string, v []byte) (*ledger.Record, error) {
 	rec := new(ledger.Record)
 	if err := json.Unmarshal(v, rec); err != nil {
 		return nil, fmt.Errorf("%w: record %s/%q: %w", ErrCorrupt, mailbox, uidl, err)
 	}
+	rec.Upgrade()
 	return rec, nil
 }
 

@@ -24,8 +24,12 @@
 //	  mailbox, uidl            S   the record's key fields, unescaped
 //	  first_seen, archived_at,
 //	  last_attempt,
-//	  next_attempt, deleted_at S   RFC 3339 with nanoseconds; absent when zero
-//	  size, attempts           N
+//	  next_attempt, deleted_at,
+//	  next_refetch,
+//	  next_notice,
+//	  disposition_at           S   RFC 3339 with nanoseconds; absent when zero
+//	  size, attempts,
+//	  too_large_limit          N   (too_large_limit absent when 0)
 //	  archive_key, sha256,
 //	  fingerprint,
 //	  message_id, sender,
@@ -35,11 +39,17 @@
 //	  needs_8bitmime,
 //	  needs_smtputf8, gave_up  BOOL absent when false
 //	  recipients               L of M {address S, status S, code N,
-//	                                   enhanced S, reply S, at S}
+//	                                   enhanced S, reply S, at S,
+//	                                   failure M {op S, code N, enhanced S,
+//	                                   temporary BOOL, local BOOL,
+//	                                   message S}}
+//	                               (failure absent when nil, its
+//	                               attributes when zero)
 //	  version                  N   ledger.Record.Version as stored
 //	  write_id                 S   random token of the Put that wrote it
 //	  ttl                      N   epoch seconds; only once deleted_at is set:
-//	                               deleted_at + Options.RecordTTL (7 days)
+//	                               deleted_at + Options.RecordTTL (7 days,
+//	                               ledger.DefaultRecordRetention), rounded up
 //
 //	Lease item attributes
 //	  owner                    S   the poller holding the lease
@@ -65,6 +75,13 @@
 //	                               condition compares them, and a take-over's
 //	                               At matches exactly)
 //	  ttl                      N   epoch seconds, expires rounded up
+//
+// The attributes next_refetch, next_notice, too_large_limit and a
+// recipient's failure were added without changing anything else: an item
+// written before them lacks them, and reads through ledger.Record.Upgrade
+// (applied to every record Get and List return) and
+// ledger.Recipient.LastFailure as today's code means its fields. An older
+// build ignores them.
 //
 // Claim items have their own partition, not the index's "MID#" one: the
 // index's Query never reads them, and a build from before claims (which

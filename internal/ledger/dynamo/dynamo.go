@@ -22,15 +22,12 @@ import (
 
 const (
 	// DefaultRecordTTL is how long a deleted message's record is kept
-	// after its DeletedAt when Options.RecordTTL is zero. Every poll's List
-	// reads every record the mailbox keeps (one Query), so the retention
-	// sets the read cost: measured 0.2-0.3 read units per kept record per
+	// after its DeletedAt when Options.RecordTTL is zero: the ledger's
+	// one default, ledger.DefaultRecordRetention. Every poll's List reads
+	// every record the mailbox keeps (one Query), so the retention sets
+	// the read cost: measured 0.2-0.3 read units per kept record per
 	// poll, a week of records at a 5-minute schedule is 2,016 reads each.
-	// A confirmed deletion needs no record to stay safe (a UIDL listed
-	// again after it starts a new record either way); the record is kept
-	// for `popconn status`, for the UIDL-reuse log line and for an archive
-	// key that does not collide with the next same-day generation.
-	DefaultRecordTTL = 7 * 24 * time.Hour
+	DefaultRecordTTL = ledger.DefaultRecordRetention
 	// DefaultMaxAttempts is Options.MaxAttempts when zero.
 	DefaultMaxAttempts = 5
 	// MaxPut is the most records one Put takes (TransactWriteItems' limit).
@@ -51,8 +48,9 @@ type Options struct {
 	// Table is the table's name (required).
 	Table string
 	// RecordTTL is how long after its DeletedAt a record is kept: the ttl
-	// attribute of a deleted record. Zero means DefaultRecordTTL; negative
-	// writes no ttl attribute (records are kept for ever).
+	// attribute of a deleted record (rounded up to the second). Zero means
+	// DefaultRecordTTL; negative writes no ttl attribute (records are kept
+	// for ever).
 	RecordTTL time.Duration
 	// Now is the clock for leases; nil means time.Now.
 	Now func() time.Time

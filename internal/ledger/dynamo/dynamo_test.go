@@ -428,8 +428,8 @@ func (e *env) testRecordTTL(t *testing.T) {
 		ttl  time.Duration
 		want func(deletedAt time.Time) int64
 	}{
-		{"default", 0, func(d time.Time) int64 { return d.Add(DefaultRecordTTL).Unix() }},
-		{"one day", 24 * time.Hour, func(d time.Time) int64 { return d.Add(24 * time.Hour).Unix() }},
+		{"default", 0, func(d time.Time) int64 { return ttlAt(d.Add(ledger.DefaultRecordRetention)) }},
+		{"one day", 24 * time.Hour, func(d time.Time) int64 { return ttlAt(d.Add(24 * time.Hour)) }},
 		{"off", -1, func(time.Time) int64 { return 0 }},
 	} {
 		l := e.ledger(t, Options{RecordTTL: c.ttl})

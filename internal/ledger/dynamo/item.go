@@ -61,6 +61,10 @@ type recordItem struct {
 	LastError   string          `dynamodbav:"last_error,omitempty"`
 	GaveUp      bool            `dynamodbav:"gave_up,omitempty"`
 
+	NextRefetch   string `dynamodbav:"next_refetch,omitempty"`
+	NextNotice    string `dynamodbav:"next_notice,omitempty"`
+	TooLargeLimit int64  `dynamodbav:"too_large_limit,omitempty"`
+
 	RecipientSource   string   `dynamodbav:"recipient_source,omitempty"`
 	TraceHops         int      `dynamodbav:"trace_hops,omitempty"`
 	Disposition       string   `dynamodbav:"disposition,omitempty"`
@@ -88,6 +92,20 @@ type recipientItem struct {
 	Enhanced string `dynamodbav:"enhanced,omitempty"`
 	Reply    string `dynamodbav:"reply,omitempty"`
 	At       string `dynamodbav:"at,omitempty"`
+	// Failure is a nested map; absent when the recipient has none.
+	Failure *failureItem `dynamodbav:"failure,omitempty"`
+}
+
+// failureItem mirrors ledger.Failure (the same fields, so the two convert
+// into each other). Zero attributes are left out; an empty Failure is
+// still stored, as an empty map, and reads back as non-nil.
+type failureItem struct {
+	Op        string `dynamodbav:"op,omitempty"`
+	Code      int    `dynamodbav:"code,omitempty"`
+	Enhanced  string `dynamodbav:"enhanced,omitempty"`
+	Temporary bool   `dynamodbav:"temporary,omitempty"`
+	Local     bool   `dynamodbav:"local,omitempty"`
+	Message   string `dynamodbav:"message,omitempty"`
 }
 
 func pkOf(mailbox string) string { return pkPrefix + mailbox }
@@ -143,6 +161,9 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 		NextAttempt:       formatTime(r.NextAttempt),
 		LastError:         r.LastError,
 		GaveUp:            r.GaveUp,
+		NextRefetch:       formatTime(r.NextRefetch),
+		NextNotice:        formatTime(r.NextNotice),
+		TooLargeLimit:     r.TooLargeLimit,
 		RecipientSource:   r.RecipientSource,
 		TraceHops:         r.TraceHops,
 		Disposition:       string(r.Disposition),
@@ -166,15 +187,18 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 			Enhanced: rc.Enhanced,
 			Reply:    rc.Reply,
 			At:       formatTime(rc.At),
+			Failure:  (*failureItem)(rc.Failure),
 		})
 	}
 	if !r.DeletedAt.IsZero() && recordTTL > 0 {
-		it.TTL = r.DeletedAt.Add(recordTTL).Unix()
+		// Rounded up: DynamoDB never removes a record before its retention.
+		it.TTL = ttlAt(r.DeletedAt.Add(recordTTL))
 	}
 	return attributevalue.MarshalMap(it)
 }
 
-// decodeRecord turns a record item back into a Record.
+// decodeRecord turns a record item back into a Record, upgraded
+// (ledger.Record.Upgrade) as every read returns it.
 func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 	var it recordItem
 	if err := attributevalue.UnmarshalMap(av, &it); err != nil {
@@ -198,6 +222,7 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		Attempts:          it.Attempts,
 		LastError:         it.LastError,
 		GaveUp:            it.GaveUp,
+		TooLargeLimit:     it.TooLargeLimit,
 		RecipientSource:   it.RecipientSource,
 		TraceHops:         it.TraceHops,
 		Disposition:       ledger.Disposition(it.Disposition),
@@ -220,6 +245,8 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		{"archived_at", it.ArchivedAt, &r.ArchivedAt},
 		{"last_attempt", it.LastAttempt, &r.LastAttempt},
 		{"next_attempt", it.NextAttempt, &r.NextAttempt},
+		{"next_refetch", it.NextRefetch, &r.NextRefetch},
+		{"next_notice", it.NextNotice, &r.NextNotice},
 		{"deleted_at", it.DeletedAt, &r.DeletedAt},
 		{"disposition_at", it.DispositionAt, &r.DispositionAt},
 	} {
@@ -239,8 +266,10 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 			Enhanced: rc.Enhanced,
 			Reply:    rc.Reply,
 			At:       at,
+			Failure:  (*ledger.Failure)(rc.Failure),
 		})
 	}
+	r.Upgrade()
 	return r, nil
 }
 

@@ -33,6 +33,7 @@ func TestItemMirrorsRecord(t *testing.T) {
 	}{
 		{reflect.TypeFor[ledger.Record](), reflect.TypeFor[recordItem](), []string{attrPK, attrSK, attrTTL, attrWriteID}},
 		{reflect.TypeFor[ledger.Recipient](), reflect.TypeFor[recipientItem](), nil},
+		{reflect.TypeFor[ledger.Failure](), reflect.TypeFor[failureItem](), nil},
 	} {
 		want := append(tagNames(c.record, "json"), c.extra...)
 		slices.Sort(want)
@@ -55,10 +56,13 @@ func fullRecord() *ledger.Record {
 		Needs8BitMIME: true, NeedsSMTPUTF8: true,
 		Recipients: []ledger.Recipient{
 			{Address: "a@example.com", Status: ledger.Accepted, Code: 250, Enhanced: "2.0.0", Reply: "ok", At: t0.Add(time.Second)},
-			{Address: "b@example.com", Status: ledger.Rejected, Code: 550, Enhanced: "5.1.1", Reply: "no such user", At: t0.In(cest)},
+			{Address: "b@example.com", Status: ledger.Rejected, Code: 550, Enhanced: "5.1.1", Reply: "no such user", At: t0.In(cest),
+				Failure: &ledger.Failure{Op: "rcpt", Code: 550, Enhanced: "5.1.1", Temporary: true, Local: true, Message: "no such user"}},
+			{Address: "c@example.com", Status: ledger.Deferred, Failure: &ledger.Failure{}},
 		},
 		Attempts: 3, LastAttempt: t0.Add(time.Minute), NextAttempt: t0.Add(time.Hour),
 		LastError: "550 5.1.1 no such user", GaveUp: true,
+		NextRefetch: t0.Add(2 * time.Hour).In(cest), NextNotice: t0.Add(3 * time.Hour), TooLargeLimit: 35 << 20,
 		RecipientSource: "Delivered-To", TraceHops: 2,
 		Disposition: ledger.DispositionBadmail, DispositionReason: "gave up", DispositionAt: t0.Add(90 * time.Minute).In(cest),
 		BadmailKey: "badmail/user@example.com/2024/05/17/x.eml", Notified: []string{"badmail", "spam"},
@@ -73,10 +77,11 @@ func TestItemRoundTrip(t *testing.T) {
 	full := fullRecord()
 	// Every field is set, so a field the encoding drops shows as a
 	// difference below.
-	v := reflect.ValueOf(*full)
-	for i := range v.NumField() {
-		if v.Field(i).IsZero() {
-			t.Fatalf("fullRecord leaves %s zero", v.Type().Field(i).Name)
+	for _, v := range []reflect.Value{reflect.ValueOf(*full), reflect.ValueOf(full.Recipients[1]), reflect.ValueOf(*full.Recipients[1].Failure)} {
+		for i := range v.NumField() {
+			if v.Field(i).IsZero() {
+				t.Fatalf("fullRecord leaves %s.%s zero", v.Type(), v.Type().Field(i).Name)
+			}
 		}
 	}
 	empty := &ledger.Record{Mailbox: "m", UIDL: "u", Version: 1}
@@ -118,8 +123,10 @@ func TestItemTTL(t *testing.T) {
 		ttl  time.Duration
 		want int64
 	}{
-		{"deleted", deleted, 90 * 24 * time.Hour, deleted.DeletedAt.Add(90 * 24 * time.Hour).Unix()},
-		{"deleted, short TTL", deleted, time.Hour, deleted.DeletedAt.Add(time.Hour).Unix()},
+		// Rounded up to the second: DeletedAt has nanoseconds.
+		{"deleted", deleted, 90 * 24 * time.Hour, deleted.DeletedAt.Add(90*24*time.Hour).Unix() + 1},
+		{"deleted, short TTL", deleted, time.Hour, deleted.DeletedAt.Add(time.Hour).Unix() + 1},
+		{"deleted on the second", &ledger.Record{Mailbox: "m", UIDL: "u", DeletedAt: time.Unix(1_780_000_000, 0)}, time.Hour, 1_780_000_000 + 3600},
 		{"deleted, TTL off", deleted, -1, 0},
 		{"not deleted", &ledger.Record{Mailbox: "m", UIDL: "u"}, time.Hour, 0},
 	} {

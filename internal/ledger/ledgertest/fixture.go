@@ -28,11 +28,18 @@ const (
 
 // fixtureEntry is one record of the fixture and how it was written: Put
 // of rec, then, with accepted, PutAccepted, then, with deleted, Put of
-// the deletion mark.
+// the deletion mark. The other fields say how today's code reads it.
 type fixtureEntry struct {
 	rec      ledger.Record
 	accepted []string // recipients whose 250 the PutAccepted indexes
 	deleted  time.Time
+
+	// upgraded changes rec as ledger.Record.Upgrade does on every read
+	// (spelled out here, not by calling it); nil when the record reads as
+	// written.
+	upgraded func(r *ledger.Record)
+	state    ledger.State               // at FixtureNow
+	failures map[string]*ledger.Failure // LastFailure by recipient; absent = nil
 }
 
 func fixtureEntries() []fixtureEntry {
@@ -95,14 +102,20 @@ func fixtureEntries() []fixtureEntry {
 	noID.MessageIDAdded = true
 
 	return []fixtureEntry{
-		{rec: archived},
-		{rec: delivered, accepted: []string{"a@contoso.example", "B@Contoso.EXAMPLE"}},
-		{rec: deferred},
-		{rec: rejected},
-		{rec: badmail},
-		{rec: held},
-		{rec: deleted, accepted: []string{"c@contoso.example"}, deleted: t.Add(7 * time.Second)},
-		{rec: noID},
+		{rec: archived, state: ledger.StateDue},
+		{rec: delivered, accepted: []string{"a@contoso.example", "B@Contoso.EXAMPLE"}, state: ledger.StateDelivered},
+		// Due: its NextAttempt (18 minutes after t) is before FixtureNow.
+		{rec: deferred, state: ledger.StateDue, failures: map[string]*ledger.Failure{
+			"a@contoso.example": {Code: 451, Enhanced: "4.2.2", Temporary: true, Message: "mailbox full"}}},
+		// Its NextAttempt was the notice timer of a message set aside.
+		{rec: rejected, state: ledger.StateDeletedOnReject,
+			upgraded: func(r *ledger.Record) { r.NextNotice, r.NextAttempt = t.Add(4*time.Hour), time.Time{} },
+			failures: map[string]*ledger.Failure{
+				"nobody@contoso.example": {Code: 550, Enhanced: "5.1.10", Message: "recipient not found"}}},
+		{rec: badmail, state: ledger.StateBadmail},
+		{rec: held, state: ledger.StateHeld},
+		{rec: deleted, accepted: []string{"c@contoso.example"}, deleted: t.Add(7 * time.Second), state: ledger.StateDeleted},
+		{rec: noID, state: ledger.StateDue},
 	}
 }
 
@@ -142,8 +155,10 @@ func WriteFixture(t *testing.T, l ledger.Ledger) {
 
 // CheckFixture checks that l, loaded from a file written by WriteFixture
 // and read with the clock at FixtureNow, holds the fixture's records as
-// written (Version counting the writes) and returns its duplicate-index
-// entries, Fingerprint empty, normalized as DuplicateKey keys them.
+// written (Version counting the writes), upgraded as every read upgrades
+// them, with their state and recipients' failures as today's code derives
+// them, and returns its duplicate-index entries, Fingerprint empty,
+// normalized as DuplicateKey keys them.
 func CheckFixture(t *testing.T, l ledger.Ledger) {
 	t.Helper()
 	byMailbox := map[string][]string{}
@@ -157,6 +172,9 @@ func CheckFixture(t *testing.T, l ledger.Ledger) {
 			want.DeletedAt = e.deleted
 			want.Version++
 		}
+		if e.upgraded != nil {
+			e.upgraded(&want)
+		}
 		byMailbox[want.Mailbox] = append(byMailbox[want.Mailbox], want.UIDL)
 		got := stored(t, l, want.Mailbox, want.UIDL)
 		if got == nil {
@@ -165,6 +183,15 @@ func CheckFixture(t *testing.T, l ledger.Ledger) {
 		}
 		if encode(t, got) != encode(t, &want) {
 			t.Errorf("record %s/%s reads\n%s\nwant %s", want.Mailbox, want.UIDL, encode(t, got), encode(t, &want))
+		}
+		if s := got.State(FixtureNow); s != e.state {
+			t.Errorf("record %s/%s: State = %s, want %s", want.Mailbox, want.UIDL, s, e.state)
+		}
+		for _, rc := range got.Recipients {
+			f, wf := rc.LastFailure(), e.failures[rc.Address]
+			if (f == nil) != (wf == nil) || (f != nil && *f != *wf) {
+				t.Errorf("record %s/%s: LastFailure of %s = %+v, want %+v", want.Mailbox, want.UIDL, rc.Address, f, wf)
+			}
 		}
 		for _, rcpt := range e.accepted {
 			wa := fixtureAcceptance(&want, rcpt)

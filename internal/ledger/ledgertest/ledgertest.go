@@ -67,7 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) ledger.Ledger) {
 		{"DuplicateIndexLaterCopyReplaces", testDupLaterReplaces},
 		{"DuplicateIndexKeysDoNotCollide", testDupKeysSeparate},
 	}
-	for _, tt := range append(tests, claimTests...) {
+	for _, tt := range append(append(tests, claimTests...), lifeTests...) {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
 	}
 }

@@ -46,12 +46,18 @@ func (o outcome) check(t *testing.T, got relay.Outcome) {
 	}
 }
 
+// refused is a server's reply code for step op.
+func refused(code int, enhanced, op string) outcome {
+	return outcome{code: code, enhanced: enhanced, temporary: code/100 != 5, op: op}
+}
+
 var (
-	accepted   = outcome{ok: true}
-	lostConn   = outcome{temporary: true, op: "data"}
-	abandoned  = outcome{temporary: true, op: "data", local: true}
-	errBody    = errors.New("archive read failed")
-	errPrevRec = errors.New("previous outcome not recorded")
+	accepted    = outcome{ok: true}
+	sizeRefused = outcome{code: 552, enhanced: "5.3.4", op: "mail", local: true}
+	lostConn    = outcome{temporary: true, op: "data"}
+	abandoned   = outcome{temporary: true, op: "data", local: true}
+	errBody     = errors.New("archive read failed")
+	errPrevRec  = errors.New("previous outcome not recorded")
 )
 
 // Each case scripts the relay, sends one message to a and b, and checks
@@ -73,30 +79,30 @@ func TestRelayScript(t *testing.T) {
 		{name: "accept all", want: [2]outcome{accepted, accepted}, kept: []string{"a@x.example", "b@x.example"}},
 		{name: "one recipient deferred", script: func(r *connectortest.Relay) {
 			r.SetRcpt("b@x.example", connectortest.Reply(452, "4.2.2", "mailbox full"))
-		}, want: [2]outcome{accepted, {false, 452, "4.2.2", true, "rcpt", false}}, kept: []string{"a@x.example"}},
+		}, want: [2]outcome{accepted, refused(452, "4.2.2", "rcpt")}, kept: []string{"a@x.example"}},
 		{name: "all rejected: no DATA", script: func(r *connectortest.Relay) {
 			r.SetRcpt("a@x.example", connectortest.Reply(550, "5.1.10", "recipient not found"))
 			r.SetRcpt("b@x.example", connectortest.Reply(550, "5.1.10", "recipient not found"))
 		}, beforeEnd: errPrevRec, // never called: there is no DATA
-			want: [2]outcome{{false, 550, "5.1.10", false, "rcpt", false}, {false, 550, "5.1.10", false, "rcpt", false}}},
+			want: [2]outcome{refused(550, "5.1.10", "rcpt"), refused(550, "5.1.10", "rcpt")}},
 		{name: "421 at RCPT drops the connection", script: func(r *connectortest.Relay) {
 			r.SetRcpt("a@x.example", connectortest.Reply(421, "4.3.2", "shutting down"))
-		}, want: [2]outcome{{false, 421, "4.3.2", true, "rcpt", false}, {false, 421, "4.3.2", true, "rcpt", false}}, wantErr: true, broken: true},
+		}, want: [2]outcome{refused(421, "4.3.2", "rcpt"), refused(421, "4.3.2", "rcpt")}, wantErr: true, broken: true},
 		{name: "sender refused", script: func(r *connectortest.Relay) {
 			r.SetMail(connectortest.Reply(550, "5.7.1", "sender not allowed"))
-		}, want: [2]outcome{{false, 550, "5.7.1", false, "mail", false}, {false, 550, "5.7.1", false, "mail", false}}},
+		}, want: [2]outcome{refused(550, "5.7.1", "mail"), refused(550, "5.7.1", "mail")}},
 		{name: "refused after the final dot", script: func(r *connectortest.Relay) {
 			r.SetData(connectortest.Reply(554, "5.6.0", "content rejected"))
-		}, want: [2]outcome{{false, 554, "5.6.0", false, "data", false}, {false, 554, "5.6.0", false, "data", false}}},
+		}, want: [2]outcome{refused(554, "5.6.0", "data"), refused(554, "5.6.0", "data")}},
 		{name: "deferred after the final dot", script: func(r *connectortest.Relay) {
 			r.SetData(connectortest.Reply(451, "4.3.0", "try later"))
-		}, want: [2]outcome{{false, 451, "4.3.0", true, "data", false}, {false, 451, "4.3.0", true, "data", false}}},
+		}, want: [2]outcome{refused(451, "4.3.0", "data"), refused(451, "4.3.0", "data")}},
 		{name: "lost reply: taken, but the client sees a dropped connection", script: func(r *connectortest.Relay) {
 			r.LoseReplies(1)
 		}, want: [2]outcome{lostConn, lostConn}, wantErr: true, kept: []string{"a@x.example", "b@x.example"}, replyLost: true, broken: true},
 		{name: "over the SIZE limit: refused locally", script: func(r *connectortest.Relay) {
 			r.SetMaxSize(100)
-		}, size: 101, want: [2]outcome{{false, 552, "5.3.4", false, "mail", true}, {false, 552, "5.3.4", false, "mail", true}}},
+		}, size: 101, want: [2]outcome{sizeRefused, sizeRefused}},
 		{name: "at the SIZE limit", script: func(r *connectortest.Relay) {
 			r.SetMaxSize(100)
 		}, size: 100, want: [2]outcome{accepted, accepted}, kept: []string{"a@x.example", "b@x.example"}},

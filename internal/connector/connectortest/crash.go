@@ -240,17 +240,23 @@ func (c *Crash) exit(k *conn) {
 	}
 }
 
-// shut closes k for the caller (Close, or the end Quit makes), once.
-func (c *Crash) shut(k *conn) error {
+// shut is a wrapped connection's Close: it closes k even after the crash
+// (the crash closed it already, or closes it now), once, and still
+// reports the crash.
+func (c *Crash) shut(k *conn, op string) error {
 	c.mu.Lock()
 	already := k.closed
 	k.closed = true
 	delete(c.conns, k)
 	c.mu.Unlock()
-	if already {
-		return nil
+	var err error
+	if !already {
+		err = k.close()
 	}
-	return k.close()
+	if c.Crashed() {
+		return dead(op)
+	}
+	return err
 }
 
 // label remembers which record an archive key belongs to.
@@ -351,14 +357,22 @@ type crashLedger struct {
 	l ledger.Ledger
 }
 
+// guard runs a call that is no crash point: refused after the crash,
+// and its result dropped if the crash fired while it ran.
+func guard[T any](c *Crash, op string, call func() (T, error)) (T, error) {
+	var zero T
+	if c.Crashed() {
+		return zero, dead(op)
+	}
+	v, err := call()
+	if c.Crashed() {
+		return zero, dead(op)
+	}
+	return v, err
+}
+
 func (w *crashLedger) Get(ctx context.Context, mailbox string, uidls []string) (map[string]*ledger.Record, error) {
-	if w.c.Crashed() {
-		return nil, dead("ledger get")
-	}
-	m, err := w.l.Get(ctx, mailbox, uidls)
-	if w.c.Crashed() {
-		return nil, dead("ledger get")
-	}
+	m, err := guard(w.c, "ledger get", func() (map[string]*ledger.Record, error) { return w.l.Get(ctx, mailbox, uidls) })
 	for _, r := range m {
 		w.c.labelRecords(r)
 	}
@@ -366,13 +380,7 @@ func (w *crashLedger) Get(ctx context.Context, mailbox string, uidls []string) (
 }
 
 func (w *crashLedger) List(ctx context.Context, mailbox string) ([]*ledger.Record, error) {
-	if w.c.Crashed() {
-		return nil, dead("ledger list")
-	}
-	recs, err := w.l.List(ctx, mailbox)
-	if w.c.Crashed() {
-		return nil, dead("ledger list")
-	}
+	recs, err := guard(w.c, "ledger list", func() ([]*ledger.Record, error) { return w.l.List(ctx, mailbox) })
 	w.c.labelRecords(recs...)
 	return recs, err
 }
@@ -470,13 +478,7 @@ func newlyAccepted(p, r *ledger.Record) bool {
 }
 
 func (w *crashLedger) Lease(ctx context.Context, mailbox, owner string, ttl time.Duration) (ledger.Lease, error) {
-	if w.c.Crashed() {
-		return nil, dead("lease")
-	}
-	le, err := w.l.Lease(ctx, mailbox, owner, ttl)
-	if w.c.Crashed() {
-		return nil, dead("lease")
-	}
+	le, err := guard(w.c, "lease", func() (ledger.Lease, error) { return w.l.Lease(ctx, mailbox, owner, ttl) })
 	if err != nil {
 		return nil, err
 	}
@@ -491,39 +493,21 @@ type crashLease struct {
 }
 
 func (l *crashLease) Renew(ctx context.Context) error {
-	if l.c.Crashed() {
-		return dead("lease renew")
-	}
-	return l.c.finish(nil, "lease renew", l.le.Renew(ctx))
+	_, err := guard(l.c, "lease renew", func() (struct{}, error) { return struct{}{}, l.le.Renew(ctx) })
+	return err
 }
 
 func (l *crashLease) Release(ctx context.Context) error {
-	if l.c.Crashed() {
-		return dead("lease release")
-	}
-	return l.c.finish(nil, "lease release", l.le.Release(ctx))
+	_, err := guard(l.c, "lease release", func() (struct{}, error) { return struct{}{}, l.le.Release(ctx) })
+	return err
 }
 
 func (w *crashLedger) Claim(ctx context.Context, cl ledger.Claim, takeOver *ledger.Claim) (ledger.Claim, error) {
-	if w.c.Crashed() {
-		return ledger.Claim{}, dead("claim")
-	}
-	got, err := w.l.Claim(ctx, cl, takeOver)
-	if w.c.Crashed() {
-		return ledger.Claim{}, dead("claim")
-	}
-	return got, err
+	return guard(w.c, "claim", func() (ledger.Claim, error) { return w.l.Claim(ctx, cl, takeOver) })
 }
 
 func (w *crashLedger) Accepted(ctx context.Context, messageID string, recipients []string) (map[string]ledger.Acceptance, error) {
-	if w.c.Crashed() {
-		return nil, dead("accepted")
-	}
-	m, err := w.l.Accepted(ctx, messageID, recipients)
-	if w.c.Crashed() {
-		return nil, dead("accepted")
-	}
-	return m, err
+	return guard(w.c, "accepted", func() (map[string]ledger.Acceptance, error) { return w.l.Accepted(ctx, messageID, recipients) })
 }
 
 // Close closes the wrapped ledger even after the crash (a dead process's
@@ -724,15 +708,8 @@ func (w *crashSource) Quit(ctx context.Context) error {
 	return w.c.finish(fired, "pop3 quit", err)
 }
 
-// Close drops the session, even after the crash (the crash dropped it
-// already, or drops it now); it still reports the crash.
-func (w *crashSource) Close() error {
-	err := w.c.shut(w.k)
-	if w.c.Crashed() {
-		return dead("pop3 close")
-	}
-	return err
-}
+// Close drops the session, even after the crash.
+func (w *crashSource) Close() error { return w.c.shut(w.k, "pop3 close") }
 
 // Relay wraps d.
 func (c *Crash) Relay(d connector.RelayDialer) connector.RelayDialer {
@@ -820,12 +797,5 @@ func (w *crashRelay) Quit() error {
 	return w.c.finish(nil, "smtp quit", err)
 }
 
-// Close drops the connection, even after the crash; it still reports
-// the crash.
-func (w *crashRelay) Close() error {
-	err := w.c.shut(w.k)
-	if w.c.Crashed() {
-		return dead("smtp close")
-	}
-	return err
-}
+// Close drops the connection, even after the crash.
+func (w *crashRelay) Close() error { return w.c.shut(w.k, "smtp close") }

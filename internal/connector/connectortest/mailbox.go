@@ -25,6 +25,16 @@ type Message struct {
 	Fault *Fault
 }
 
+// clone copies what a caller could change behind the Mailbox's back.
+func (msg Message) clone() Message {
+	msg.Data = slices.Clone(msg.Data)
+	if msg.Fault != nil {
+		f := *msg.Fault
+		msg.Fault = &f
+	}
+	return msg
+}
+
 // Fault spoils RETR of one message. With Refuse set RETR fails at once;
 // otherwise After octets are served and then, with Truncate, the message
 // ends cleanly (the client cannot tell it was cut: only the size shows
@@ -97,12 +107,7 @@ func (m *Mailbox) Add(msgs ...Message) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, msg := range msgs {
-		msg.Data = slices.Clone(msg.Data)
-		if msg.Fault != nil {
-			f := *msg.Fault
-			msg.Fault = &f
-		}
-		m.msgs = append(m.msgs, &mbMessage{Message: msg})
+		m.msgs = append(m.msgs, &mbMessage{Message: msg.clone()})
 	}
 }
 
@@ -122,12 +127,7 @@ func (m *Mailbox) Messages() []Message {
 	defer m.mu.Unlock()
 	out := make([]Message, len(m.msgs))
 	for i, e := range m.msgs {
-		out[i] = e.Message
-		out[i].Data = slices.Clone(e.Data)
-		if e.Fault != nil {
-			f := *e.Fault
-			out[i].Fault = &f
-		}
+		out[i] = e.Message.clone()
 	}
 	return out
 }

@@ -2,22 +2,15 @@ package connector
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/archive"
 	"github.com/popconnector/popconnector/internal/ledger"
-	"github.com/popconnector/popconnector/internal/message"
 	"github.com/popconnector/popconnector/internal/recipients"
-	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/route"
 )
 

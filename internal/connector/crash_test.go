@@ -1,12 +1,10 @@
 package connector_test
 
 import (
-	"errors"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 )
 
 // A crash after each durable step, then a fresh run (a new process: the
@@ -15,44 +13,27 @@ import (
 // between the reply to DATA and recording it.
 func TestCrashAfterEachStep(t *testing.T) {
 	tests := []struct {
-		step       connector.Step
-		onUID      int // which message (1-based order on the server) the crash hits; 0 = batch steps
+		at         connectortest.Point
+		nth        int // which occurrence the crash hits (the second message); 0 = the first
 		duplicates int // at least: the crash may also catch another message in its DATA window
 	}{
-		{connector.StepArchived, 2, 0},
-		{connector.StepArchiveRecorded, 2, 0},
-		{connector.StepRelayed, 2, 1}, // the accepted window
-		{connector.StepDeliveryRecorded, 2, 0},
-		{connector.StepDeleSent, 0, 0}, // DELE sent, connection dropped before QUIT: rolled back
-		{connector.StepQuitOK, 0, 0},   // deleted on the server, not yet recorded
+		{connectortest.AfterArchived, 2, 0},
+		{connectortest.AfterArchiveRecorded, 2, 0},
+		{connectortest.AfterRelayReply, 2, 1}, // the accepted window
+		{connectortest.AfterDeliveryRecorded, 2, 0},
+		{connectortest.AfterDele, 0, 0}, // DELE sent, connection dropped before QUIT: rolled back
+		{connectortest.AfterQuit, 0, 0}, // deleted on the server, not yet recorded
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.step), func(t *testing.T) {
+		t.Run(string(tt.at), func(t *testing.T) {
 			r := newRig(t, rigOptions{})
 			sent := r.seed("order.eml", "newsletter.eml", "no-message-id.eml")
-			// Fetching and delivering run in two goroutines: guard the
-			// hook's state.
-			var mu sync.Mutex
-			seen := 0
-			crashed := false
-			r.hooks.After = func(step connector.Step, mailbox, uid string) error {
-				mu.Lock()
-				defer mu.Unlock()
-				if crashed || step != tt.step {
-					return nil
-				}
-				if tt.onUID > 0 {
-					seen++
-					if seen != tt.onUID {
-						return nil
-					}
-				}
-				crashed = true
-				return connector.ErrCrash
-			}
+			// The process dies right after the step: every later call of
+			// the poll on the ledger, archive, POP3 and SMTP fails.
+			r.crash = connectortest.NewCrash(connectortest.Trigger{At: tt.at, Nth: tt.nth})
 			res := r.poll()
-			if !errors.Is(res.Err, connector.ErrCrash) {
-				t.Fatalf("first run did not stop at %s: %+v", tt.step, res)
+			if !r.crash.Crashed() || res.Err == nil {
+				t.Fatalf("first run did not stop at %s: %+v", tt.at, res)
 			}
 			unrecorded := res.UnrecordedReplies
 			// Nothing deleted without a recorded delivery.
@@ -67,8 +48,8 @@ func TestCrashAfterEachStep(t *testing.T) {
 				t.Fatalf("%d deleted from the server, only %d deliveries recorded", deletedNow, delivered)
 			}
 
+			r.crash = nil
 			r.restart()
-			r.hooks.After = nil
 			res = r.poll()
 			if res.Err != nil {
 				t.Fatalf("run after the crash: %v", res.Err)
@@ -103,7 +84,7 @@ func TestCrashAfterEachStep(t *testing.T) {
 					t.Errorf("%s: archive does not match its digest", rec.UIDL)
 				}
 			}
-			t.Logf("crash after %s: %d duplicate(s)", tt.step, dups)
+			t.Logf("crash %s: %d duplicate(s)", tt.at, dups)
 		})
 	}
 }

@@ -138,7 +138,9 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 			suppressed += n
 		}
 	}
-	p.res.Suppressed += suppressed
+	if suppressed > 0 {
+		p.tally.emit(Event{Mailbox: p.mb.ID, UIDL: rec.UIDL, Kind: EventSuppressed, Count: suppressed})
+	}
 	waiting := 0
 	if held != nil {
 		// Another copy may be in DATA now: its outcome decides.
@@ -156,7 +158,7 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 		// Due again at the next poll; not an attempt of this copy.
 		rec.NextAttempt = now
 		rec.LastError = "another copy of this message is being delivered"
-		p.res.Deferred++
+		p.emit(EventDeferred, rec.UIDL)
 		log.Info("another copy of this message is being delivered: recipients left for the next poll",
 			"message_id", rec.MessageID, "waiting", waiting, "holder_mailbox", held.Mailbox, "holder_uidl", held.UIDL)
 	case rec.Delivered():
@@ -165,10 +167,7 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 	default:
 		return false, nil // the others are sent; the marks are recorded with their outcomes
 	}
-	if err := p.putRecord(ctx, rec); err != nil {
-		return true, err
-	}
-	return true, p.hook(StepDeliveryRecorded, rec.UIDL)
+	return true, p.putRecord(ctx, rec)
 }
 
 // pendingRecipients lists the recipients of rec that do not have the

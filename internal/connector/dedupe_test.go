@@ -3,7 +3,6 @@ package connector_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/app"
 	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/ledger"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/recipients"
@@ -283,31 +283,28 @@ func TestDuplicateRetryOfOwnRecordNotSuppressed(t *testing.T) {
 // lost and every copy leaves the server.
 func TestDuplicateCrashBetweenCopies(t *testing.T) {
 	for _, tc := range []struct {
-		step       connector.Step
+		at         connectortest.Point
 		wantCopies int
 	}{
-		{connector.StepRelayed, 2},
-		{connector.StepDeliveryRecorded, 1},
+		{connectortest.AfterRelayReply, 2},
+		{connectortest.AfterDeliveryRecorded, 1},
 	} {
-		t.Run(string(tc.step), func(t *testing.T) {
+		t.Run(string(tc.at), func(t *testing.T) {
 			r := newRig(t, rigOptions{users: []string{"support"}})
 			order := fixture(t, "order.eml")
 			r.dovecot.Deliver(t, "sales", order)
 			r.dovecot.Deliver(t, "support", order)
 			sales, support := boxFor(r, "sales", "alice@corp.example"), boxFor(r, "support", "alice@corp.example")
-			r.hooks = connector.Hooks{After: func(step connector.Step, mailbox, _ string) error {
-				if step == tc.step && mailbox == "sales" {
-					return connector.ErrCrash
-				}
-				return nil
-			}}
+			r.crash = connectortest.NewCrash(connectortest.Trigger{At: tc.at, Mailbox: "sales"})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
+			sales.Dial = r.crash.Source(sales.ID, sales.Dial)
 			crashed := r.connector().Poll(ctx, sales)
-			if !errors.Is(crashed.Err, connector.ErrCrash) {
+			if !r.crash.Crashed() {
 				t.Fatalf("poll did not crash: %+v", crashed)
 			}
-			r.hooks = connector.Hooks{}
+			r.crash = nil
+			sales = boxFor(r, "sales", "alice@corp.example")
 			r.restart()
 			second := pollBox(t, r, support)
 			again := pollBox(t, r, sales)

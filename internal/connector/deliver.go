@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -203,6 +204,13 @@ func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remo
 		}
 	}
 	return att
+}
+
+func orUnknown(err error) error {
+	if err == nil {
+		return errors.New("no outcome from the SMTP server")
+	}
+	return err
 }
 
 // firstReply is the first recorded reply of rec's recipients.

@@ -48,7 +48,8 @@ type tally struct {
 	done    chan struct{}
 	observe func(Event)
 	res     Result // written by the collector only
-	once    sync.Once
+	mu      sync.Mutex
+	closed  bool // guarded by mu: an event after close (a goroutine a panic left behind) is dropped
 }
 
 func newTally(observe func(Event)) *tally {
@@ -111,12 +112,22 @@ func (t *tally) add(ev Event) {
 	}
 }
 
-func (t *tally) emit(ev Event) { t.ch <- ev }
+func (t *tally) emit(ev Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.ch <- ev // the collector always drains: this never waits for long
+	}
+}
 
-// close waits for every event and returns the sums. Nothing may emit
-// after it.
+// close waits for every event and returns the sums.
 func (t *tally) close() Result {
-	t.once.Do(func() { close(t.ch) })
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		close(t.ch)
+	}
+	t.mu.Unlock()
 	<-t.done
 	return t.res
 }

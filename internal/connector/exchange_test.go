@@ -37,7 +37,6 @@ func routedConnector(r *rig, routes []route.Route) *connector.Connector {
 		r.t.Fatal(err)
 	}
 	c := r.connector()
-	c.DialRelay = nil
 	c.Routes = t
 	c.DialRoute = func(ctx context.Context, rt route.Route) (connector.Relay, error) {
 		return app.DialSMTP(relay.Options{Addr: rt.Addr(), TLS: relay.TLSMode("none"), HeloDomain: "popconn.test", Timeout: 5 * time.Second}, nil)(ctx)

@@ -57,26 +57,15 @@ type heldFetch struct {
 // and its UIDL). A session out of step is dropped without QUIT and the
 // next message gets a new one. No DELE is sent on these sessions: a
 // message set aside here is deleted by the next poll's main session.
-func (p *poll) refetchHeld(ctx context.Context, quitted *bool) error {
+func (p *poll) refetchHeld(ctx context.Context) error {
 	if len(p.heldDue) == 0 {
 		return nil
-	}
-	if !*quitted {
-		*quitted = true
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		err := p.src.Quit(qctx)
-		cancel()
-		if err != nil {
-			p.src.Close()
-		}
 	}
 	var s *refetchSession
 	defer func() { s.end(ctx) }()
 	for _, h := range p.heldDue {
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
-			if p.res.Stopped == "" {
-				p.res.Stopped = why
-			}
+			p.stop(why)
 			return nil
 		}
 		if s == nil {
@@ -153,19 +142,22 @@ func (p *poll) refetchOne(ctx context.Context, s *refetchSession, h heldFetch) e
 	if err := seal(ctx); err != nil {
 		return err
 	}
-	p.countFetched(size)
+	p.tally.emit(Event{Mailbox: p.mb.ID, UIDL: rec.UIDL, Kind: EventFetched, Size: size})
 	log := p.log.With("uidl", rec.UIDL)
 	log.Info("archived", "message_id", rec.MessageID, "size", rec.Size, "key", rec.ArchiveKey)
-	complete := rec.Size >= rec.ListSize // nothing of what was listed can be left unread
-	if !complete {
+	ended := rec.Size >= rec.ListSize // nothing of what was listed can be left unread
+	if !ended {
 		again, err := s.src.ListAll(ctx)
 		s.inStep = err == nil && slices.Equal(again, s.listing)
+		ended = s.inStep
 	}
-	switch {
-	case rec.Held == "":
-		return p.deliverRecovered(ctx, rec)
-	case heldConfirmed(rec):
-		return p.holdAction(ctx, rec, complete || s.inStep, log)
+	if rec.Held == "" {
+		return p.deliverIfDecided(ctx, rec, Listed, true) // released
+	}
+	st := p.situation(rec, Listed, Budget{})
+	st.Fetched, st.FetchEnded = true, ended
+	if d := Decide(st); heldConfirmed(rec) {
+		return p.holdAction(ctx, rec, d, log)
 	}
 	return nil
 }
@@ -194,34 +186,24 @@ func heldReason(listed, got int64, fetches int) string {
 // interval until the hold is confirmed, then at the slowest pace.
 func (p *poll) refetchDelay(rec *ledger.Record) time.Duration {
 	if heldConfirmed(rec) {
-		return p.slowestRetry()
+		return p.pace().max
 	}
-	return p.retryDelay(1, false)
+	return p.pace().retry
 }
 
-// holdAction applies the mailbox's undeliverable action to a message
-// whose hold was confirmed by the fetch just sealed. Badmail sets it
-// aside (it then leaves the server like any disposed message), but only
-// when ended says the fetch ended where the server ended the message: a
-// fetch that stopped short on a session then out of step (a first line
-// of one lone "." that the server did not stuff) left the rest of the
-// message unread, and deleting it would lose that rest. Every other
-// case leaves it held, and the postmaster is told once.
-func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, ended bool, log *slog.Logger) error {
-	now := p.c.now().UTC()
-	att := attempt{at: now, reason: rec.Held, held: true}
-	if p.mb.Undeliverable.Action == BadmailRejected && ended {
-		reason := "held: " + rec.Held + "; moved to badmail as served and deleted from the POP3 server"
-		key, err := p.copyToBadmail(ctx, rec, reason)
-		if err != nil {
-			log.Error("could not move a held message to badmail; left on the POP3 server", "err", err)
-			return nil
+// holdAction carries out the decision on a message whose hold the fetch
+// just sealed confirmed: set aside under badmail (Decide allows it only
+// when the fetch ended where the server ended the message: one that
+// stopped short on a session then out of step, at a first line of one
+// lone "." the server did not stuff, left the rest of the message unread,
+// and deleting it would lose that rest), or left held on the server; the
+// postmaster is told either way, once.
+func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, d Decision, log *slog.Logger) error {
+	att := attempt{at: p.c.now().UTC(), reason: rec.Held, held: true}
+	if d.Action == ActSetAside {
+		if err := p.setAside(ctx, rec, d, &att, log); err != nil {
+			return err
 		}
-		rec.BadmailKey, rec.Disposition, rec.DispositionReason, rec.DispositionAt = key, ledger.DispositionBadmail, reason, now
-		rec.NextAttempt = time.Time{}
-		att.disposition, att.reason = ledger.DispositionBadmail, reason
-		p.res.Badmail++
-		log.Error("held message moved to badmail as served; it will be deleted from the POP3 server", "badmail_key", key, "reason", reason)
 		if err := p.putRecord(ctx, rec); err != nil {
 			return err
 		}
@@ -230,9 +212,21 @@ func (p *poll) holdAction(ctx context.Context, rec *ledger.Record, ended bool, l
 		if p.mb.Undeliverable.Action == BadmailRejected {
 			msg = "held for good, and the server's copy is longer than what it sends: left on the POP3 server, not moved to badmail"
 		}
-		log.Error(msg, "reason", rec.Held, "next_fetch", rec.NextAttempt)
+		log.Error(msg, "reason", rec.Held, "next_fetch", rec.NextRefetch)
 	}
 	return p.sendNotices(ctx, rec, &att, log)
+}
+
+// giveUpHeld stops fetching a held message past the give-up age; it stays
+// on the server, which may hold the only good copy.
+func (p *poll) giveUpHeld(ctx context.Context, rec *ledger.Record, d Decision) error {
+	rec.GaveUp, rec.NextRefetch = true, time.Time{}
+	if err := p.putRecord(ctx, rec); err != nil {
+		return err
+	}
+	p.emit(EventGaveUp, rec.UIDL)
+	p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", rec.UIDL, "reason", d.Reason)
+	return nil
 }
 
 // putRecord writes rec even when the poll's context has ended: what it

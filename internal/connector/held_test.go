@@ -79,8 +79,8 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 				if rec.HeldFetches != fetch || rec.Disposition != "" || !strings.Contains(rec.Held, fewer) {
 					t.Fatalf("after fetch %d: held %q, fetches %d, disposition %q", fetch, rec.Held, rec.HeldFetches, rec.Disposition)
 				}
-				if want := r.clock.Now().Add(10 * time.Minute).UTC(); !rec.NextAttempt.Equal(want) {
-					t.Errorf("after fetch %d: next fetch %v, want the retry interval (%v)", fetch, rec.NextAttempt, want)
+				if want := r.clock.Now().Add(10 * time.Minute).UTC(); !rec.NextRefetch.Equal(want) {
+					t.Errorf("after fetch %d: next fetch %v, want the retry interval (%v)", fetch, rec.NextRefetch, want)
 				}
 				// A refetch runs on a session of its own: the message that
 				// arrived meanwhile is delivered and deleted in the same
@@ -127,8 +127,8 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 					t.Errorf("badmail reason %q, want it to say %q and that the bytes differ from the server's copy", reason.Reason, want)
 				}
 			default:
-				if want := r.clock.Now().Add(2 * time.Hour).UTC(); !rec.NextAttempt.Equal(want) {
-					t.Errorf("confirmed hold: next fetch %v, want the slowest pace (%v)", rec.NextAttempt, want)
+				if want := r.clock.Now().Add(2 * time.Hour).UTC(); !rec.NextRefetch.Equal(want) {
+					t.Errorf("confirmed hold: next fetch %v, want the slowest pace (%v)", rec.NextRefetch, want)
 				}
 				st := connector.Summarize("sales", r.records())
 				if len(st.Held) != 1 || st.Held[0].UIDL != rec.UIDL {
@@ -263,8 +263,8 @@ func TestGiveUpNoticeRetriedLater(t *testing.T) {
 	if res := pollWith(t, c, r.mailbox); res.GaveUp != 1 || res.Notices != 0 {
 		t.Fatalf("give-up poll %+v, want given up, notice not accepted", res)
 	}
-	if rec := onlyRecord(t, r); rec.NextAttempt.IsZero() || len(rec.Notified) != 0 {
-		t.Fatalf("after a refused notice: next %v, notified %v; want a notice retry scheduled", rec.NextAttempt, rec.Notified)
+	if rec := onlyRecord(t, r); rec.NextNotice.IsZero() || len(rec.Notified) != 0 {
+		t.Fatalf("after a refused notice: next %v, notified %v; want a notice retry scheduled", rec.NextNotice, rec.Notified)
 	}
 	noticesRefused.Store(false)
 	r.clock.Advance(11 * time.Minute)

@@ -116,6 +116,9 @@ type Decision struct {
 	NewGeneration bool
 	// Disposition, with ActSetAside: the disposition to record.
 	Disposition ledger.Disposition
+	// GaveUp, with ActSetAside: the message is set aside because it
+	// passed the give-up age.
+	GaveUp bool
 }
 
 // Decide returns the next action for the message s describes. It is
@@ -230,7 +233,7 @@ func decideAfterAttempt(s Situation) Decision {
 		reason := fmt.Sprintf("gave up: not delivered %s after it was first seen (%s); last error: %s",
 			formatAge(p.GiveUpAfter), rec.FirstSeen.Format(time.RFC3339), rec.LastError)
 		if p.Undeliverable.Action == BadmailRejected {
-			return Decision{Action: ActSetAside, Disposition: ledger.DispositionBadmail, Reason: reason}
+			return Decision{Action: ActSetAside, Disposition: ledger.DispositionBadmail, Reason: reason, GaveUp: true}
 		}
 		return Decision{Action: ActGiveUp, Reason: reason}
 	}

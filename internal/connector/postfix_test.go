@@ -276,8 +276,8 @@ func TestPostfixNoticeRetriedWhenRouteComesBack(t *testing.T) {
 	if res.Badmail != 1 || res.Notices != 0 || !rec.Deleted() || len(rec.Notified) != 0 {
 		t.Fatalf("first poll %+v, deleted %v, notified %v: want set aside, deleted, no notice", res, rec.Deleted(), rec.Notified)
 	}
-	if want := start.Add(10 * time.Minute); !rec.NextAttempt.Equal(want.UTC()) {
-		t.Errorf("notice retry at %v, want %v", rec.NextAttempt, want)
+	if want := start.Add(10 * time.Minute); !rec.NextNotice.Equal(want.UTC()) {
+		t.Errorf("notice retry at %v, want %v", rec.NextNotice, want)
 	}
 
 	// Route back, retry not due yet.
@@ -294,8 +294,8 @@ func TestPostfixNoticeRetriedWhenRouteComesBack(t *testing.T) {
 		t.Fatalf("retry poll %+v, want 2 notices", res)
 	}
 	rec = onlyRecord(t, r)
-	if !equalStrings(rec.Notified, []string{"unknown-recipient", "badmail"}) || !rec.NextAttempt.IsZero() {
-		t.Errorf("after the retry: notified %v, next %v", rec.Notified, rec.NextAttempt)
+	if !equalStrings(rec.Notified, []string{"unknown-recipient", "badmail"}) || !rec.NextNotice.IsZero() {
+		t.Errorf("after the retry: notified %v, next %v", rec.Notified, rec.NextNotice)
 	}
 	r.clock.Advance(11 * time.Minute)
 	if res := pollWith(t, withAdmin(pf.Addr), r.mailbox); res.Notices != 0 {
@@ -340,10 +340,10 @@ func TestPostfixRefusedNoticeReportedOnce(t *testing.T) {
 		res := pollWith(t, c, r.mailbox)
 		rec := onlyRecord(t, r)
 		// Two causes (unknown recipient, badmail), each refused once.
-		if refused() != 2 || retried() != 0 || !rec.NextAttempt.IsZero() || res.Notices != 0 || len(rec.Notified) != 0 ||
+		if refused() != 2 || retried() != 0 || !rec.NextNotice.IsZero() || res.Notices != 0 || len(rec.Notified) != 0 ||
 			!equalStrings(rec.NoticesRefused, []string{"unknown-recipient", "badmail"}) {
 			t.Fatalf("poll %d: %d refusals, %d retries logged, next %v, notified %v, refused %v; want 2 refusals once, no retry",
-				i, refused(), retried(), rec.NextAttempt, rec.Notified, rec.NoticesRefused)
+				i, refused(), retried(), rec.NextNotice, rec.Notified, rec.NoticesRefused)
 		}
 	}
 	if !strings.Contains(r.logs.String(), "550 5.1.1 <unknown-admin@admin.example>: Recipient address rejected") {

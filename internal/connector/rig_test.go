@@ -7,21 +7,26 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/popconnector/popconnector/internal/app"
+	"github.com/popconnector/popconnector/internal/archive"
 	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
 	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/ledger"
 	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/route"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 
@@ -41,7 +46,7 @@ type rig struct {
 	led     *boltledger.Ledger
 	clock   *fakeClock
 	mailbox connector.Mailbox
-	hooks   connector.Hooks
+	crash   *connectortest.Crash // when set, every store and connection of a poll goes through it
 	logs    *syncBuffer
 	owner   string // lease owner: one per simulated process
 }
@@ -146,12 +151,17 @@ func (r *rig) restart() {
 }
 
 func (r *rig) connector() *connector.Connector {
+	var (
+		arc  archive.Archive = r.arc
+		led  ledger.Ledger   = r.led
+		dial                 = app.DialSMTP(relay.Options{Addr: r.smtp, TLS: relay.TLSMode("none"), HeloDomain: "popconn.test", Timeout: 10 * time.Second}, nil)
+	)
+	if r.crash != nil {
+		arc, led, dial = r.crash.Archive(arc), r.crash.Ledger(led), r.crash.Relay(dial)
+	}
+	routes, dialRoute := singleRoute(r.t, r.smtp, dial)
 	return &connector.Connector{
-		Archive: r.arc,
-		Ledger:  r.led,
-		DialRelay: app.DialSMTP(relay.Options{
-			Addr: r.smtp, TLS: relay.TLSMode("none"), HeloDomain: "popconn.test", Timeout: 10 * time.Second,
-		}, nil),
+		Archive: arc, Ledger: led, Routes: routes, DialRoute: dialRoute,
 		Settings: connector.Settings{
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
@@ -159,15 +169,33 @@ func (r *rig) connector() *connector.Connector {
 		},
 		Logger: testLogger(r.logs),
 		Now:    r.clock.Now,
-		Hooks:  r.hooks,
 	}
+}
+
+// singleRoute is one route to addr for every recipient, opened by dial.
+func singleRoute(t *testing.T, addr string, dial connector.RelayDialer) (*route.Table, connector.RouteDialer) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	table, err := route.New([]route.Route{{Name: "delivery", Host: host, Port: p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table, func(ctx context.Context, _ route.Route) (connector.Relay, error) { return dial(ctx) }
 }
 
 func (r *rig) poll() connector.Result {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return r.connector().Poll(ctx, r.mailbox)
+	mb := r.mailbox
+	if r.crash != nil {
+		mb.Dial = r.crash.Source(mb.ID, mb.Dial)
+	}
+	return r.connector().Poll(ctx, mb)
 }
 
 // seed puts the fixtures into the mailbox and returns their bytes by name.

@@ -14,10 +14,6 @@ import (
 // RouteDialer opens an SMTP connection to one route's endpoint.
 type RouteDialer func(ctx context.Context, r route.Route) (Relay, error)
 
-// legacyRoute is the single route of a Connector configured with DialRelay
-// only; its host is never dialled by name.
-const legacyRoute = "delivery"
-
 // routing is one poll's view of the routes: at most one open connection
 // per route, and the routes found unreachable in this poll (route.Down),
 // which later messages of the poll do not try again. Only the delivering
@@ -33,19 +29,8 @@ type routing struct {
 
 func (c *Connector) newRouting() (*routing, error) {
 	rt := &routing{table: c.Routes, dial: c.DialRoute, rels: map[string]Relay{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
-	if rt.table == nil {
-		if c.DialRelay == nil {
-			return nil, errors.New("connector: no route and no relay dialer configured")
-		}
-		t, err := route.New([]route.Route{{Name: legacyRoute, Host: "localhost"}})
-		if err != nil {
-			return nil, err
-		}
-		dial := c.DialRelay
-		rt.table = t
-		rt.dial = func(ctx context.Context, _ route.Route) (Relay, error) { return dial(ctx) }
-	} else if rt.dial == nil {
-		return nil, errors.New("connector: routes configured without a route dialer")
+	if rt.table == nil || rt.dial == nil {
+		return nil, errors.New("connector: no routes or no route dialer configured")
 	}
 	return rt, nil
 }
@@ -80,29 +65,36 @@ func (rt *routing) drop(r route.Route) {
 	}
 }
 
-// closeAll ends every connection: QUIT, or a plain close after a crash.
-func (rt *routing) closeAll(crashed bool) {
+// closeAll ends every connection: QUIT, or a plain close when QUIT fails.
+func (rt *routing) closeAll() {
 	for _, key := range rt.order {
 		c := rt.rels[key]
 		if c == nil {
 			continue
 		}
 		delete(rt.rels, key)
-		if crashed {
-			c.Close()
-		} else if err := c.Quit(); err != nil {
+		if err := c.Quit(); err != nil {
 			c.Close()
 		}
 	}
 }
 
-// remoteName is the host shown as Remote-MTA in notices; "" in legacy mode.
-func remoteName(r route.Route) string {
-	if r.Name == legacyRoute && r.Host == "localhost" {
-		return ""
+// sizeLimit is the smallest SIZE limit (RFC 1870) an open connection of
+// this poll advertised, 0 when none is known.
+func (rt *routing) sizeLimit() int64 {
+	var limit int64
+	for _, c := range rt.rels {
+		if s, ok := c.(interface{ MaxSize() int64 }); ok {
+			if n := s.MaxSize(); n > 0 && (limit == 0 || n < limit) {
+				limit = n
+			}
+		}
 	}
-	return r.Host
+	return limit
 }
+
+// remoteName is the host shown as Remote-MTA in notices.
+func remoteName(r route.Route) string { return r.Host }
 
 // unroutable explains why addr has no route left: the failure of the best
 // route that serves it and was found down, or that no route serves it.

@@ -34,27 +34,30 @@ type Status struct {
 	OldestUndelivered time.Time
 }
 
-// Summarize classifies a mailbox's records.
+// Summarize classifies a mailbox's records by their state
+// (ledger.Record.State); a message waiting for its next attempt and one
+// due now fall in the same group.
 func Summarize(mailbox string, recs []*ledger.Record) Status {
 	s := Status{Mailbox: mailbox}
+	now := time.Now()
 	for _, r := range recs {
-		if !r.Deleted() {
-			s.OnServer++
-		} else {
+		st := r.State(now)
+		if st == ledger.StateDeleted {
 			s.Deleted++
+		} else {
+			s.OnServer++
 		}
 		if hasStatus(r, ledger.Suppressed) {
 			s.Suppressed++
 		}
-		if r.Delivered() {
+		switch {
+		case r.Delivered():
 			s.Delivered++
 			continue
-		}
-		switch r.Disposition {
-		case ledger.DispositionBadmail:
+		case st == ledger.StateBadmail || (st == ledger.StateDeleted && r.Disposition == ledger.DispositionBadmail):
 			s.Badmail = append(s.Badmail, r)
 			continue
-		case ledger.DispositionDeletedRejected:
+		case st == ledger.StateDeletedOnReject || (st == ledger.StateDeleted && r.Disposition == ledger.DispositionDeletedRejected):
 			s.DeletedRejected = append(s.DeletedRejected, r)
 			continue
 		}
@@ -62,9 +65,9 @@ func Summarize(mailbox string, recs []*ledger.Record) Status {
 			s.OldestUndelivered = r.FirstSeen
 		}
 		switch {
-		case r.Held != "":
+		case st == ledger.StateHeld:
 			s.Held = append(s.Held, r)
-		case r.GaveUp:
+		case st == ledger.StateGivenUp:
 			s.GaveUp = append(s.GaveUp, r)
 		case hasStatus(r, ledger.Deferred):
 			s.Deferred = append(s.Deferred, r)

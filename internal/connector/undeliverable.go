@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +103,16 @@ type attempt struct {
 	badmail bool
 }
 
+// anyTemporary reports a temporary failure in the attempt.
+func (a *attempt) anyTemporary() bool {
+	for _, f := range a.failed {
+		if f.err.Temporary {
+			return true
+		}
+	}
+	return false
+}
+
 // tooLarge reports a refusal for size (notify.CauseTooLarge: 552, X.3.4,
 // X.2.3, or the relay's own SIZE check).
 func (a *attempt) tooLarge() bool {
@@ -118,7 +127,7 @@ func (a *attempt) tooLarge() bool {
 // recordedTooLarge reports a recipient whose last refusal was for size.
 func recordedTooLarge(rec *ledger.Record) bool {
 	for _, rc := range rec.Recipients {
-		if rc.Status == ledger.Rejected && notify.Classify(recordedError(rc)) == notify.CauseTooLarge {
+		if rc.Status == ledger.Rejected && notify.Classify(relayError(rc.LastFailure())) == notify.CauseTooLarge {
 			return true
 		}
 	}
@@ -148,90 +157,35 @@ func (p *poll) countOwnTrace(s *message.Summary) int {
 	return n
 }
 
-// decide applies the undeliverable option to a message that some recipient
-// did not accept, and the give-up age and loop rules of every option. A
-// disposition is only set on rec here; the caller records it in the same
-// ledger write as the outcomes, before any DELE.
-func (p *poll) decide(ctx context.Context, rec *ledger.Record, att *attempt, log *slog.Logger) error {
-	var disp ledger.Disposition
-	reason := att.reason
-	anyTemp := false
-	relayDenied := false
-	for _, f := range att.failed {
-		anyTemp = anyTemp || f.err.Temporary
-		relayDenied = relayDenied || notify.Classify(f.err) == notify.CauseRelayDenied
-	}
-	giveUp := p.c.Settings.GiveUpAfter > 0 && att.at.Sub(rec.FirstSeen) >= p.c.Settings.GiveUpAfter
-	// Giving up moves the message off the server only under "badmail";
-	// "leave" promises rejected mail stays there, and "delete" deletes
-	// only on the reply codes it lists.
-	keepOnServer := false
-	switch {
-	case att.loop:
-		disp = ledger.DispositionBadmail
-	case giveUp:
-		reason = fmt.Sprintf("gave up: not delivered %s after it was first seen (%s); last error: %s",
-			formatAge(p.c.Settings.GiveUpAfter), rec.FirstSeen.Format(time.RFC3339), rec.LastError)
-		if p.mb.Undeliverable.Action == BadmailRejected {
-			disp = ledger.DispositionBadmail
-		} else {
-			keepOnServer = true
-		}
-	case anyTemp || len(att.failed) == 0:
-		// Retried: a temporary failure may go differently next time.
-	case p.mb.Undeliverable.Action == DeleteRejected:
-		codes := p.mb.Undeliverable.DeleteOnCodes
-		if codes == nil {
-			codes = DefaultDeleteOnCodes
-		}
-		all := true
-		for _, f := range att.failed {
-			all = all && notify.Deletable(f.err, codes)
-		}
-		if all {
-			disp = ledger.DispositionDeletedRejected
-			reason = "rejected by Exchange with a reply the undeliverable option deletes on: " + rec.LastError
-		}
-	case p.mb.Undeliverable.Action == BadmailRejected && !relayDenied:
-		disp = ledger.DispositionBadmail
-		reason = "rejected by Exchange: " + rec.LastError
-		if att.tooLarge() {
-			reason = rec.LastError // it says "too large" already
-		}
-	}
-	if keepOnServer {
-		return p.giveUpOnServer(ctx, rec, att, reason, log)
-	}
-	if disp == "" {
-		return nil
-	}
-	if disp == ledger.DispositionBadmail {
-		key, err := p.copyToBadmail(ctx, rec, reason)
+// setAside records the disposition d decided for rec: for badmail, a
+// copy under badmail/ with the reason object first. The disposition is
+// only set on rec here; the caller records it in the same ledger write as
+// the attempt's outcomes, before any DELE. A badmail copy that cannot be
+// made leaves the message on the server, to be set aside by a later
+// attempt: nothing is lost.
+func (p *poll) setAside(ctx context.Context, rec *ledger.Record, d Decision, att *attempt, log *slog.Logger) error {
+	if d.Disposition == ledger.DispositionBadmail {
+		key, err := p.copyToBadmail(ctx, rec, d.Reason)
 		if err != nil {
-			// Nothing is lost: the message stays on the server and is
-			// set aside by a later attempt.
 			log.Error("could not move to badmail; left on the POP3 server", "message_id", rec.MessageID, "err", err)
 			return nil
 		}
 		rec.BadmailKey = key
 		att.badmail = true
-		p.res.Badmail++
-		if giveUp {
+		p.emit(EventBadmail, rec.UIDL)
+		if d.GaveUp {
 			rec.GaveUp = true
-			p.countGaveUp()
+			p.emit(EventGaveUp, rec.UIDL)
 		}
-		log.Error("moved to badmail; it will be deleted from the POP3 server", "message_id", rec.MessageID, "badmail_key", key, "reason", reason)
+		log.Error("moved to badmail; it will be deleted from the POP3 server", "message_id", rec.MessageID, "badmail_key", key, "reason", d.Reason)
 	} else {
-		p.res.DeletedRejected++
+		p.emit(EventDeletedRejected, rec.UIDL)
 		log.Warn("rejected with a code the undeliverable option deletes on; it will be deleted from the POP3 server",
-			"message_id", rec.MessageID, "archive_key", rec.ArchiveKey, "reason", reason)
+			"message_id", rec.MessageID, "archive_key", rec.ArchiveKey, "reason", d.Reason)
 	}
-	rec.Disposition = disp
-	rec.DispositionReason = reason
-	rec.DispositionAt = att.at
-	rec.NextAttempt = time.Time{}
-	att.disposition = disp
-	att.reason = reason
+	rec.Disposition, rec.DispositionReason, rec.DispositionAt = d.Disposition, d.Reason, att.at
+	rec.NextAttempt, rec.NextRefetch = time.Time{}, time.Time{}
+	att.disposition, att.reason = d.Disposition, d.Reason
 	return nil
 }
 
@@ -247,8 +201,8 @@ func (p *poll) giveUpOnServer(ctx context.Context, rec *ledger.Record, att *atte
 	}
 	rec.BadmailKey, rec.GaveUp, rec.NextAttempt = key, true, time.Time{}
 	att.badmail, att.reason = true, reason
-	p.res.Badmail++
-	p.countGaveUp()
+	p.emit(EventBadmail, rec.UIDL)
+	p.emit(EventGaveUp, rec.UIDL)
 	log.Error("gave up: copied to badmail and left on the POP3 server; no more automatic attempts",
 		"message_id", rec.MessageID, "badmail_key", key, "reason", reason)
 	return nil
@@ -412,7 +366,7 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 			continue
 		}
 		rec.Notified = append(rec.Notified, string(c))
-		p.res.Notices++
+		p.emit(EventNotice, rec.UIDL)
 		sent++
 		log.Info("notice sent to the postmaster", "cause", c, "to", ns.To, "message_id", rec.MessageID)
 	}
@@ -421,7 +375,7 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 
 // scheduleNotices records what sendNotices did. For a message set aside
 // (rec.Disposition set), whose record no delivery attempt will visit
-// again, NextAttempt is when retryNotices tries the notices not accepted
+// again, NextNotice is when retryNotices tries the notices not accepted
 // yet; zero when none is due or the give-up age has passed since the
 // message was set aside. A message left on the server needs no schedule:
 // its next delivery attempt sends what is still due.
@@ -437,11 +391,11 @@ func (p *poll) scheduleNotices(ctx context.Context, rec *ledger.Record, sent, fa
 					"message_id", rec.MessageID, "to", p.c.Settings.Notify.To, "set_aside", setAside.Format(time.RFC3339),
 					"give_up_after", formatAge(giveUp), "last_error", lastErr)
 			} else {
-				next = now.Add(p.retryDelay(1, false))
+				next = now.Add(p.pace().retry)
 			}
 		}
-		if !next.Equal(rec.NextAttempt) {
-			rec.NextAttempt = next
+		if !next.Equal(rec.NextNotice) {
+			rec.NextNotice = next
 			changed = true
 		}
 	}
@@ -483,13 +437,11 @@ func (p *poll) retryNotices(ctx context.Context, recs []*ledger.Record) error {
 	}
 	now := p.c.now()
 	for _, r := range recs {
-		if _, ok := noticeOnlyRecord(r); !ok || r.NextAttempt.IsZero() || now.Before(r.NextAttempt) {
+		if _, ok := noticeOnlyRecord(r); !ok || r.NextNotice.IsZero() || now.Before(r.NextNotice) {
 			continue
 		}
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
-			if p.res.Stopped == "" {
-				p.res.Stopped = why
-			}
+			p.stop(why)
 			return nil
 		}
 		att := p.recordedAttempt(r)
@@ -511,30 +463,12 @@ func (p *poll) recordedAttempt(rec *ledger.Record) attempt {
 	}
 	for _, rc := range rec.Recipients {
 		if rc.Status == ledger.Rejected || rc.Status == ledger.Deferred {
-			att.failed = append(att.failed, failure{addr: rc.Address, err: recordedError(rc)})
+			att.failed = append(att.failed, failure{addr: rc.Address, err: relayError(rc.LastFailure())})
 		}
 	}
 	return att
 }
 
-// recordedError turns a recipient's recorded reply back into the error it
-// came from: Reply holds relay.Error's text, "smtp OP: CODE ENHANCED
-// MESSAGE". An error without a reply code can only have been local.
-func recordedError(rc ledger.Recipient) *relay.Error {
-	e := &relay.Error{Code: rc.Code, Enhanced: rc.Enhanced, Temporary: rc.Status == ledger.Deferred, Local: rc.Code == 0}
-	msg := strings.TrimPrefix(rc.Reply, "smtp ")
-	if op, rest, ok := strings.Cut(msg, ": "); ok && op != "" && !strings.ContainsAny(op, " \t") {
-		e.Op, msg = op, rest
-	}
-	if rc.Code != 0 {
-		msg = strings.TrimPrefix(msg, strconv.Itoa(rc.Code)+" ")
-	}
-	if rc.Enhanced != "" {
-		msg = strings.TrimPrefix(msg, rc.Enhanced+" ")
-	}
-	e.Message = msg
-	return e
-}
 
 // originalHeader reads the start of the archived copy: BuildDSN keeps its
 // header section.
@@ -560,9 +494,9 @@ func (p *poll) dispositionText(rec *ledger.Record) string {
 	case rec.GaveUp && rec.BadmailKey != "":
 		return "copied to badmail (" + rec.BadmailKey + ") and left on the POP3 server; no more automatic attempts"
 	case heldConfirmed(rec):
-		return "left on the POP3 server; fetched again every " + p.slowestRetry().String()
+		return "left on the POP3 server; fetched again every " + p.pace().max.String()
 	case recordedTooLarge(rec):
-		return "left on the POP3 server; retried every " + p.slowestRetry().String()
+		return "left on the POP3 server; retried every " + p.pace().max.String()
 	}
-	return "left on the POP3 server; retried every " + p.retryDelay(1, false).String()
+	return "left on the POP3 server; retried every " + p.pace().retry.String()
 }

@@ -1,7 +1,6 @@
 package boltledger
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -69,13 +68,7 @@ func reindexDeletion(tx *bolt.Tx, mailbox, uidl []byte, was, now time.Time) erro
 // for a record it has already removed.
 func retire(tx *bolt.Tx, cut time.Time, limit int, written map[string]bool) error {
 	ix, records := tx.Bucket(bucketRetire), tx.Bucket(bucketRecords)
-	top := expiryKey(cut, nil)
-	var due [][]byte
-	c := ix.Cursor()
-	for k, _ := c.First(); k != nil && len(due) < limit && bytes.Compare(k[:min(8, len(k))], top) <= 0; k, _ = c.Next() {
-		due = append(due, bytes.Clone(k))
-	}
-	for _, k := range due {
+	for _, k := range dueKeys(ix, cut, limit) {
 		if len(k) >= 8 && written[string(k[8:])] {
 			continue
 		}

@@ -18,11 +18,18 @@
 //	                        uvarint(len(id)) id fingerprint, after
 //	                        ledger.ClaimKey
 //	claims-expiry/<expires><key> -> empty, as dupes-expiry
+//	records-deleted/<deleted_at><key> -> empty; the records whose deletion
+//	                        was confirmed, by DeletedAt (8 bytes as in
+//	                        dupes-expiry), key = uvarint(len(mailbox))
+//	                        mailbox uidl
 //
-// The dupes and claims buckets were added to schema 1 without changing it:
-// Open creates them in an older file, and an older build ignores them. A
-// record's and an entry's "fingerprint" is absent in what older builds
-// wrote, and reads as "".
+// The dupes, claims and records-deleted buckets were added to schema 1
+// without changing it: Open creates them in an older file (indexing its
+// deleted records once, in the transaction that creates records-deleted),
+// and an older build ignores them. A record's and an entry's
+// "fingerprint", and a record's newer fields (next_refetch, next_notice,
+// too_large_limit, a recipient's failure), are absent in what older
+// builds wrote; every record read goes through ledger.Record.Upgrade.
 //
 // A bucket per mailbox keeps mailboxes apart without any escaping: mailbox
 // names and UIDLs are used as raw bytes, never joined with a separator, so
@@ -48,6 +55,16 @@
 //     transaction writes) per transaction, so pruning never makes one
 //     commit slow and the index stays near its live size; Accepted skips an
 //     expired entry that is still stored.
+//   - A record deleted (DeletedAt) at least Options.RecordRetention ago
+//     is retired, removed for good, by a write transaction: oldest first,
+//     at most pruneBatch plus the deletions the transaction records, and
+//     never by the transaction that wrote it, so a Put never returns nil
+//     for a record already gone. Reads do not hide a record due for
+//     retirement but not yet removed: a record Get does not return is
+//     absent, so a Put of Version 0 creates it. A record not deleted
+//     never retires. Only a current build keeps records-deleted: a record
+//     an older build deleted is kept (as before the index), one it
+//     changed is checked against its stored DeletedAt before retiring.
 //   - Each Claim is checked and written in one write transaction (shared
 //     with concurrent Puts like theirs), so of claimants racing for a key
 //     exactly one wins. PutAccepted of the record holding the claim for
@@ -109,6 +126,7 @@ var (
 	bucketExpiry  = []byte("dupes-expiry")
 	bucketClaims  = []byte("claims")
 	bucketClaimEx = []byte("claims-expiry")
+	bucketRetire  = []byte("records-deleted")
 	keySchema     = []byte("schema")
 )
 
@@ -123,8 +141,14 @@ type Options struct {
 	// Timeout is how long Open waits for another process to release the
 	// file lock; zero means DefaultTimeout, negative fails at once.
 	Timeout time.Duration
-	// Now is the clock for leases; nil means time.Now.
+	// Now is the clock for leases, for the expiry of index entries and
+	// claims, and for retiring records; nil means time.Now.
 	Now func() time.Time
+	// RecordRetention is how long after its DeletedAt a record is kept
+	// before a write transaction retires it (removes it). Zero means
+	// ledger.DefaultRecordRetention, as DynamoDB's RecordTTL; negative
+	// keeps every record for ever.
+	RecordRetention time.Duration
 }
 
 // Ledger is a bbolt-backed ledger.Ledger. It is safe for concurrent use.
@@ -132,6 +156,9 @@ type Ledger struct {
 	db   *bolt.DB
 	path string
 	now  func() time.Time
+	// retention is Options.RecordRetention with its default applied;
+	// negative: records never retire.
+	retention time.Duration
 	// session names this open of the file. bbolt holds an exclusive file
 	// lock while open, so a lease written under another session belongs to
 	// a process that has exited (or crashed): it is stale whatever its
@@ -200,7 +227,11 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
 	}
-	l = &Ledger{db: db, path: path, now: now, session: newSession()}
+	retention := opts.RecordRetention
+	if retention == 0 {
+		retention = ledger.DefaultRecordRetention
+	}
+	l = &Ledger{db: db, path: path, now: now, retention: retention, session: newSession()}
 	err = l.update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -219,7 +250,16 @@ func Open(path string, opts Options) (l *Ledger, err error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bucketRetire) != nil {
+			return nil
+		}
+		// A file from before the retirement index: index its deletions
+		// once, in the transaction that creates the index, so that no
+		// deleted record is left out of it.
+		if _, err := tx.CreateBucket(bucketRetire); err != nil {
+			return err
+		}
+		return indexDeletions(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltledger: opening %s: %w", path, err)
@@ -374,7 +414,11 @@ type pending struct {
 	uidl    []byte
 	want    int64 // the Version the caller read; 0 = must not exist
 	value   []byte
-	dups    []dupWrite // duplicate-index entries written with the record
+	deleted time.Time // the record's DeletedAt as written
+	// stored is the DeletedAt of the record the write replaces (zero: none,
+	// or not deleted), read by check.
+	stored time.Time
+	dups   []dupWrite // duplicate-index entries written with the record
 	// release is the key of the claim PutAccepted ends if this record
 	// holds it; nil for a plain Put.
 	release []byte
@@ -436,7 +480,7 @@ func prepare(recs []*ledger.Record) ([]pending, error) {
 		if err != nil {
 			return nil, fmt.Errorf("boltledger: put %s/%q: %w", r.Mailbox, r.UIDL, err)
 		}
-		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v}
+		ps[i] = pending{rec: r, mailbox: []byte(r.Mailbox), uidl: []byte(r.UIDL), want: r.Version, value: v, deleted: r.DeletedAt}
 	}
 	return ps, nil
 }
@@ -497,7 +541,8 @@ func (l *Ledger) commitGroup(group []*putReq) {
 	l.commits.Add(1)
 	err := l.update(func(tx *bolt.Tx) error {
 		records := tx.Bucket(bucketRecords)
-		dups, claims := 0, 0
+		dups, claims, deletions := 0, 0, 0
+		written := map[string]bool{} // pairKey of each record written
 		for _, r := range group {
 			if r.claim != nil {
 				if r.err = r.claim.check(tx); r.err != nil {
@@ -513,8 +558,14 @@ func (l *Ledger) commitGroup(group []*putReq) {
 			if r.err != nil {
 				continue
 			}
-			if err := write(records, r.ps); err != nil {
+			if err := write(tx, r.ps); err != nil {
 				return err
+			}
+			for _, p := range r.ps {
+				written[string(pairKey(string(p.mailbox), string(p.uidl)))] = true
+				if !p.deleted.IsZero() && !p.deleted.Equal(p.stored) {
+					deletions++
+				}
 			}
 			n, err := writeDups(tx, r.ps)
 			if err != nil {
@@ -529,7 +580,13 @@ func (l *Ledger) commitGroup(group []*putReq) {
 		if err := dupIndex.prune(tx, now, pruneBatch+dups); err != nil {
 			return err
 		}
-		return claimIndex.prune(tx, now, pruneBatch+claims)
+		if err := claimIndex.prune(tx, now, pruneBatch+claims); err != nil {
+			return err
+		}
+		if l.retention < 0 {
+			return nil
+		}
+		return retire(tx, now.Add(-l.retention), pruneBatch+deletions, written)
 	})
 	if err != nil {
 		for _, r := range group {
@@ -538,19 +595,22 @@ func (l *Ledger) commitGroup(group []*putReq) {
 	}
 }
 
-// check compares every record's stored Version with the one its writer read.
+// check compares every record's stored Version with the one its writer
+// read, and notes the stored record's DeletedAt for the retirement index.
 func check(records *bolt.Bucket, ps []pending) error {
-	for _, p := range ps {
+	for i, p := range ps {
 		var have int64
 		if b := records.Bucket(p.mailbox); b != nil {
 			if stored := b.Get(p.uidl); stored != nil {
 				var v struct {
-					Version int64 `json:"version"`
+					Version   int64     `json:"version"`
+					DeletedAt time.Time `json:"deleted_at"`
 				}
 				if err := json.Unmarshal(stored, &v); err != nil {
 					return fmt.Errorf("%w: record %s/%q: %w", ErrCorrupt, p.mailbox, p.uidl, err)
 				}
 				have = v.Version
+				ps[i].stored = v.DeletedAt
 			}
 		}
 		if have != p.want {
@@ -561,14 +621,19 @@ func check(records *bolt.Bucket, ps []pending) error {
 	return nil
 }
 
-// write stores the prepared values, creating mailbox buckets as needed.
-func write(records *bolt.Bucket, ps []pending) error {
+// write stores the prepared values, creating mailbox buckets as needed,
+// and keeps the retirement index in step.
+func write(tx *bolt.Tx, ps []pending) error {
+	records := tx.Bucket(bucketRecords)
 	for _, p := range ps {
 		b, err := records.CreateBucketIfNotExists(p.mailbox)
 		if err != nil {
 			return fmt.Errorf("mailbox %s: %w", p.mailbox, err)
 		}
 		if err := b.Put(p.uidl, p.value); err != nil {
+			return fmt.Errorf("record %s/%q: %w", p.mailbox, p.uidl, err)
+		}
+		if err := reindexDeletion(tx, p.mailbox, p.uidl, p.stored, p.deleted); err != nil {
 			return fmt.Errorf("record %s/%q: %w", p.mailbox, p.uidl, err)
 		}
 	}

@@ -34,7 +34,9 @@ func openAt(t testing.TB, path string, opts Options) *Ledger {
 func tempPath(t testing.TB) string { return filepath.Join(t.TempDir(), "ledger.db") }
 
 func TestContract(t *testing.T) {
-	ledgertest.Run(t, func(t *testing.T) ledger.Ledger { return openAt(t, tempPath(t), Options{}) })
+	// The suite's records were deleted in 2024, by the real clock long
+	// past any retention: retire_test.go tests retirement.
+	ledgertest.Run(t, func(t *testing.T) ledger.Ledger { return openAt(t, tempPath(t), Options{RecordRetention: -1}) })
 }
 
 func record(mailbox, uidl string) *ledger.Record {
@@ -499,7 +501,7 @@ func BenchmarkPut(b *testing.B) {
 			if err := check(tx.Bucket(bucketRecords), ps); err != nil {
 				return err
 			}
-			return write(tx.Bucket(bucketRecords), ps)
+			return write(tx, ps)
 		})
 	}
 	for _, bc := range []struct {

@@ -74,6 +74,18 @@ func expiryKey(expires time.Time, key []byte) []byte {
 	return append(k, key...)
 }
 
+// dueKeys returns copies of the first limit keys of b, a bucket keyed by
+// expiryKey, whose time is not after now: the oldest first.
+func dueKeys(b *bolt.Bucket, now time.Time, limit int) [][]byte {
+	cut := expiryKey(now, nil)
+	var due [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && len(due) < limit && bytes.Compare(k[:min(8, len(k))], cut) <= 0; k, _ = c.Next() {
+		due = append(due, bytes.Clone(k))
+	}
+	return due
+}
+
 // put stores value under key with its expiry key, replacing an older entry
 // and removing that one's expiry key.
 func (ix expiringIndex) put(tx *bolt.Tx, key []byte, expires time.Time, value []byte) error {
@@ -118,13 +130,7 @@ func (ix expiringIndex) removeExpiry(data, expiry *bolt.Bucket, key []byte) erro
 // the key.
 func (ix expiringIndex) prune(tx *bolt.Tx, now time.Time, limit int) error {
 	data, expiry := tx.Bucket(ix.data), tx.Bucket(ix.expiry)
-	cut := expiryKey(now, nil)
-	var stale [][]byte
-	c := expiry.Cursor()
-	for k, _ := c.First(); k != nil && len(stale) < limit && bytes.Compare(k[:min(8, len(k))], cut) <= 0; k, _ = c.Next() {
-		stale = append(stale, bytes.Clone(k))
-	}
-	for _, k := range stale {
+	for _, k := range dueKeys(expiry, now, limit) {
 		if err := expiry.Delete(k); err != nil {
 			return err
 		}

@@ -565,4 +565,3 @@ func (p *poll) deleteDelivered(ctx context.Context, dels []deletion, quitted *bo
 	p.log.Info("deleted from the POP3 server", "count", len(recs))
 	return nil
 }
-

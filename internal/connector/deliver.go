@@ -62,7 +62,7 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		// it changes (no retry delay, no give-up, no notice).
 		return err
 	}
-	att := applyReplies(rec, sent, outcomes, remote, now, p.pace())
+	att := applyReplies(rec, sent, outcomes, remote, now, p.pace(), p.routing.sizeLimit())
 	if rec.Delivered() {
 		p.emit(EventDelivered, rec.UIDL)
 		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(sent), "reply", firstReply(rec))
@@ -165,9 +165,11 @@ func (pc pace) delay(attempts int, temporary bool) time.Duration {
 
 // applyReplies records on rec the outcome of the attempt made at now to
 // the recipients sent (indexes into rec.Recipients): each one's status,
-// reply and failure, the attempt count, the error and the next attempt.
-// It is pure; it returns what failed, for the decision and the notices.
-func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remote []string, now time.Time, pc pace) attempt {
+// reply and failure, the attempt count, the error and the next attempt
+// (for a message too large, at the slowest pace, with the endpoint's SIZE
+// limit when known: 0 otherwise). It is pure; it returns what failed, for
+// the decision and the notices.
+func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remote []string, now time.Time, pc pace, limit int64) attempt {
 	att := attempt{at: now}
 	rec.Attempts++
 	rec.LastAttempt = now
@@ -200,7 +202,7 @@ func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remo
 			// SIZE rules it out until the endpoint's limit changes: try
 			// again only at the slowest pace.
 			rec.NextAttempt = now.Add(pc.max)
-			rec.TooLargeLimit = max(rec.Size, 1)
+			rec.TooLargeLimit = limit
 		}
 	}
 	return att

@@ -189,4 +189,3 @@ func (p *poll) envelopeSender(s *message.Summary) string {
 		return p.c.Settings.Postmaster
 	}
 }
-

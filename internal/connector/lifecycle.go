@@ -171,7 +171,10 @@ func Decide(s Situation) Decision {
 		return Decision{Action: ActSetAside, Disposition: ledger.DispositionBadmail,
 			Reason: fmt.Sprintf("mail loop (5.4.6): the message already carries %d Received fields from this connector, more than %d", rec.TraceHops, hops)}
 	}
-	if rec.State(s.Now) == ledger.StateWaiting {
+	// A message too large for the endpoint waits at the slowest pace,
+	// unless the endpoint now advertises a limit it fits.
+	raised := rec.TooLargeLimit > 0 && s.SizeLimit > rec.TooLargeLimit && rec.Size <= s.SizeLimit
+	if rec.State(s.Now) == ledger.StateWaiting && !raised {
 		return Decision{Action: ActWait, Reason: "next attempt at " + rec.NextAttempt.UTC().Format(time.RFC3339)}
 	}
 	switch {

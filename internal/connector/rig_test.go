@@ -7,11 +7,9 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,16 +173,11 @@ func (r *rig) connector() *connector.Connector {
 // singleRoute is one route to addr for every recipient, opened by dial.
 func singleRoute(t *testing.T, addr string, dial connector.RelayDialer) (*route.Table, connector.RouteDialer) {
 	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
+	table, dialRoute, err := connectortest.SingleRoute(addr, dial)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := strconv.Atoi(port)
-	table, err := route.New([]route.Route{{Name: "delivery", Host: host, Port: p}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return table, func(ctx context.Context, _ route.Route) (connector.Relay, error) { return dial(ctx) }
+	return table, dialRoute
 }
 
 func (r *rig) poll() connector.Result {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/popconnector/popconnector/internal/ledger"
 	"github.com/popconnector/popconnector/internal/relay"
@@ -25,6 +26,9 @@ type routing struct {
 	down    route.Down              // routes that could not be reached
 	downErr map[string]*relay.Error // why, by lower-cased route name
 	order   []string                // names in rels, for a stable close order
+	// limit is the smallest SIZE limit (RFC 1870) a connection of this
+	// poll advertised, 0 when none is known; the fetching side reads it.
+	limit atomic.Int64
 }
 
 func (c *Connector) newRouting() (*routing, error) {
@@ -53,6 +57,11 @@ func (rt *routing) relayFor(ctx context.Context, r route.Route) (Relay, error) {
 	}
 	rt.rels[key] = c
 	rt.order = append(rt.order, key)
+	if s, ok := c.(interface{ MaxSize() int64 }); ok {
+		if n := s.MaxSize(); n > 0 && (rt.limit.Load() == 0 || n < rt.limit.Load()) {
+			rt.limit.Store(n)
+		}
+	}
 	return c, nil
 }
 
@@ -79,19 +88,9 @@ func (rt *routing) closeAll() {
 	}
 }
 
-// sizeLimit is the smallest SIZE limit (RFC 1870) an open connection of
-// this poll advertised, 0 when none is known.
-func (rt *routing) sizeLimit() int64 {
-	var limit int64
-	for _, c := range rt.rels {
-		if s, ok := c.(interface{ MaxSize() int64 }); ok {
-			if n := s.MaxSize(); n > 0 && (limit == 0 || n < limit) {
-				limit = n
-			}
-		}
-	}
-	return limit
-}
+// sizeLimit is the smallest SIZE limit (RFC 1870) a connection of this
+// poll advertised, 0 when none is known. Any goroutine may call it.
+func (rt *routing) sizeLimit() int64 { return rt.limit.Load() }
 
 // remoteName is the host shown as Remote-MTA in notices.
 func remoteName(r route.Route) string { return r.Host }

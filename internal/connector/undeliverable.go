@@ -469,7 +469,6 @@ func (p *poll) recordedAttempt(rec *ledger.Record) attempt {
 	return att
 }
 
-
 // originalHeader reads the start of the archived copy: BuildDSN keeps its
 // header section.
 func (p *poll) originalHeader(ctx context.Context, rec *ledger.Record) ([]byte, error) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/lambdafn"
 )
 
@@ -225,36 +225,28 @@ func TestHandler(t *testing.T) {
 	// injected after a durable step; the retry's ledger clock is 3 minutes
 	// on, past the dead invocation's lease, as a real retry would be.
 	for _, tc := range []struct {
-		step   connector.Step
+		at     connectortest.Point
 		nth    int // crash at the nth time the step is reached
 		minDup int // unrecorded replies the crash must cause at least
 	}{
-		{connector.StepArchiveRecorded, 2, 0},
-		{connector.StepDeliveryRecorded, 1, 0},
-		{connector.StepDeleSent, 1, 0},
-		{connector.StepRelayed, 2, 1}, // 250 received, not yet recorded: the accepted duplicate window
+		{connectortest.AfterArchiveRecorded, 2, 0},
+		{connectortest.AfterDeliveryRecorded, 1, 0},
+		{connectortest.BeforeDeletionRecorded, 1, 0}, // deleted on the server, not yet recorded
+		{connectortest.BeforeDeliveryRecorded, 2, 1}, // 250 received, never recorded: the accepted duplicate window
 	} {
-		t.Run(fmt.Sprintf("a retry after a crash after %s delivers each message once", tc.step), func(t *testing.T) {
+		t.Run(fmt.Sprintf("a retry after a crash at %s delivers each message once", tc.at), func(t *testing.T) {
 			r := newRig(t, srv, rigOptions{})
 			const n = 3
 			for i := 0; i < n; i++ {
-				r.dove.Deliver(t, "sales", message(i, "retry "+string(tc.step)))
+				r.dove.Deliver(t, "sales", message(i, "retry "+string(tc.at)))
 			}
-			var seen int
-			crash := connector.Hooks{After: func(step connector.Step, mailbox, uid string) error {
-				if step == tc.step {
-					if seen++; seen == tc.nth {
-						return connector.ErrCrash
-					}
-				}
-				return nil
-			}}
-			sum, err := invoke(t, r.newFunctionWith(fnOptions{hooks: crash}), retrieveNow, "req-crashing", time.Minute)
+			crash := connectortest.NewCrash(connectortest.Trigger{At: tc.at, Nth: tc.nth})
+			sum, err := invoke(t, r.newFunctionWith(fnOptions{crash: crash}), retrieveNow, "req-crashing", time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
 			crashed := r.mailbox(sum, "sales")
-			if !strings.Contains(crashed.Error, "crash injected") {
+			if !crash.Crashed() || !strings.Contains(crashed.Error, "the process crashed") {
 				t.Fatalf("the crash did not happen: %+v", crashed)
 			}
 			// Fetching and delivering overlap, so a crash on the fetching

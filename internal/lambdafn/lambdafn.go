@@ -99,9 +99,6 @@ type Options struct {
 	Stdout io.Writer
 	// Now is the clock for metrics timestamps; default time.Now.
 	Now func() time.Time
-	// Hooks is passed to the connector: tests use it to stop an
-	// invocation after a durable step, as a Lambda timeout or crash would.
-	Hooks connector.Hooks
 }
 
 // Function handles invocations. It is safe for concurrent use (Lambda's
@@ -221,7 +218,6 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 	c := *a.Connector
 	c.Logger = logger
 	c.Settings.LeaseOwner = leaseOwner(reqID)
-	c.Hooks = f.opts.Hooks
 
 	pctx, cancel := f.pollContext(ctx)
 	defer cancel()

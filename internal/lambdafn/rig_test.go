@@ -21,7 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	s3archive "github.com/popconnector/popconnector/internal/archive/s3"
-	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/lambdafn"
 	"github.com/popconnector/popconnector/internal/ledger"
 	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
@@ -145,8 +145,8 @@ func (r *rig) newFunction(source string, reserve time.Duration) *fn {
 type fnOptions struct {
 	source    string
 	reserve   time.Duration
-	hooks     connector.Hooks
-	ledgerNow func() time.Time // the ledger's clock (lease expiry); nil = time.Now
+	crash     *connectortest.Crash // wraps the stores: the invocation dies at its trigger
+	ledgerNow func() time.Time     // the ledger's clock (lease expiry); nil = time.Now
 }
 
 func (r *rig) newFunctionWith(o fnOptions) *fn {
@@ -162,6 +162,9 @@ func (r *rig) newFunctionWith(o fnOptions) *fn {
 	if o.ledgerNow != nil {
 		stores.Ledger = dynamoledger.New(r.dynamo(), dynamoledger.Options{Table: r.table, Now: o.ledgerNow})
 	}
+	if o.crash != nil {
+		stores.Archive, stores.Ledger = o.crash.Archive(stores.Archive), o.crash.Ledger(stores.Ledger)
+	}
 	out := &syncBuffer{}
 	ssmc := r.srv.aws.ssmClient()
 	f, err := lambdafn.New(lambdafn.Options{
@@ -172,7 +175,6 @@ func (r *rig) newFunctionWith(o fnOptions) *fn {
 		SSM:            ssmc,
 		Reserve:        o.reserve,
 		Stdout:         out,
-		Hooks:          o.hooks,
 	})
 	if err != nil {
 		r.t.Fatal(err)

@@ -251,7 +251,7 @@ func TestErrorKind(t *testing.T) {
 		{"server hung up", fmt.Errorf("pop3: RETR: %w", io.ErrUnexpectedEOF), KindConnect},
 		{"poll deadline", fmt.Errorf("mailbox sales: %w", context.DeadlineExceeded), KindOther},
 		{"protocol", fmt.Errorf("x: %w", pop3.ErrProtocol), KindOther},
-		{"crash", connector.ErrCrash, KindOther},
+		{"an unknown error", errors.New("connectortest: the process crashed"), KindOther},
 		{"unknown", errors.New("something else"), KindOther},
 	}
 	for _, tt := range tests {

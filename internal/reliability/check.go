@@ -240,7 +240,12 @@ func Check(ctx context.Context, o Observation) Tally {
 			// Set aside, its deletion not confirmed yet: the next poll
 			// deletes it whatever happens to delivery.
 			t.Waiting++
-		case onServer && own && rec.LastError != "" && !rec.NextAttempt.IsZero():
+		case onServer && own && rec.LastError != "" && (!rec.NextAttempt.IsZero() || !rec.NextRefetch.IsZero()):
+			// Waiting for its next attempt, or (held) its next fetch.
+			t.Waiting++
+		case onServer && own && rec.GaveUp:
+			// Given up and kept on the server (undeliverable "leave"):
+			// no more attempts, the server's copy and a badmail copy stay.
 			t.Waiting++
 		case onServer && heldFor(recsByUIDL[m.UIDL], m.Size):
 			// Held: what the server sent did not match its LIST size, so
@@ -534,7 +539,7 @@ func serverUIDL(r *ledger.Record) string {
 // the given served size is held for a size mismatch, with a next fetch.
 func heldFor(recs []*ledger.Record, size int64) bool {
 	for _, r := range recs {
-		if r.Held != "" && !r.NextAttempt.IsZero() && r.ListSize == size {
+		if r.Held != "" && !r.NextRefetch.IsZero() && r.ListSize == size {
 			return true
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/popconnector/popconnector/internal/app"
 	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
 	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/ledger"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/pop3/pop3test"
@@ -270,15 +271,19 @@ func (r *Rig) Connector(owner string) *connector.Connector {
 	if owner != "" {
 		s.LeaseOwner = owner
 	}
+	// One route to the rig's SMTP server, whose address may change
+	// between polls: the dialer reads it at each connection.
+	routes, dial, err := connectortest.SingleRoute("127.0.0.1:25", func(ctx context.Context) (connector.Relay, error) {
+		if r.FreshRelay {
+			return freshRelay{r.dialRelay}, nil
+		}
+		return r.dialRelay(ctx)
+	})
+	if err != nil {
+		panic(err) // a constant address
+	}
 	return &connector.Connector{
-		Archive: r.Archive,
-		Ledger:  r.Ledger,
-		DialRelay: func(ctx context.Context) (connector.Relay, error) {
-			if r.FreshRelay {
-				return freshRelay{r.dialRelay}, nil
-			}
-			return r.dialRelay(ctx)
-		},
+		Archive: r.Archive, Ledger: r.Ledger, Routes: routes, DialRoute: dial,
 		Settings: s,
 		Logger:   r.Logger,
 		Now:      r.Clock.Now,

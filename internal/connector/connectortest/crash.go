@@ -41,6 +41,14 @@ const (
 	AfterDele Point = "dele"
 	// AfterQuit: Quit returned +OK; the server has deleted what was marked.
 	AfterQuit Point = "quit"
+	// BeforeDeliveryRecorded: a ledger write (Put or PutAccepted) is about
+	// to store a recipient as accepted: the process dies before it, so the
+	// SMTP server's 250 is never recorded (the reply window). Unlike the
+	// After points, the step does not happen.
+	BeforeDeliveryRecorded Point = "before-delivery-recorded"
+	// BeforeDeletionRecorded: a ledger write is about to record a deletion
+	// the server confirmed (QUIT +OK): the process dies before it.
+	BeforeDeletionRecorded Point = "before-deletion-recorded"
 	// Killed is the Point of a crash that Kill fired.
 	Killed Point = "killed"
 )
@@ -397,6 +405,9 @@ func (w *crashLedger) Put(ctx context.Context, recs ...*ledger.Record) error {
 		return dead("ledger put")
 	}
 	prev := w.stored(ctx, recs)
+	if fired := w.c.record(beforeEvents(prev, recs)...); fired != nil {
+		return crashed(fired, nil)
+	}
 	err := w.l.Put(ctx, recs...)
 	var fired *Event
 	if err == nil {
@@ -411,6 +422,9 @@ func (w *crashLedger) PutAccepted(ctx context.Context, rec *ledger.Record, accep
 		return dead("ledger put")
 	}
 	prev := w.stored(ctx, []*ledger.Record{rec})
+	if fired := w.c.record(beforeEvents(prev, []*ledger.Record{rec})...); fired != nil {
+		return crashed(fired, nil)
+	}
 	err := w.l.PutAccepted(ctx, rec, accepted)
 	var fired *Event
 	if err == nil || errors.Is(err, ledger.ErrIndexNotWritten) { // the record was written either way
@@ -460,6 +474,28 @@ func writeEvents(prev map[recID]*ledger.Record, recs []*ledger.Record) []Event {
 		}
 		if newlyAccepted(p, r) {
 			ev.Point = AfterDeliveryRecorded
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// beforeEvents are the steps a write of recs over prev is about to take
+// that a crash can forestall.
+func beforeEvents(prev map[recID]*ledger.Record, recs []*ledger.Record) []Event {
+	var evs []Event
+	for _, r := range recs {
+		if r == nil {
+			continue
+		}
+		p := prev[recID{r.Mailbox, r.UIDL}]
+		ev := Event{Mailbox: r.Mailbox, UIDL: r.UIDL, Key: r.ArchiveKey}
+		if newlyAccepted(p, r) {
+			ev.Point = BeforeDeliveryRecorded
+			evs = append(evs, ev)
+		}
+		if r.Deleted() && (p == nil || !p.Deleted()) {
+			ev.Point = BeforeDeletionRecorded
 			evs = append(evs, ev)
 		}
 	}

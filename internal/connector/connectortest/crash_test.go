@@ -181,7 +181,9 @@ func (w *world) state(t *testing.T) state {
 }
 
 // A crash after each step: the step that fired it happened, its caller
-// got ErrCrash, the sockets are closed, and nothing after it happens.
+// got ErrCrash (a ledger write its own result, the next call ErrCrash),
+// the sockets are closed, and nothing after it happens. A crash before a
+// record leaves the record unwritten.
 func TestCrashAfterEachPoint(t *testing.T) {
 	both := []string{"u1", "u2"}
 	tests := []struct {
@@ -191,12 +193,15 @@ func TestCrashAfterEachPoint(t *testing.T) {
 	}{
 		{connectortest.Trigger{At: connectortest.AfterArchived, UIDL: "u2"}, "commit u2",
 			state{onServer: both, relayed: 1, archived: 2, archRec: []string{"u1"}, delivered: []string{"u1"}, index: 1}},
-		{connectortest.Trigger{At: connectortest.AfterArchiveRecorded, Nth: 2}, "record archive u2",
+		{connectortest.Trigger{At: connectortest.AfterArchiveRecorded, Nth: 2}, "open u2",
 			state{onServer: both, relayed: 1, archived: 2, archRec: both, delivered: []string{"u1"}, index: 1}},
 		{connectortest.Trigger{At: connectortest.AfterRelayReply, UIDL: "u1"}, "send u1",
 			state{onServer: both, relayed: 1, archived: 1, archRec: []string{"u1"}}},
-		{connectortest.Trigger{At: connectortest.AfterDeliveryRecorded, Mailbox: box, UIDL: "u2"}, "record delivery u2",
+		{connectortest.Trigger{At: connectortest.AfterDeliveryRecorded, Mailbox: box, UIDL: "u2"}, "dele",
 			state{onServer: both, relayed: 2, archived: 2, archRec: both, delivered: both, index: 2}},
+		// The 250 of u2 came, but the process died before recording it.
+		{connectortest.Trigger{At: connectortest.BeforeDeliveryRecorded, Mailbox: box, UIDL: "u2"}, "record delivery u2",
+			state{onServer: both, relayed: 2, archived: 2, archRec: both, delivered: []string{"u1"}, index: 1}},
 		// DELE answered, then the process died: no QUIT, so no deletion.
 		{connectortest.Trigger{At: connectortest.AfterDele}, "dele",
 			state{onServer: both, relayed: 2, archived: 2, archRec: both, delivered: both, index: 2}},
@@ -308,15 +313,18 @@ func TestCrashEvents(t *testing.T) {
 		{Point: connectortest.AfterArchived, Mailbox: box, UIDL: "u1", Key: k1},
 		{Point: connectortest.AfterArchiveRecorded, Mailbox: box, UIDL: "u1", Key: k1},
 		{Point: connectortest.AfterRelayReply, Mailbox: box, UIDL: "u1", Key: k1},
+		{Point: connectortest.BeforeDeliveryRecorded, Mailbox: box, UIDL: "u1", Key: k1},
 		{Point: connectortest.AfterDeliveryRecorded, Mailbox: box, UIDL: "u1", Key: k1},
 		{Point: connectortest.AfterArchived, Mailbox: box, UIDL: "u2", Key: k2},
 		{Point: connectortest.AfterArchiveRecorded, Mailbox: box, UIDL: "u2", Key: k2},
 		{Point: connectortest.AfterRelayReply, Mailbox: box, UIDL: "u2", Key: k2},
+		{Point: connectortest.BeforeDeliveryRecorded, Mailbox: box, UIDL: "u2", Key: k2},
 		{Point: connectortest.AfterDeliveryRecorded, Mailbox: box, UIDL: "u2", Key: k2},
 		{Point: connectortest.AfterDele, Mailbox: box, UIDL: "u1"},
 		{Point: connectortest.AfterDele, Mailbox: box, UIDL: "u2"},
 		{Point: connectortest.AfterQuit, Mailbox: box},
-		// The deletion marks record nothing new: no event.
+		{Point: connectortest.BeforeDeletionRecorded, Mailbox: box, UIDL: "u1", Key: k1},
+		{Point: connectortest.BeforeDeletionRecorded, Mailbox: box, UIDL: "u2", Key: k2},
 	}
 	if got := w.crash.Events(); !slices.Equal(got, want) {
 		t.Fatalf("events:\n%v\nwant\n%v", got, want)
@@ -450,16 +458,21 @@ func TestCrashLedgerEventsAreNew(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.edit()
-		err := w.l.Put(bg, rec)
-		if errors.Is(err, connectortest.ErrCrash) != s.fired || !s.fired && err != nil {
-			t.Fatalf("%s: Put = %v, want crash %v", s.name, err, s.fired)
+		// The write that fires the crash returns its own result: it is
+		// durable; the process is dead for its next call.
+		if err := w.l.Put(bg, rec); err != nil || w.crash.Crashed() != s.fired {
+			t.Fatalf("%s: Put = %v, crashed %v; want no error, crashed %v", s.name, err, w.crash.Crashed(), s.fired)
 		}
+	}
+	if _, err := w.l.List(bg, box); !errors.Is(err, connectortest.ErrCrash) {
+		t.Fatalf("a read after the crash = %v, want ErrCrash", err)
 	}
 	var points []connectortest.Point
 	for _, ev := range w.crash.Events() {
 		points = append(points, ev.Point)
 	}
-	want := []connectortest.Point{connectortest.AfterArchiveRecorded, connectortest.AfterDeliveryRecorded, connectortest.AfterDeliveryRecorded}
+	want := []connectortest.Point{connectortest.BeforeDeliveryRecorded, connectortest.AfterArchiveRecorded, connectortest.AfterDeliveryRecorded,
+		connectortest.BeforeDeletionRecorded, connectortest.BeforeDeliveryRecorded, connectortest.AfterDeliveryRecorded}
 	if !slices.Equal(points, want) {
 		t.Fatalf("events %v, want %v", points, want)
 	}

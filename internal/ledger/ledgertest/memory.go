@@ -416,5 +416,6 @@ func decodeRecord(b []byte) (*ledger.Record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("ledgertest: stored record unreadable: %w", err)
 	}
+	r.Upgrade() // as every store reads what older builds wrote
 	return &r, nil
 }

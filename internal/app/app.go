@@ -172,7 +172,7 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 	}
 	opts := pop3.Options{
 		Addr:               m.Server,
-		TLS:                pop3.TLSMode(m.TLS),
+		TLS:                m.TLS,
 		TLSConfig:          tlsConf,
 		ServerName:         m.ServerName,
 		AllowPlaintextAuth: m.AllowPlaintextLogin,
@@ -391,7 +391,7 @@ func RelayOptions(d config.Delivery) (relay.Options, error) {
 	}
 	o := relay.Options{
 		Addr:       d.Addr(),
-		TLS:        relay.TLSMode(d.TLS),
+		TLS:        d.TLS,
 		TLSConfig:  tlsConf,
 		ServerName: d.ServerName,
 		HeloDomain: d.HELODomain,

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // Config is the whole configuration. Field comments give the YAML key.
@@ -110,22 +112,6 @@ func (r Retry) Backoff(failures int) time.Duration {
 	return d
 }
 
-// TLSMode says how a connection is protected.
-type TLSMode string
-
-const (
-	// TLSImplicit starts TLS before the protocol (POP3S 995, SMTPS 465).
-	TLSImplicit TLSMode = "implicit"
-	// TLSStartTLS upgrades with STLS/STARTTLS and fails if the server
-	// does not offer it.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSOpportunistic uses STARTTLS when offered and plaintext otherwise
-	// (delivery only).
-	TLSOpportunistic TLSMode = "opportunistic"
-	// TLSNone never encrypts.
-	TLSNone TLSMode = "none"
-)
-
 // Delivery is the Exchange receive connector messages are relayed to. Key:
 // delivery.
 type Delivery struct {
@@ -134,8 +120,8 @@ type Delivery struct {
 	Host string
 	// Port defaults to 25. Key: port.
 	Port int
-	// TLS defaults to starttls. Key: tls.
-	TLS TLSMode
+	// TLS defaults to starttls; any of tlsmode's modes. Key: tls.
+	TLS tlsmode.Mode
 	// VerifyCertificate defaults to true. Key: verify_certificate.
 	VerifyCertificate bool
 	// CAFile is an extra PEM bundle trusted besides the system roots.
@@ -380,8 +366,9 @@ type Mailbox struct {
 	// Server is host:port. A port omitted in the file is filled in: 995
 	// for implicit TLS, 110 otherwise. Key: server.
 	Server string
-	// TLS defaults to implicit; starttls and none are the alternatives.
-	TLS TLSMode
+	// TLS defaults to implicit; starttls and none are the alternatives
+	// (opportunistic is for delivery only). Key: tls.
+	TLS tlsmode.Mode
 	// AllowPlaintextLogin must be true when TLS is none, acknowledging the
 	// password crosses the network unencrypted. Key: allow_plaintext_login.
 	AllowPlaintextLogin bool
@@ -765,7 +752,7 @@ func (f *fileConfig) toConfig() *Config {
 		}
 	}
 	for _, m := range f.Mailboxes {
-		tls := TLSMode(orStr(m.TLS, string(TLSImplicit)))
+		tls := tlsmode.Mode(orStr(m.TLS, string(tlsmode.Implicit)))
 		c.Mailboxes = append(c.Mailboxes, Mailbox{
 			ID:                  m.ID,
 			Server:              withDefaultPort(m.Server, tls),
@@ -800,7 +787,7 @@ func (d fileDelivery) toDelivery() Delivery {
 	out := Delivery{
 		Host:              d.Host,
 		Port:              orInt(d.Port, defaultDeliveryPort),
-		TLS:               TLSMode(orStr(d.TLS, string(TLSStartTLS))),
+		TLS:               tlsmode.Mode(orStr(d.TLS, string(tlsmode.StartTLS))),
 		VerifyCertificate: orBool(d.VerifyCertificate, true),
 		CAFile:            d.CAFile,
 		ServerName:        d.ServerName,
@@ -849,13 +836,13 @@ func orSize(p *Size, def Size) Size {
 // withDefaultPort appends the POP3 port for tls when server has none:
 // "pop.isp.example" and "[2001:db8::1]" gain one, anything else is left for
 // Validate to judge.
-func withDefaultPort(server string, tls TLSMode) string {
+func withDefaultPort(server string, tls tlsmode.Mode) string {
 	s := strings.TrimSpace(server)
 	if s == "" {
 		return server
 	}
 	port := "110"
-	if tls == TLSImplicit {
+	if tls == tlsmode.Implicit {
 		port = "995"
 	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && strings.Count(s, "[") == 1 {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 type wantErr struct {
@@ -66,11 +68,11 @@ func TestParseErrorFixtures(t *testing.T) {
 			{"mailboxes", 4, "at least one mailbox is required"},
 		}},
 		{"err_enums.yaml", []wantErr{
-			{"delivery.tls", 4, `got "ssl"`},
+			{"delivery.tls", 4, `must be one of starttls, opportunistic, implicit, none; got "ssl"`},
 			{"delivery.auth.mechanism", 6, "must be plain or login"},
 			{"log.level", 10, `got "verbose"`},
 			{"log.format", 11, `got "xml"`},
-			{"mailboxes[0].tls", 15, "must be one of implicit, starttls, none"},
+			{"mailboxes[0].tls", 15, `POP3 has no "opportunistic" mode`},
 			{"mailboxes[0].after_delivery", 19, "must be one of delete, keep, keep_days"},
 		}},
 		{"err_ranges.yaml", []wantErr{
@@ -223,7 +225,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 		ParallelMailboxes: 4,
 		Retry:             Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour},
 		Delivery: Delivery{
-			Host: "exchange.corp.example", Port: 25, TLS: TLSStartTLS,
+			Host: "exchange.corp.example", Port: 25, TLS: tlsmode.StartTLS,
 			VerifyCertificate: true, Timeout: 60 * time.Second,
 		},
 		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true, TooLarge: true},
@@ -235,7 +237,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 		Mailboxes: []Mailbox{{
 			ID:                 "sales",
 			Server:             "pop.isp.example:995",
-			TLS:                TLSImplicit,
+			TLS:                tlsmode.Implicit,
 			VerifyCertificate:  true,
 			Username:           "sales@isp.example",
 			AuthMechanism:      MailboxAuthAuto,
@@ -270,7 +272,7 @@ func TestParseValidFull(t *testing.T) {
 		ParallelMailboxes: 64,
 		Retry:             Retry{Interval: time.Minute, MaxInterval: 24 * time.Hour, GiveUpAfter: 36 * time.Hour},
 		Delivery: Delivery{
-			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: TLSImplicit,
+			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: tlsmode.Implicit,
 			VerifyCertificate: false, CAFile: "testdata/ca.pem",
 			ServerName: "exchange.corp.example", HELODomain: "popconn.corp.example",
 			Timeout: 10 * time.Minute,
@@ -285,7 +287,7 @@ func TestParseValidFull(t *testing.T) {
 		Mailboxes: []Mailbox{{
 			ID:                  "lab",
 			Server:              "[2001:db8::110]:110",
-			TLS:                 TLSNone,
+			TLS:                 tlsmode.None,
 			AllowPlaintextLogin: true,
 			VerifyCertificate:   true,
 			Username:            "lab",
@@ -304,7 +306,7 @@ func TestParseValidFull(t *testing.T) {
 			// Merged from the first entry with "<<: *base".
 			ID:                 "lab.2",
 			Server:             "192.0.2.110:1110",
-			TLS:                TLSStartTLS,
+			TLS:                tlsmode.StartTLS,
 			VerifyCertificate:  true,
 			CAFile:             "testdata/ca.pem",
 			ServerName:         "pop.lab.example",
@@ -403,14 +405,14 @@ func TestWarnings(t *testing.T) {
 		want   []string // substrings, one per warning, in order
 	}{
 		{"starttls on 465", func(c *Config) { c.Delivery.Port = 465 }, []string{"delivery.tls: port 465 normally expects tls: implicit, not starttls"}},
-		{"none on 465", func(c *Config) { c.Delivery.Port = 465; c.Delivery.TLS = TLSNone }, []string{
+		{"none on 465", func(c *Config) { c.Delivery.Port = 465; c.Delivery.TLS = tlsmode.None }, []string{
 			"delivery.tls: port 465 normally expects tls: implicit; tls: none will not connect there",
 			"delivery.tls: mail is relayed to Exchange unencrypted",
 		}},
-		{"implicit on 587", func(c *Config) { c.Delivery.Port = 587; c.Delivery.TLS = TLSImplicit }, []string{"tls: implicit on port 587 is unusual"}},
+		{"implicit on 587", func(c *Config) { c.Delivery.Port = 587; c.Delivery.TLS = tlsmode.Implicit }, []string{"tls: implicit on port 587 is unusual"}},
 		{"no verification", func(c *Config) { c.Mailboxes[0].VerifyCertificate = false }, []string{"mailboxes[0].verify_certificate: certificate checks are off"}},
 		{"auth over opportunistic", func(c *Config) {
-			c.Delivery.TLS = TLSOpportunistic
+			c.Delivery.TLS = tlsmode.Opportunistic
 			c.Delivery.Auth = &Auth{Mechanism: AuthPlain, Username: "relay", Password: SecretRef("env:X")}
 		}, []string{"delivery.auth: tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS"}},
 		{"pop3 implicit on 110", func(c *Config) { c.Mailboxes[0].Server = "pop.isp.example:110" }, []string{"mailboxes[0].tls: port 110 normally uses starttls or none"}},

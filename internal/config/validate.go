@@ -21,6 +21,7 @@ import (
 	"github.com/popconnector/popconnector/internal/notify"
 	"github.com/popconnector/popconnector/internal/recipients"
 	"github.com/popconnector/popconnector/internal/route"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // FieldError is one problem with the configuration.
@@ -256,22 +257,23 @@ func (v *validator) delivery(p string, d *Delivery) {
 	if d.Port < 1 || d.Port > 65535 {
 		v.fail(p+".port", "must be between 1 and 65535, got %d", d.Port)
 	}
+	if err := tlsmode.SMTP.Check(d.TLS); err != nil {
+		v.fail(p+".tls", "%v", err)
+	}
 	switch d.TLS {
-	case TLSStartTLS, TLSOpportunistic:
+	case tlsmode.StartTLS, tlsmode.Opportunistic:
 		if d.Port == 465 {
 			v.warn(p+".tls", "port 465 normally expects tls: implicit, not %s", d.TLS)
 		}
-	case TLSImplicit:
+	case tlsmode.Implicit:
 		if d.Port == 25 || d.Port == 587 {
 			v.warn(p+".tls", "tls: implicit on port %d is unusual; that port normally uses starttls", d.Port)
 		}
-	case TLSNone:
+	case tlsmode.None:
 		if d.Port == 465 {
 			v.warn(p+".tls", "port 465 normally expects tls: implicit; tls: none will not connect there")
 		}
 		v.warn(p+".tls", "mail is relayed to Exchange unencrypted")
-	default:
-		v.fail(p+".tls", "must be one of starttls, opportunistic, implicit, none; got %q", d.TLS)
 	}
 	v.tlsFiles(p, d.TLS, d.VerifyCertificate, d.CAFile, d.ServerName)
 	if d.HELODomain != "" && !validHELO(d.HELODomain) {
@@ -289,9 +291,9 @@ func (v *validator) delivery(p string, d *Delivery) {
 		}
 		v.credentials(p+".auth", "mechanism", string(a.Mechanism), a.Mechanism.IsOAuth(), a.Password, a.OAuth)
 		switch d.TLS {
-		case TLSNone:
+		case tlsmode.None:
 			v.warn(p+".auth", "tls: none sends the SMTP password unencrypted")
-		case TLSOpportunistic:
+		case tlsmode.Opportunistic:
 			v.warn(p+".auth", "tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS; use starttls")
 		}
 	}
@@ -321,16 +323,19 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 	if msg != "" {
 		v.fail(p+".server", "%s", msg)
 	}
+	if err := tlsmode.POP3.Check(m.TLS); err != nil {
+		v.fail(p+".tls", "%v", err)
+	}
 	switch m.TLS {
-	case TLSImplicit:
+	case tlsmode.Implicit:
 		if port == 110 {
 			v.warn(p+".tls", "port 110 normally uses starttls or none; implicit TLS is usually on 995")
 		}
-	case TLSStartTLS:
+	case tlsmode.StartTLS:
 		if port == 995 {
 			v.warn(p+".tls", "port 995 normally uses tls: implicit")
 		}
-	case TLSNone:
+	case tlsmode.None:
 		if port == 995 {
 			v.warn(p+".tls", "port 995 normally uses tls: implicit; tls: none will not connect there")
 		}
@@ -338,10 +343,8 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 			v.fail(p+".allow_plaintext_login", "tls: none sends the POP3 password and all mail unencrypted; "+
 				"set allow_plaintext_login: true to accept that (only on a network you trust), or use tls: implicit or starttls")
 		}
-	default:
-		v.fail(p+".tls", "must be one of implicit, starttls, none; got %q", m.TLS)
 	}
-	if m.AllowPlaintextLogin && m.TLS != TLSNone {
+	if m.AllowPlaintextLogin && m.TLS != tlsmode.None {
 		v.warn(p+".allow_plaintext_login", "has no effect unless tls is none")
 	}
 	v.tlsFiles(p, m.TLS, m.VerifyCertificate, m.CAFile, m.ServerName)
@@ -518,7 +521,7 @@ func (v *validator) oauth(p string, o *OAuth) {
 }
 
 // tlsFiles checks the settings shared by both TLS clients.
-func (v *validator) tlsFiles(p string, mode TLSMode, verify bool, caFile, serverName string) {
+func (v *validator) tlsFiles(p string, mode tlsmode.Mode, verify bool, caFile, serverName string) {
 	if caFile != "" {
 		if msg := checkCAFile(caFile); msg != "" {
 			v.fail(p+".ca_file", "%s", msg)
@@ -527,7 +530,7 @@ func (v *validator) tlsFiles(p string, mode TLSMode, verify bool, caFile, server
 	if serverName != "" && !validHostname(serverName) && net.ParseIP(serverName) == nil {
 		v.fail(p+".server_name", "must be a host name or IP address, got %q", serverName)
 	}
-	if mode == TLSNone {
+	if mode == tlsmode.None {
 		if caFile != "" || serverName != "" {
 			v.warn(p, "ca_file and server_name are ignored with tls: none")
 		}

@@ -21,24 +21,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
-)
-
-// TLSMode is the TLS policy of a connection.
-type TLSMode string
-
-const (
-	// TLSStartTLS requires STARTTLS (RFC 3207): if the server does not offer
-	// it, or the upgrade fails, the connection is refused. Never downgrades.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSOpportunistic uses STARTTLS when offered and continues in plaintext
-	// when it is not offered or the server refuses the command. A failed
-	// handshake (for example a certificate that does not verify) is still an
-	// error: the connection is not retried in plaintext.
-	TLSOpportunistic TLSMode = "opportunistic"
-	// TLSImplicit speaks TLS from the first byte (RFC 8314 §3.3, port 465).
-	TLSImplicit TLSMode = "implicit"
-	// TLSNone never uses TLS, even when offered.
-	TLSNone TLSMode = "none"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // DefaultTimeout applies when Options.Timeout is zero.
@@ -50,8 +33,19 @@ type Options struct {
 	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. Without
 	// a port, 25 is used.
 	Addr string
-	// TLS is the policy; "" means TLSStartTLS.
-	TLS TLSMode
+	// TLS is the policy. Required: Dial refuses "" and unknown values.
+	//   - tlsmode.StartTLS requires STARTTLS (RFC 3207): if the server does
+	//     not offer it, or the upgrade fails, the connection is refused.
+	//     Never downgrades.
+	//   - tlsmode.Opportunistic uses STARTTLS when offered and continues in
+	//     plaintext when it is not offered or the server refuses the
+	//     command. A failed handshake (for example a certificate that does
+	//     not verify) is still an error: the connection is not retried in
+	//     plaintext.
+	//   - tlsmode.Implicit speaks TLS from the first byte (RFC 8314 §3.3,
+	//     port 465).
+	//   - tlsmode.None never uses TLS, even when offered.
+	TLS tlsmode.Mode
 	// TLSConfig is the base TLS configuration (RootCAs and so on). It is
 	// cloned, never modified. Certificates are verified unless it sets
 	// InsecureSkipVerify. Nil means the system roots.
@@ -143,13 +137,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	if opts.TLS == "" {
-		opts.TLS = TLSStartTLS
-	}
-	switch opts.TLS {
-	case TLSStartTLS, TLSOpportunistic, TLSImplicit, TLSNone:
-	default:
-		return nil, &Error{Op: "connect", Message: fmt.Sprintf("unknown TLS mode %q (want starttls, opportunistic, implicit or none)", opts.TLS), Local: true}
+	if err := tlsmode.SMTP.Check(opts.TLS); err != nil {
+		return nil, &Error{Op: "connect", Message: "Options.TLS: " + err.Error(), Local: true, Err: err}
 	}
 	if opts.HeloDomain == "" {
 		opts.HeloDomain = localName()
@@ -188,7 +177,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
 	cfg := c.tlsConfig(host)
 	conn := raw
-	if c.opts.TLS == TLSImplicit {
+	if c.opts.TLS == tlsmode.Implicit {
 		tc, err := c.handshake(ctx, raw, cfg)
 		if err != nil {
 			return err
@@ -203,9 +192,9 @@ func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
 		return err
 	}
 
-	if c.opts.TLS == TLSStartTLS || c.opts.TLS == TLSOpportunistic {
+	if c.opts.TLS == tlsmode.StartTLS || c.opts.TLS == tlsmode.Opportunistic {
 		if _, offered := c.ext["STARTTLS"]; !offered {
-			if c.opts.TLS == TLSStartTLS {
+			if c.opts.TLS == tlsmode.StartTLS {
 				return &Error{Op: "tls", Message: "server does not offer STARTTLS and the TLS policy requires it; nothing was sent", Temporary: true, Local: true}
 			}
 			c.tr.note("STARTTLS not offered; continuing without TLS (opportunistic)")
@@ -273,7 +262,7 @@ func (c *Client) startTLS(ctx context.Context, raw net.Conn, cfg *tls.Config) (u
 	if err != nil {
 		e := classify("tls", err)
 		var te *textproto.Error
-		if c.opts.TLS == TLSOpportunistic && errors.As(err, &te) && code != 421 {
+		if c.opts.TLS == tlsmode.Opportunistic && errors.As(err, &te) && code != 421 {
 			// The state is as before STARTTLS (RFC 3207 §4): carry on in
 			// plaintext with the session go-smtp already holds.
 			c.tr.note("STARTTLS refused; continuing without TLS (opportunistic)", slog.Int("code", code), slog.String("reply", c.secrets.scrub(msg)))

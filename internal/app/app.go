@@ -175,7 +175,7 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 		TLS:                m.TLS,
 		TLSConfig:          tlsConf,
 		ServerName:         m.ServerName,
-		AllowPlaintextAuth: m.AllowPlaintextLogin,
+		AllowPlaintextAuth: m.AllowPlaintextAuth,
 		Timeout:            m.Timeout,
 	}
 	dial, err := popDialer(m, opts, secrets, logs)

@@ -369,9 +369,11 @@ type Mailbox struct {
 	// TLS defaults to implicit; starttls and none are the alternatives
 	// (opportunistic is for delivery only). Key: tls.
 	TLS tlsmode.Mode
-	// AllowPlaintextLogin must be true when TLS is none, acknowledging the
-	// password crosses the network unencrypted. Key: allow_plaintext_login.
-	AllowPlaintextLogin bool
+	// AllowPlaintextAuth must be true when TLS is none, acknowledging the
+	// password crosses the network unencrypted; pop3.Options and
+	// relay.Options use the same name. Key: allow_plaintext_login (the
+	// YAML keeps its spelling).
+	AllowPlaintextAuth bool
 	// VerifyCertificate defaults to true. Key: verify_certificate.
 	VerifyCertificate bool
 	CAFile            string
@@ -643,30 +645,30 @@ type fileLog struct {
 }
 
 type fileMailbox struct {
-	ID                  string            `yaml:"id"`
-	Server              string            `yaml:"server"`
-	TLS                 string            `yaml:"tls"`
-	AllowPlaintextLogin bool              `yaml:"allow_plaintext_login"`
-	VerifyCertificate   *bool             `yaml:"verify_certificate"`
-	CAFile              string            `yaml:"ca_file"`
-	ServerName          string            `yaml:"server_name"`
-	Username            string            `yaml:"username"`
-	AuthMechanism       string            `yaml:"auth_mechanism"`
-	Password            Secret            `yaml:"password"`
-	OAuth               *fileOAuth        `yaml:"oauth"`
-	DeliverTo           addrList          `yaml:"deliver_to"`
-	AfterDelivery       string            `yaml:"after_delivery"`
-	KeepDays            intValue          `yaml:"keep_days"`
-	MaxMessagesPerPoll  *intValue         `yaml:"max_messages_per_poll"`
-	MaxBytesPerPoll     *Size             `yaml:"max_bytes_per_poll"`
-	PollTimeout         *Duration         `yaml:"poll_timeout"`
-	Timeout             *Duration         `yaml:"timeout"`
-	Sender              string            `yaml:"sender"`
-	Enabled             *bool             `yaml:"enabled"`
-	Type                string            `yaml:"type"`
-	Global              *fileGlobal       `yaml:"global"`
-	Undeliverable       fileUndeliverable `yaml:"undeliverable"`
-	DuplicateWindow     *Duration         `yaml:"duplicate_window"`
+	ID                 string            `yaml:"id"`
+	Server             string            `yaml:"server"`
+	TLS                string            `yaml:"tls"`
+	AllowPlaintextAuth bool              `yaml:"allow_plaintext_login"`
+	VerifyCertificate  *bool             `yaml:"verify_certificate"`
+	CAFile             string            `yaml:"ca_file"`
+	ServerName         string            `yaml:"server_name"`
+	Username           string            `yaml:"username"`
+	AuthMechanism      string            `yaml:"auth_mechanism"`
+	Password           Secret            `yaml:"password"`
+	OAuth              *fileOAuth        `yaml:"oauth"`
+	DeliverTo          addrList          `yaml:"deliver_to"`
+	AfterDelivery      string            `yaml:"after_delivery"`
+	KeepDays           intValue          `yaml:"keep_days"`
+	MaxMessagesPerPoll *intValue         `yaml:"max_messages_per_poll"`
+	MaxBytesPerPoll    *Size             `yaml:"max_bytes_per_poll"`
+	PollTimeout        *Duration         `yaml:"poll_timeout"`
+	Timeout            *Duration         `yaml:"timeout"`
+	Sender             string            `yaml:"sender"`
+	Enabled            *bool             `yaml:"enabled"`
+	Type               string            `yaml:"type"`
+	Global             *fileGlobal       `yaml:"global"`
+	Undeliverable      fileUndeliverable `yaml:"undeliverable"`
+	DuplicateWindow    *Duration         `yaml:"duplicate_window"`
 }
 
 func orDur(p *Duration, def time.Duration) time.Duration {
@@ -754,30 +756,30 @@ func (f *fileConfig) toConfig() *Config {
 	for _, m := range f.Mailboxes {
 		tls := tlsmode.Mode(orStr(m.TLS, string(tlsmode.Implicit)))
 		c.Mailboxes = append(c.Mailboxes, Mailbox{
-			ID:                  m.ID,
-			Server:              withDefaultPort(m.Server, tls),
-			TLS:                 tls,
-			AllowPlaintextLogin: m.AllowPlaintextLogin,
-			VerifyCertificate:   orBool(m.VerifyCertificate, true),
-			CAFile:              m.CAFile,
-			ServerName:          m.ServerName,
-			Username:            m.Username,
-			AuthMechanism:       MailboxAuth(orStr(m.AuthMechanism, string(MailboxAuthAuto))),
-			Password:            m.Password,
-			OAuth:               m.OAuth.toOAuth(),
-			DeliverTo:           []string(m.DeliverTo),
-			AfterDelivery:       AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
-			KeepDays:            int(m.KeepDays),
-			MaxMessagesPerPoll:  orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
-			MaxBytesPerPoll:     orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
-			PollTimeout:         orDur(m.PollTimeout, defaultPollTimeout),
-			Timeout:             orDur(m.Timeout, defaultTimeout),
-			Sender:              m.Sender,
-			Enabled:             orBool(m.Enabled, true),
-			Type:                MailboxType(orStr(m.Type, string(MailboxIndividual))),
-			Global:              m.Global.toGlobal(f.Postmaster),
-			Undeliverable:       m.Undeliverable.toUndeliverable(),
-			DuplicateWindow:     orDur(m.DuplicateWindow, c.DuplicateWindow),
+			ID:                 m.ID,
+			Server:             withDefaultPort(m.Server, tls),
+			TLS:                tls,
+			AllowPlaintextAuth: m.AllowPlaintextAuth,
+			VerifyCertificate:  orBool(m.VerifyCertificate, true),
+			CAFile:             m.CAFile,
+			ServerName:         m.ServerName,
+			Username:           m.Username,
+			AuthMechanism:      MailboxAuth(orStr(m.AuthMechanism, string(MailboxAuthAuto))),
+			Password:           m.Password,
+			OAuth:              m.OAuth.toOAuth(),
+			DeliverTo:          []string(m.DeliverTo),
+			AfterDelivery:      AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
+			KeepDays:           int(m.KeepDays),
+			MaxMessagesPerPoll: orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
+			MaxBytesPerPoll:    orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
+			PollTimeout:        orDur(m.PollTimeout, defaultPollTimeout),
+			Timeout:            orDur(m.Timeout, defaultTimeout),
+			Sender:             m.Sender,
+			Enabled:            orBool(m.Enabled, true),
+			Type:               MailboxType(orStr(m.Type, string(MailboxIndividual))),
+			Global:             m.Global.toGlobal(f.Postmaster),
+			Undeliverable:      m.Undeliverable.toUndeliverable(),
+			DuplicateWindow:    orDur(m.DuplicateWindow, c.DuplicateWindow),
 		})
 	}
 	return c

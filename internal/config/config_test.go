@@ -285,23 +285,23 @@ func TestParseValidFull(t *testing.T) {
 		Ledger:          Ledger{Path: "/var/lib/popconn/ledger.db"},
 		Log:             Log{Level: "debug", Format: "json"},
 		Mailboxes: []Mailbox{{
-			ID:                  "lab",
-			Server:              "[2001:db8::110]:110",
-			TLS:                 tlsmode.None,
-			AllowPlaintextLogin: true,
-			VerifyCertificate:   true,
-			Username:            "lab",
-			AuthMechanism:       MailboxAuthAuto,
-			Password:            SecretRef("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/lab-AbCdEf"),
-			DeliverTo:           []string{"lab@corp.example", "ops.team@corp.example"},
-			AfterDelivery:       AfterDeliveryKeep,
-			MaxMessagesPerPoll:  0,
-			MaxBytesPerPoll:     0,
-			PollTimeout:         time.Hour,
-			Timeout:             time.Second,
-			Sender:              "bounces@corp.example",
-			Enabled:             false,
-			DuplicateWindow:     0, // off for this mailbox
+			ID:                 "lab",
+			Server:             "[2001:db8::110]:110",
+			TLS:                tlsmode.None,
+			AllowPlaintextAuth: true,
+			VerifyCertificate:  true,
+			Username:           "lab",
+			AuthMechanism:      MailboxAuthAuto,
+			Password:           SecretRef("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/lab-AbCdEf"),
+			DeliverTo:          []string{"lab@corp.example", "ops.team@corp.example"},
+			AfterDelivery:      AfterDeliveryKeep,
+			MaxMessagesPerPoll: 0,
+			MaxBytesPerPoll:    0,
+			PollTimeout:        time.Hour,
+			Timeout:            time.Second,
+			Sender:             "bounces@corp.example",
+			Enabled:            false,
+			DuplicateWindow:    0, // off for this mailbox
 		}, {
 			// Merged from the first entry with "<<: *base".
 			ID:                 "lab.2",
@@ -416,7 +416,7 @@ func TestWarnings(t *testing.T) {
 			c.Delivery.Auth = &Auth{Mechanism: AuthPlain, Username: "relay", Password: SecretRef("env:X")}
 		}, []string{"delivery.auth: tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS"}},
 		{"pop3 implicit on 110", func(c *Config) { c.Mailboxes[0].Server = "pop.isp.example:110" }, []string{"mailboxes[0].tls: port 110 normally uses starttls or none"}},
-		{"plaintext opt-in without tls none", func(c *Config) { c.Mailboxes[0].AllowPlaintextLogin = true }, []string{"mailboxes[0].allow_plaintext_login: has no effect unless tls is none"}},
+		{"plaintext opt-in without tls none", func(c *Config) { c.Mailboxes[0].AllowPlaintextAuth = true }, []string{"mailboxes[0].allow_plaintext_login: has no effect unless tls is none"}},
 		{"all disabled", func(c *Config) { c.Mailboxes[0].Enabled = false }, []string{"mailboxes: every mailbox is disabled"}},
 	}
 	for _, tt := range tests {

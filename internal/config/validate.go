@@ -339,12 +339,12 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 		if port == 995 {
 			v.warn(p+".tls", "port 995 normally uses tls: implicit; tls: none will not connect there")
 		}
-		if !m.AllowPlaintextLogin {
+		if !m.AllowPlaintextAuth {
 			v.fail(p+".allow_plaintext_login", "tls: none sends the POP3 password and all mail unencrypted; "+
 				"set allow_plaintext_login: true to accept that (only on a network you trust), or use tls: implicit or starttls")
 		}
 	}
-	if m.AllowPlaintextLogin && m.TLS != tlsmode.None {
+	if m.AllowPlaintextAuth && m.TLS != tlsmode.None {
 		v.warn(p+".allow_plaintext_login", "has no effect unless tls is none")
 	}
 	v.tlsFiles(p, m.TLS, m.VerifyCertificate, m.CAFile, m.ServerName)

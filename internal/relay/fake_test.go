@@ -106,7 +106,7 @@ func TestFakeServerEchoingCredentialsIsScrubbed(t *testing.T) {
 			log, logs := debugLogger()
 			_, err := dial(t, addr, func(o *relay.Options) {
 				o.Logger = log
-				o.AllowInsecureAuth = true // loopback fake without TLS
+				o.AllowPlaintextAuth = true // loopback fake without TLS
 				o.Auth = &relay.AuthConfig{Mechanism: mech, Username: user, Password: password}
 			})
 			if err == nil {
@@ -145,7 +145,7 @@ func TestFakeServerAuthLoginSucceeds(t *testing.T) {
 		d.say("221 bye")
 	})
 	c := mustDial(t, addr, func(o *relay.Options) {
-		o.AllowInsecureAuth = true
+		o.AllowPlaintextAuth = true
 		o.Auth = &relay.AuthConfig{Mechanism: "LOGIN", Username: user, Password: password}
 	})
 	if err := c.Quit(); err != nil {

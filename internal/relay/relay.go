@@ -62,9 +62,9 @@ type Options struct {
 	Timeout time.Duration
 	// Auth, if set, authenticates after TLS (RFC 4954).
 	Auth *AuthConfig
-	// AllowInsecureAuth permits AUTH on a connection without TLS. Off by
+	// AllowPlaintextAuth permits AUTH on a connection without TLS. Off by
 	// default: the password would cross the network in clear.
-	AllowInsecureAuth bool
+	AllowPlaintextAuth bool
 	// Logger receives the transcript at debug level (never the AUTH payload
 	// or password) and nothing at other levels. Nil discards.
 	Logger *slog.Logger
@@ -348,8 +348,8 @@ func (c *Client) auth(ctx context.Context) *Error {
 
 // authAllowed checks the TLS policy and that the server offers mech.
 func (c *Client) authAllowed(mech string) *Error {
-	if !c.tls && !c.opts.AllowInsecureAuth {
-		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowInsecureAuth to override)", Local: true}
+	if !c.tls && !c.opts.AllowPlaintextAuth {
+		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowPlaintextAuth to override)", Local: true}
 	}
 	if !supportsAuth(c.ext, mech) {
 		return &Error{Op: "auth", Message: fmt.Sprintf("server does not offer AUTH %s (offers %q)", mech, c.ext["AUTH"]), Local: true}

@@ -204,11 +204,11 @@ func label(l string, uLabels bool) string {
 		switch {
 		case r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-':
 		case r < utf8.RuneSelf || !uLabels:
-			return fmt.Sprintf("%q is not allowed in a label (letters, digits and hyphens only)", l[i:i+1])
+			return fmt.Sprintf("label %q: %q is not allowed (letters, digits and hyphens only)", l, l[i:i+1])
 		case r == utf8.RuneError && !strings.HasPrefix(l[i:], "\uFFFD"):
-			return "invalid UTF-8"
+			return fmt.Sprintf("label %q: invalid UTF-8", l)
 		case !unicode.IsLetter(r) && !unicode.IsMark(r) && !unicode.IsDigit(r):
-			return fmt.Sprintf("%q is not allowed in a label", r)
+			return fmt.Sprintf("label %q: %q is not allowed", l, r)
 		}
 	}
 	return ""

@@ -149,8 +149,8 @@ func TestMailbox(t *testing.T) {
 		{"user@localhost", ""},
 		{"user@[192.0.2.1]", ""},
 		{"user@[IPv6:2001:db8::1]", ""},
-		{"jörg@corp.example", ""},    // SMTPUTF8 local part
-		{"jörg@bücher.example", ""},  // and U-label domain
+		{"jörg@corp.example", ""},   // SMTPUTF8 local part
+		{"jörg@bücher.example", ""}, // and U-label domain
 		{"user@xn--bcher-kva.example", ""},
 		{strings.Repeat("a", 64) + "@corp.example", ""},
 		{"", "has no @domain"},

@@ -457,7 +457,7 @@ func TestDeliveryHost(t *testing.T) {
 		{"exchange", "not a fully qualified domain name"},
 		{"exchange.", "not a fully qualified domain name"},
 		{"exchange.corp.example:25", "contains a port; put exchange.corp.example in delivery.host and 25 in delivery.port"},
-		{"[2001:db8::1]", "write an IPv6 literal as [IPv6:2001:db8::1]"},
+		{"[2001:db8::1]", "write an IPv6 address literal as [IPv6:2001:db8::1]"},
 		{"[192.0.2.10", "must be enclosed in [ and ]"},
 		{"[IPv6:192.0.2.10]", "not a valid IPv6 address literal"},
 		{"[exchange.corp.example]", "not a valid IP address literal"},
@@ -481,6 +481,77 @@ func TestDeliveryHost(t *testing.T) {
 				t.Fatalf("Validate = %v, want delivery.host error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAddresses covers the address rule (package mailaddr's Mailbox) as
+// every address setting applies it, here deliver_to.
+func TestAddresses(t *testing.T) {
+	tests := []struct {
+		addr    string
+		wantErr string // "" = valid
+	}{
+		{"sales@corp.example", ""},
+		{"sales+team@corp.example", ""},
+		{"jörg@corp.example", ""},        // SMTPUTF8 local part, as before
+		{"jörg@bücher.example", ""},      // U-label domain: new, like the local part
+		{"sales@[192.0.2.10]", ""},       // address literal
+		{"sales@[IPv6:2001:db8::1]", ""}, // new: net/mail refused it
+		{"sales@localhost", ""},
+		{"", "required"},
+		{"sales", "no @domain"},
+		{`"sales team"@corp.example`, "quoted local part"}, // new: was accepted
+		{"sales@corp.example.", "invalid domain"},
+		{"sales@corp_x.example", "invalid domain"},
+		{"sales@192.0.2.10", "invalid domain"},
+		{"sales@[corp.example]", "not a valid IP address literal"}, // new: was accepted
+		{"sales@[2001:db8::1]", "write an IPv6 address literal as [IPv6:2001:db8::1]"},
+		{"Sales <sales@corp.example>", "must be a bare address such as sales@corp.example"},
+		{"sales@corp.example (Sales)", "must be a bare address"},
+		{" sales@corp.example", "leading or trailing spaces"},
+		{"sa\rles@corp.example", `"\r" is not allowed before the @`},
+		{strings.Repeat("s", 65) + "@corp.example", "longer than 64 octets"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			c := mustParseFile(t, "valid_minimal.yaml")
+			c.Mailboxes[0].DeliverTo = []string{tt.addr}
+			err := c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "mailboxes[0].deliver_to[0]: ") || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate = %v, want a deliver_to[0] error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestMailboxTLS: a mailbox takes the POP3 modes only.
+func TestMailboxTLS(t *testing.T) {
+	tests := []struct {
+		mode    tlsmode.Mode
+		wantErr string
+	}{
+		{tlsmode.Implicit, ""},
+		{tlsmode.StartTLS, ""},
+		{tlsmode.Opportunistic, `mailboxes[0].tls: POP3 has no "opportunistic" mode`},
+		{"ssl", `mailboxes[0].tls: must be one of implicit, starttls, none; got "ssl"`},
+		{"", `mailboxes[0].tls: must be one of implicit, starttls, none; got ""`},
+	}
+	for _, tt := range tests {
+		c := mustParseFile(t, "valid_minimal.yaml")
+		c.Mailboxes[0].TLS = tt.mode
+		err := c.Validate()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("tls %q: Validate: %v", tt.mode, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("tls %q: Validate = %v, want %q", tt.mode, err, tt.wantErr)
+		}
 	}
 }
 

@@ -105,7 +105,7 @@ loop_limit: 5
 ` + exchangeMailbox + "    deliver_to: a@corp.example\n", []string{
 			`routes[0].host: "exchange" is not a fully qualified domain name`,
 			`routes[1].name: "Primary" is already used by routes[0]`,
-			`routes[1].host: "[2001:db8::1]": write an IPv6 literal as [IPv6:2001:db8::1]`,
+			`routes[1].host: "[2001:db8::1]": write an IPv6 address literal as [IPv6:2001:db8::1]`,
 			`routes[1].cost: must be between 1 and 100, got 101`,
 			`routes[1].address_spaces: address space "net": a single label matches no domain`,
 			`routes[1].address_spaces: address space "*.net" is listed twice`,

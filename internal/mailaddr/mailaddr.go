@@ -1,5 +1,7 @@
 // Package mailaddr checks host names and mail addresses: the one set of
-// rules that config, route, notify, relay and recipients apply.
+// rules that config, route, notify, relay and recipients apply. Its errors
+// give the reason only ("label \"a_b\": \"_\" is not allowed ..."); the
+// caller names the value and the setting.
 //
 // Guarantees:
 //   - Hostname accepts the DNS's preferred name syntax (RFC 1035 §2.3.1 as
@@ -38,6 +40,7 @@
 package mailaddr
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -66,7 +69,7 @@ func Host(s string) error {
 		return nil
 	}
 	if err := Hostname(s); err != nil {
-		return fmt.Errorf("%q is not a host name or IP address", s)
+		return fmt.Errorf("neither an IP address nor a host name (%w)", err)
 	}
 	return nil
 }
@@ -84,12 +87,12 @@ func Domain(s string) error {
 // General-address-literal are refused.
 func AddressLiteral(s string) error {
 	if !strings.HasPrefix(s, "[") || !strings.HasSuffix(s, "]") || len(s) < 2 {
-		return fmt.Errorf("%q: an address literal must be enclosed in [ and ]", s)
+		return errors.New("an address literal must be enclosed in [ and ]")
 	}
 	inner := s[1 : len(s)-1]
 	if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
 		if v6 := inner[5:]; !isIP(v6) || !strings.Contains(v6, ":") {
-			return fmt.Errorf("%q is not a valid IPv6 address literal", s)
+			return errors.New("not a valid IPv6 address literal")
 		}
 		return nil
 	}
@@ -97,9 +100,9 @@ func AddressLiteral(s string) error {
 	case isIP(inner) && !strings.Contains(inner, ":"):
 		return nil
 	case isIP(inner):
-		return fmt.Errorf("%q: write an IPv6 address literal as [IPv6:%s]", s, inner)
+		return fmt.Errorf("write an IPv6 address literal as [IPv6:%s]", inner)
 	}
-	return fmt.Errorf("%q is not a valid IP address literal", s)
+	return errors.New("not a valid IP address literal")
 }
 
 // Mailbox returns nil if s is a mailbox as the package doc describes:
@@ -107,22 +110,22 @@ func AddressLiteral(s string) error {
 func Mailbox(s string) error {
 	at := strings.LastIndexByte(s, '@')
 	if at < 0 {
-		return fmt.Errorf("%q has no @domain", s)
+		return errors.New("no @domain")
 	}
 	local, domain := s[:at], s[at+1:]
 	switch {
 	case local == "":
-		return fmt.Errorf("%q has nothing before the @", s)
+		return errors.New("nothing before the @")
 	case len(local) > maxLocalPart:
-		return fmt.Errorf("%q: the part before the @ is longer than %d octets", s, maxLocalPart)
+		return fmt.Errorf("the part before the @ is longer than %d octets", maxLocalPart)
 	case strings.HasPrefix(local, `"`):
-		return fmt.Errorf("%q: a quoted local part is not accepted; use an address that needs no quotes", s)
+		return errors.New("a quoted local part is not accepted; use an address that needs no quotes")
 	}
 	if msg := dotString(local); msg != "" {
-		return fmt.Errorf("%q: %s before the @", s, msg)
+		return fmt.Errorf("%s before the @", msg)
 	}
 	if domain == "" {
-		return fmt.Errorf("%q has nothing after the @", s)
+		return errors.New("nothing after the @")
 	}
 	var err error
 	if strings.HasPrefix(domain, "[") {
@@ -131,10 +134,10 @@ func Mailbox(s string) error {
 		err = Domain(domain)
 	}
 	if err != nil {
-		return fmt.Errorf("%q has an invalid domain: %w", s, err)
+		return fmt.Errorf("invalid domain %q: %w", domain, err)
 	}
 	if len(s) > maxMailbox {
-		return fmt.Errorf("%q is longer than %d octets", s, maxMailbox)
+		return fmt.Errorf("longer than %d octets", maxMailbox)
 	}
 	return nil
 }
@@ -145,7 +148,7 @@ func Mailbox(s string) error {
 // 320 octets. It checks no further syntax; the server judges that.
 func WireSafe(s string) error {
 	if s == "" {
-		return fmt.Errorf("empty address")
+		return errors.New("empty address")
 	}
 	if len(s) > maxWire {
 		return fmt.Errorf("address longer than %d octets", maxWire)
@@ -164,28 +167,24 @@ func WireSafe(s string) error {
 // name checks a dot-separated name; rootDot allows one trailing dot,
 // uLabels labels of non-ASCII letters, marks and digits.
 func name(s string, rootDot, uLabels bool) error {
-	what := "host name"
-	if uLabels {
-		what = "domain name"
-	}
 	n := s
 	if rootDot {
 		n = strings.TrimSuffix(s, ".")
 	}
 	switch {
 	case n == "":
-		return fmt.Errorf("%q is not a %s: it is empty", s, what)
+		return errors.New("empty")
 	case len(n) > maxName:
-		return fmt.Errorf("%q is not a %s: longer than %d octets", s, what, maxName)
+		return fmt.Errorf("longer than %d octets", maxName)
 	}
 	labels := strings.Split(n, ".")
 	for _, l := range labels {
 		if msg := label(l, uLabels); msg != "" {
-			return fmt.Errorf("%q is not a %s: %s", s, what, msg)
+			return errors.New(msg)
 		}
 	}
 	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
-		return fmt.Errorf("%q is not a %s: its last label is all digits (an IP address is written [192.0.2.1] or bare, not as a name)", s, what)
+		return errors.New("the last label is all digits, as in an IP address, not a name")
 	}
 	return nil
 }

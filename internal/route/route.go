@@ -115,7 +115,7 @@ func ValidateHost(h string) error {
 	}
 	if strings.HasPrefix(h, "[") || strings.HasSuffix(h, "]") {
 		if err := mailaddr.AddressLiteral(h); err != nil {
-			return &hostError{msg: err.Error(), kind: ErrInvalidHost}
+			return invalidHost("%q: %v", h, err)
 		}
 		return nil
 	}

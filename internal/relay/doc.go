@@ -41,7 +41,8 @@
 //     its base64 form and the base64 PLAIN token are scrubbed from every server
 //     text that reaches an *Error or a log line.
 //   - Envelope addresses containing CR, LF, other control characters or angle
-//     brackets are refused locally (permanent *Error) and never reach the wire.
+//     brackets, or longer than 320 octets (package mailaddr's WireSafe rule),
+//     are refused locally (permanent *Error) and never reach the wire.
 //
 // # Line endings in the body
 //

@@ -20,6 +20,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/popconnector/popconnector/internal/mailaddr"
 	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
 	"github.com/popconnector/popconnector/internal/tlsmode"
 )
@@ -792,28 +793,15 @@ func localName() string {
 	return h
 }
 
-// checkAddress refuses what could break the command line or cannot be a
-// path (RFC 5321 §4.1.2). Deeper syntax is left to the server.
+// checkAddress refuses what could break the command line (mailaddr's
+// WireSafe rule); the empty reverse-path is the null sender. Deeper syntax
+// is left to the server: a sender taken from received mail is relayed as
+// the ISP recorded it.
 func checkAddress(a string, sender bool) error {
-	if a == "" {
-		if sender {
-			return nil // the null reverse-path
-		}
-		return errors.New("empty address")
+	if a == "" && sender {
+		return nil
 	}
-	if len(a) > 320 {
-		return errors.New("address too long")
-	}
-	for _, r := range a {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("control character %U in address", r)
-		}
-		switch r {
-		case '<', '>':
-			return fmt.Errorf("%q in address", r)
-		}
-	}
-	return nil
+	return mailaddr.WireSafe(a)
 }
 
 // NeedsSMTPUTF8 reports whether an envelope needs the SMTPUTF8 extension

@@ -39,6 +39,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/popconnector/popconnector/internal/route"
 	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
@@ -96,20 +97,6 @@ type Retry struct {
 	// stops retrying it; the message stays on the POP3 server and in the
 	// archive, listed by `popconn status`. Key: give_up_after. Default 5d.
 	GiveUpAfter time.Duration
-}
-
-// Backoff returns the delay after the given number of consecutive failed
-// attempts (1 for the first failure): Interval doubled per further failure,
-// capped at MaxInterval.
-func (r Retry) Backoff(failures int) time.Duration {
-	d := r.Interval
-	for i := 1; i < failures && d < r.MaxInterval; i++ {
-		d *= 2
-	}
-	if d > r.MaxInterval {
-		d = r.MaxInterval
-	}
-	return d
 }
 
 // Delivery is the Exchange receive connector messages are relayed to. Key:
@@ -425,22 +412,49 @@ type Mailbox struct {
 }
 
 // Defaults, documented on each field and shown in testdata/example.yaml.
+// They are written here only; the exported ones are those other packages
+// (the connector, the command line) refer to instead of repeating them.
 const (
+	// DefaultTimeout bounds each POP3 and each SMTP command (timeout).
+	DefaultTimeout = 60 * time.Second
+	// DefaultRetryInterval is the first delay after a failed delivery
+	// (retry.interval).
+	DefaultRetryInterval = 10 * time.Minute
+	// DefaultRetryMaxInterval caps the doubling (retry.max_interval).
+	DefaultRetryMaxInterval = 2 * time.Hour
+	// DefaultGiveUpAfter ends automatic retries (retry.give_up_after).
+	DefaultGiveUpAfter = 5 * 24 * time.Hour
+	// DefaultPollTimeout bounds a whole poll of a mailbox (poll_timeout).
+	DefaultPollTimeout = 10 * time.Minute
+	// DefaultLoopLimit is how many own Received fields mark a mail loop
+	// (loop_limit).
+	DefaultLoopLimit = 3
+	// DefaultDeliveryPort is the SMTP port of delivery and routes (port):
+	// package route's, whose zero Port means it.
+	DefaultDeliveryPort = route.DefaultPort
+	// DefaultPOP3Port and DefaultPOP3SPort complete a mailbox server
+	// without a port: 995 for tls: implicit, 110 otherwise.
+	DefaultPOP3Port  = 110
+	DefaultPOP3SPort = 995
+
 	defaultPollInterval       = 5 * time.Minute
 	defaultParallelMailboxes  = 4
-	defaultRetryInterval      = 10 * time.Minute
-	defaultRetryMaxInterval   = 2 * time.Hour
-	defaultGiveUpAfter        = 5 * 24 * time.Hour
-	defaultDeliveryPort       = 25
-	defaultTimeout            = 60 * time.Second
 	defaultArchiveDir         = "./popconn-data/archive"
 	defaultLedgerPath         = "./popconn-data/ledger.db"
 	defaultMaxMessagesPerPoll = 500
 	defaultMaxBytesPerPoll    = Size(1 << 30)
-	defaultPollTimeout        = 10 * time.Minute
-	defaultLoopLimit          = 3
 	defaultDuplicateWindow    = 7 * 24 * time.Hour
 )
+
+// AnyAddressSpace is the address space of a route that lists none, and of
+// the `delivery:` shorthand: every domain.
+const AnyAddressSpace = "*"
+
+// DeliveryRoute is the one route the `delivery:` shorthand stands for:
+// named DefaultRouteName, serving every domain at the default cost.
+func DeliveryRoute(d Delivery) Route {
+	return Route{Name: DefaultRouteName, Delivery: d, AddressSpaces: []string{AnyAddressSpace}, Cost: route.DefaultCost}
+}
 
 // maxConfigSize bounds Load; a configuration is a few kilobytes.
 const maxConfigSize = 4 << 20
@@ -706,9 +720,9 @@ func (f *fileConfig) toConfig() *Config {
 		PollInterval:      orDur(f.PollInterval, defaultPollInterval),
 		ParallelMailboxes: orInt(f.ParallelMailboxes, defaultParallelMailboxes),
 		Retry: Retry{
-			Interval:    orDur(f.Retry.Interval, defaultRetryInterval),
-			MaxInterval: orDur(f.Retry.MaxInterval, defaultRetryMaxInterval),
-			GiveUpAfter: orDur(f.Retry.GiveUpAfter, defaultGiveUpAfter),
+			Interval:    orDur(f.Retry.Interval, DefaultRetryInterval),
+			MaxInterval: orDur(f.Retry.MaxInterval, DefaultRetryMaxInterval),
+			GiveUpAfter: orDur(f.Retry.GiveUpAfter, DefaultGiveUpAfter),
 		},
 		Notify: Notify{
 			To:               orStr(f.Notify.To, f.Postmaster),
@@ -718,7 +732,7 @@ func (f *fileConfig) toConfig() *Config {
 			RelayDenied:      orBool(f.Notify.RelayDenied, true),
 			TooLarge:         orBool(f.Notify.TooLarge, true),
 		},
-		LoopLimit:       orInt(f.LoopLimit, defaultLoopLimit),
+		LoopLimit:       orInt(f.LoopLimit, DefaultLoopLimit),
 		DuplicateWindow: orDur(f.DuplicateWindow, defaultDuplicateWindow),
 		Archive:         Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
 		Ledger:          Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
@@ -733,7 +747,7 @@ func (f *fileConfig) toConfig() *Config {
 			d = *f.Delivery
 		}
 		c.Delivery = d.toDelivery()
-		c.Routes = append(c.Routes, Route{Name: DefaultRouteName, Delivery: c.Delivery, AddressSpaces: []string{"*"}, Cost: 1})
+		c.Routes = append(c.Routes, DeliveryRoute(c.Delivery))
 		c.deliveryShorthand = true
 	}
 	if len(f.Routes) > 0 {
@@ -744,9 +758,9 @@ func (f *fileConfig) toConfig() *Config {
 		for _, r := range f.Routes {
 			spaces := r.AddressSpaces
 			if len(spaces) == 0 {
-				spaces = []string{"*"}
+				spaces = []string{AnyAddressSpace}
 			}
-			c.Routes = append(c.Routes, Route{Name: r.Name, Delivery: r.fileDelivery.toDelivery(), AddressSpaces: spaces, Cost: orInt(r.Cost, 1)})
+			c.Routes = append(c.Routes, Route{Name: r.Name, Delivery: r.fileDelivery.toDelivery(), AddressSpaces: spaces, Cost: orInt(r.Cost, route.DefaultCost)})
 		}
 		if f.Delivery == nil {
 			c.Delivery = c.Routes[0].Delivery
@@ -772,8 +786,8 @@ func (f *fileConfig) toConfig() *Config {
 			KeepDays:           int(m.KeepDays),
 			MaxMessagesPerPoll: orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
 			MaxBytesPerPoll:    orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
-			PollTimeout:        orDur(m.PollTimeout, defaultPollTimeout),
-			Timeout:            orDur(m.Timeout, defaultTimeout),
+			PollTimeout:        orDur(m.PollTimeout, DefaultPollTimeout),
+			Timeout:            orDur(m.Timeout, DefaultTimeout),
 			Sender:             m.Sender,
 			Enabled:            orBool(m.Enabled, true),
 			Type:               MailboxType(orStr(m.Type, string(MailboxIndividual))),
@@ -788,13 +802,13 @@ func (f *fileConfig) toConfig() *Config {
 func (d fileDelivery) toDelivery() Delivery {
 	out := Delivery{
 		Host:              d.Host,
-		Port:              orInt(d.Port, defaultDeliveryPort),
+		Port:              orInt(d.Port, DefaultDeliveryPort),
 		TLS:               tlsmode.Mode(orStr(d.TLS, string(tlsmode.StartTLS))),
 		VerifyCertificate: orBool(d.VerifyCertificate, true),
 		CAFile:            d.CAFile,
 		ServerName:        d.ServerName,
 		HELODomain:        d.HELODomain,
-		Timeout:           orDur(d.Timeout, defaultTimeout),
+		Timeout:           orDur(d.Timeout, DefaultTimeout),
 	}
 	if a := d.Auth; a != nil {
 		out.Auth = &Auth{
@@ -843,9 +857,9 @@ func withDefaultPort(server string, tls tlsmode.Mode) string {
 	if s == "" {
 		return server
 	}
-	port := "110"
+	port := strconv.Itoa(DefaultPOP3Port)
 	if tls == tlsmode.Implicit {
-		port = "995"
+		port = strconv.Itoa(DefaultPOP3SPort)
 	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && strings.Count(s, "[") == 1 {
 		return net.JoinHostPort(s[1:len(s)-1], port)

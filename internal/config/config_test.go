@@ -622,22 +622,6 @@ func TestExplicitZeroIsNotDefault(t *testing.T) {
 	}
 }
 
-func TestRetryBackoff(t *testing.T) {
-	r := Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour}
-	tests := []struct {
-		failures int
-		want     time.Duration
-	}{
-		{0, 10 * time.Minute}, {1, 10 * time.Minute}, {2, 20 * time.Minute}, {3, 40 * time.Minute},
-		{4, 80 * time.Minute}, {5, 2 * time.Hour}, {1000, 2 * time.Hour},
-	}
-	for _, tt := range tests {
-		if got := r.Backoff(tt.failures); got != tt.want {
-			t.Errorf("Backoff(%d) = %v, want %v", tt.failures, got, tt.want)
-		}
-	}
-}
-
 func TestLoad(t *testing.T) {
 	if _, err := Load("testdata/valid_minimal.yaml"); err != nil {
 		t.Errorf("Load(valid_minimal): %v", err)

@@ -180,7 +180,7 @@ func (c *Config) check() *validator {
 		v.address("notify.to", c.Notify.To, false)
 	}
 	if c.LoopLimit < 0 || c.LoopLimit > 100 {
-		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, 3), got %d", c.LoopLimit)
+		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, %d), got %d", DefaultLoopLimit, c.LoopLimit)
 	}
 	v.duration("duplicate_window", c.DuplicateWindow, 0, maxDuplicateWindow)
 

@@ -21,9 +21,6 @@ import (
 	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
-// DefaultTimeout is used when Options.Timeout is zero.
-const DefaultTimeout = 60 * time.Second
-
 const (
 	// maxLineLength bounds every status line and every line of a LIST,
 	// UIDL or CAPA listing, CRLF included. RFC 2449 §4 limits responses to
@@ -66,9 +63,10 @@ type Options struct {
 	// AllowPlaintextAuth lets Auth send credentials over an unencrypted
 	// connection. Without it Auth returns ErrPlaintextRefused.
 	AllowPlaintextAuth bool
-	// Timeout bounds the TCP dial and every network read or write
-	// (DefaultTimeout if zero). It is an inactivity timeout: a transfer
-	// that keeps making progress is not cut off.
+	// Timeout bounds the TCP dial and every network read or write. It is
+	// an inactivity timeout: a transfer that keeps making progress is not
+	// cut off. Required (the configuration's default is
+	// config.DefaultTimeout); Dial refuses zero.
 	Timeout time.Duration
 	// Logger, if set, receives the protocol transcript at debug level.
 	// Passwords and SASL payloads are replaced by "***"; message bodies
@@ -123,7 +121,7 @@ type Client struct {
 // dial; it is not retained.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
+		return nil, fmt.Errorf("pop3: Options.Timeout must be positive, got %v", opts.Timeout)
 	}
 	if err := tlsmode.POP3.Check(opts.TLS); err != nil {
 		return nil, fmt.Errorf("pop3: Options.TLS: %w", err)

@@ -25,14 +25,11 @@ import (
 	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
-// DefaultTimeout applies when Options.Timeout is zero.
-const DefaultTimeout = 60 * time.Second
-
 // Options configure a connection.
 type Options struct {
 	// Addr is host:port. The host may be a bracketed address literal such
-	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. Without
-	// a port, 25 is used.
+	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. The
+	// port is required.
 	Addr string
 	// TLS is the policy. Required: Dial refuses "" and unknown values.
 	//   - tlsmode.StartTLS requires STARTTLS (RFC 3207): if the server does
@@ -59,7 +56,8 @@ type Options struct {
 	HeloDomain string
 	// Timeout bounds the dial, the TLS handshake, and every single read and
 	// write on the connection, including each write of the body and the wait
-	// for the reply to the final "." (DefaultTimeout if zero).
+	// for the reply to the final ".". Required (the configuration's
+	// default is config.DefaultTimeout); Dial refuses zero.
 	Timeout time.Duration
 	// Auth, if set, authenticates after TLS (RFC 4954).
 	Auth *AuthConfig
@@ -136,7 +134,7 @@ const copyBufferSize = 32 << 10
 // authenticates. The returned error is an *Error.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
+		return nil, &Error{Op: "connect", Message: fmt.Sprintf("Options.Timeout must be positive, got %v", opts.Timeout), Local: true}
 	}
 	if err := tlsmode.SMTP.Check(opts.TLS); err != nil {
 		return nil, &Error{Op: "connect", Message: "Options.TLS: " + err.Error(), Local: true, Err: err}
@@ -756,8 +754,8 @@ func parseEHLO(b []byte) map[string]string {
 	return ext
 }
 
-// splitAddr splits host:port, strips address-literal brackets, and defaults
-// the port to 25.
+// splitAddr splits host:port and strips address-literal brackets. The port
+// is required: its default belongs to the configuration.
 func splitAddr(addr string) (host, port string, err error) {
 	addr = strings.TrimSpace(addr)
 	if addr == "" {
@@ -765,11 +763,7 @@ func splitAddr(addr string) (host, port string, err error) {
 	}
 	host, port, err = net.SplitHostPort(addr)
 	if err != nil {
-		// No port: "[192.0.2.1]", "mail.example", or a bare IPv6 address.
-		host, port = addr, "25"
-		if ip := net.ParseIP(strings.Trim(addr, "[]")); ip == nil && strings.Count(addr, ":") > 0 && !strings.HasPrefix(addr, "[") {
-			return "", "", fmt.Errorf("invalid server address %q: %w", addr, err)
-		}
+		return "", "", fmt.Errorf("invalid server address %q (want host:port): %w", addr, err)
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	// RFC 5321 §4.1.3 IPv6 literal: [IPv6:2001:db8::1].

@@ -156,11 +156,6 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 	return a, nil
 }
 
-// MailboxFor builds the connector's view of one configured mailbox.
-func MailboxFor(m config.Mailbox, secrets *config.Secrets) (connector.Mailbox, error) {
-	return mailboxFor(m, secrets, nil)
-}
-
 func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (connector.Mailbox, error) {
 	host, _, err := net.SplitHostPort(m.Server)
 	if err != nil {
@@ -172,10 +167,10 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 	}
 	opts := pop3.Options{
 		Addr:               m.Server,
-		TLS:                pop3.TLSMode(m.TLS),
+		TLS:                m.TLS,
 		TLSConfig:          tlsConf,
 		ServerName:         m.ServerName,
-		AllowPlaintextAuth: m.AllowPlaintextLogin,
+		AllowPlaintextAuth: m.AllowPlaintextAuth,
 		Timeout:            m.Timeout,
 	}
 	dial, err := popDialer(m, opts, secrets, logs)
@@ -310,7 +305,7 @@ func ConfigRoutes(cfg *config.Config) []config.Route {
 	if len(cfg.Routes) > 0 {
 		return cfg.Routes
 	}
-	return []config.Route{{Name: config.DefaultRouteName, Delivery: cfg.Delivery, AddressSpaces: []string{"*"}, Cost: 1}}
+	return []config.Route{config.DeliveryRoute(cfg.Delivery)}
 }
 
 // NewRouting builds the routes of cfg. Passwords are resolved at each dial.
@@ -391,7 +386,7 @@ func RelayOptions(d config.Delivery) (relay.Options, error) {
 	}
 	o := relay.Options{
 		Addr:       d.Addr(),
-		TLS:        relay.TLSMode(d.TLS),
+		TLS:        d.TLS,
 		TLSConfig:  tlsConf,
 		ServerName: d.ServerName,
 		HeloDomain: d.HELODomain,

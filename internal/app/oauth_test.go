@@ -17,6 +17,7 @@ import (
 	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // TestOAuthEndToEnd runs configuration -> app -> poll with OAuth sign-in
@@ -175,7 +176,7 @@ func TestOAuthWrongClientSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logBuf bytes.Buffer
-		src, err := app.DialPOP3OAuth(pop3.Options{Addr: d.TLSAddr, TLSConfig: ca.ClientConfig("127.0.0.1"), Timeout: 10 * time.Second,
+		src, err := app.DialPOP3OAuth(pop3.Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: ca.ClientConfig("127.0.0.1"), Timeout: 10 * time.Second,
 			Logger: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 			pop3.MechXOAUTH2, "sales", tokens)(context.Background())
 		if src != nil {

@@ -38,6 +38,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/popconnector/popconnector/internal/route"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // Config is the whole configuration. Field comments give the YAML key.
@@ -96,36 +99,6 @@ type Retry struct {
 	GiveUpAfter time.Duration
 }
 
-// Backoff returns the delay after the given number of consecutive failed
-// attempts (1 for the first failure): Interval doubled per further failure,
-// capped at MaxInterval.
-func (r Retry) Backoff(failures int) time.Duration {
-	d := r.Interval
-	for i := 1; i < failures && d < r.MaxInterval; i++ {
-		d *= 2
-	}
-	if d > r.MaxInterval {
-		d = r.MaxInterval
-	}
-	return d
-}
-
-// TLSMode says how a connection is protected.
-type TLSMode string
-
-const (
-	// TLSImplicit starts TLS before the protocol (POP3S 995, SMTPS 465).
-	TLSImplicit TLSMode = "implicit"
-	// TLSStartTLS upgrades with STLS/STARTTLS and fails if the server
-	// does not offer it.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSOpportunistic uses STARTTLS when offered and plaintext otherwise
-	// (delivery only).
-	TLSOpportunistic TLSMode = "opportunistic"
-	// TLSNone never encrypts.
-	TLSNone TLSMode = "none"
-)
-
 // Delivery is the Exchange receive connector messages are relayed to. Key:
 // delivery.
 type Delivery struct {
@@ -134,8 +107,8 @@ type Delivery struct {
 	Host string
 	// Port defaults to 25. Key: port.
 	Port int
-	// TLS defaults to starttls. Key: tls.
-	TLS TLSMode
+	// TLS defaults to starttls; any of tlsmode's modes. Key: tls.
+	TLS tlsmode.Mode
 	// VerifyCertificate defaults to true. Key: verify_certificate.
 	VerifyCertificate bool
 	// CAFile is an extra PEM bundle trusted besides the system roots.
@@ -380,11 +353,14 @@ type Mailbox struct {
 	// Server is host:port. A port omitted in the file is filled in: 995
 	// for implicit TLS, 110 otherwise. Key: server.
 	Server string
-	// TLS defaults to implicit; starttls and none are the alternatives.
-	TLS TLSMode
-	// AllowPlaintextLogin must be true when TLS is none, acknowledging the
-	// password crosses the network unencrypted. Key: allow_plaintext_login.
-	AllowPlaintextLogin bool
+	// TLS defaults to implicit; starttls and none are the alternatives
+	// (opportunistic is for delivery only). Key: tls.
+	TLS tlsmode.Mode
+	// AllowPlaintextAuth must be true when TLS is none, acknowledging the
+	// password crosses the network unencrypted; pop3.Options and
+	// relay.Options use the same name. Key: allow_plaintext_login (the
+	// YAML keeps its spelling).
+	AllowPlaintextAuth bool
 	// VerifyCertificate defaults to true. Key: verify_certificate.
 	VerifyCertificate bool
 	CAFile            string
@@ -436,22 +412,49 @@ type Mailbox struct {
 }
 
 // Defaults, documented on each field and shown in testdata/example.yaml.
+// They are written here only; the exported ones are those other packages
+// (the connector, the command line) refer to instead of repeating them.
 const (
+	// DefaultTimeout bounds each POP3 and each SMTP command (timeout).
+	DefaultTimeout = 60 * time.Second
+	// DefaultRetryInterval is the first delay after a failed delivery
+	// (retry.interval).
+	DefaultRetryInterval = 10 * time.Minute
+	// DefaultRetryMaxInterval caps the doubling (retry.max_interval).
+	DefaultRetryMaxInterval = 2 * time.Hour
+	// DefaultGiveUpAfter ends automatic retries (retry.give_up_after).
+	DefaultGiveUpAfter = 5 * 24 * time.Hour
+	// DefaultPollTimeout bounds a whole poll of a mailbox (poll_timeout).
+	DefaultPollTimeout = 10 * time.Minute
+	// DefaultLoopLimit is how many own Received fields mark a mail loop
+	// (loop_limit).
+	DefaultLoopLimit = 3
+	// DefaultDeliveryPort is the SMTP port of delivery and routes (port):
+	// package route's, whose zero Port means it.
+	DefaultDeliveryPort = route.DefaultPort
+	// DefaultPOP3Port and DefaultPOP3SPort complete a mailbox server
+	// without a port: 995 for tls: implicit, 110 otherwise.
+	DefaultPOP3Port  = 110
+	DefaultPOP3SPort = 995
+
 	defaultPollInterval       = 5 * time.Minute
 	defaultParallelMailboxes  = 4
-	defaultRetryInterval      = 10 * time.Minute
-	defaultRetryMaxInterval   = 2 * time.Hour
-	defaultGiveUpAfter        = 5 * 24 * time.Hour
-	defaultDeliveryPort       = 25
-	defaultTimeout            = 60 * time.Second
 	defaultArchiveDir         = "./popconn-data/archive"
 	defaultLedgerPath         = "./popconn-data/ledger.db"
 	defaultMaxMessagesPerPoll = 500
 	defaultMaxBytesPerPoll    = Size(1 << 30)
-	defaultPollTimeout        = 10 * time.Minute
-	defaultLoopLimit          = 3
 	defaultDuplicateWindow    = 7 * 24 * time.Hour
 )
+
+// AnyAddressSpace is the address space of a route that lists none, and of
+// the `delivery:` shorthand: every domain.
+const AnyAddressSpace = "*"
+
+// DeliveryRoute is the one route the `delivery:` shorthand stands for:
+// named DefaultRouteName, serving every domain at the default cost.
+func DeliveryRoute(d Delivery) Route {
+	return Route{Name: DefaultRouteName, Delivery: d, AddressSpaces: []string{AnyAddressSpace}, Cost: route.DefaultCost}
+}
 
 // maxConfigSize bounds Load; a configuration is a few kilobytes.
 const maxConfigSize = 4 << 20
@@ -656,30 +659,30 @@ type fileLog struct {
 }
 
 type fileMailbox struct {
-	ID                  string            `yaml:"id"`
-	Server              string            `yaml:"server"`
-	TLS                 string            `yaml:"tls"`
-	AllowPlaintextLogin bool              `yaml:"allow_plaintext_login"`
-	VerifyCertificate   *bool             `yaml:"verify_certificate"`
-	CAFile              string            `yaml:"ca_file"`
-	ServerName          string            `yaml:"server_name"`
-	Username            string            `yaml:"username"`
-	AuthMechanism       string            `yaml:"auth_mechanism"`
-	Password            Secret            `yaml:"password"`
-	OAuth               *fileOAuth        `yaml:"oauth"`
-	DeliverTo           addrList          `yaml:"deliver_to"`
-	AfterDelivery       string            `yaml:"after_delivery"`
-	KeepDays            intValue          `yaml:"keep_days"`
-	MaxMessagesPerPoll  *intValue         `yaml:"max_messages_per_poll"`
-	MaxBytesPerPoll     *Size             `yaml:"max_bytes_per_poll"`
-	PollTimeout         *Duration         `yaml:"poll_timeout"`
-	Timeout             *Duration         `yaml:"timeout"`
-	Sender              string            `yaml:"sender"`
-	Enabled             *bool             `yaml:"enabled"`
-	Type                string            `yaml:"type"`
-	Global              *fileGlobal       `yaml:"global"`
-	Undeliverable       fileUndeliverable `yaml:"undeliverable"`
-	DuplicateWindow     *Duration         `yaml:"duplicate_window"`
+	ID                 string            `yaml:"id"`
+	Server             string            `yaml:"server"`
+	TLS                string            `yaml:"tls"`
+	AllowPlaintextAuth bool              `yaml:"allow_plaintext_login"`
+	VerifyCertificate  *bool             `yaml:"verify_certificate"`
+	CAFile             string            `yaml:"ca_file"`
+	ServerName         string            `yaml:"server_name"`
+	Username           string            `yaml:"username"`
+	AuthMechanism      string            `yaml:"auth_mechanism"`
+	Password           Secret            `yaml:"password"`
+	OAuth              *fileOAuth        `yaml:"oauth"`
+	DeliverTo          addrList          `yaml:"deliver_to"`
+	AfterDelivery      string            `yaml:"after_delivery"`
+	KeepDays           intValue          `yaml:"keep_days"`
+	MaxMessagesPerPoll *intValue         `yaml:"max_messages_per_poll"`
+	MaxBytesPerPoll    *Size             `yaml:"max_bytes_per_poll"`
+	PollTimeout        *Duration         `yaml:"poll_timeout"`
+	Timeout            *Duration         `yaml:"timeout"`
+	Sender             string            `yaml:"sender"`
+	Enabled            *bool             `yaml:"enabled"`
+	Type               string            `yaml:"type"`
+	Global             *fileGlobal       `yaml:"global"`
+	Undeliverable      fileUndeliverable `yaml:"undeliverable"`
+	DuplicateWindow    *Duration         `yaml:"duplicate_window"`
 }
 
 func orDur(p *Duration, def time.Duration) time.Duration {
@@ -717,9 +720,9 @@ func (f *fileConfig) toConfig() *Config {
 		PollInterval:      orDur(f.PollInterval, defaultPollInterval),
 		ParallelMailboxes: orInt(f.ParallelMailboxes, defaultParallelMailboxes),
 		Retry: Retry{
-			Interval:    orDur(f.Retry.Interval, defaultRetryInterval),
-			MaxInterval: orDur(f.Retry.MaxInterval, defaultRetryMaxInterval),
-			GiveUpAfter: orDur(f.Retry.GiveUpAfter, defaultGiveUpAfter),
+			Interval:    orDur(f.Retry.Interval, DefaultRetryInterval),
+			MaxInterval: orDur(f.Retry.MaxInterval, DefaultRetryMaxInterval),
+			GiveUpAfter: orDur(f.Retry.GiveUpAfter, DefaultGiveUpAfter),
 		},
 		Notify: Notify{
 			To:               orStr(f.Notify.To, f.Postmaster),
@@ -729,7 +732,7 @@ func (f *fileConfig) toConfig() *Config {
 			RelayDenied:      orBool(f.Notify.RelayDenied, true),
 			TooLarge:         orBool(f.Notify.TooLarge, true),
 		},
-		LoopLimit:       orInt(f.LoopLimit, defaultLoopLimit),
+		LoopLimit:       orInt(f.LoopLimit, DefaultLoopLimit),
 		DuplicateWindow: orDur(f.DuplicateWindow, defaultDuplicateWindow),
 		Archive:         Archive{Dir: orStr(f.Archive.Dir, defaultArchiveDir)},
 		Ledger:          Ledger{Path: orStr(f.Ledger.Path, defaultLedgerPath)},
@@ -744,7 +747,7 @@ func (f *fileConfig) toConfig() *Config {
 			d = *f.Delivery
 		}
 		c.Delivery = d.toDelivery()
-		c.Routes = append(c.Routes, Route{Name: DefaultRouteName, Delivery: c.Delivery, AddressSpaces: []string{"*"}, Cost: 1})
+		c.Routes = append(c.Routes, DeliveryRoute(c.Delivery))
 		c.deliveryShorthand = true
 	}
 	if len(f.Routes) > 0 {
@@ -755,9 +758,9 @@ func (f *fileConfig) toConfig() *Config {
 		for _, r := range f.Routes {
 			spaces := r.AddressSpaces
 			if len(spaces) == 0 {
-				spaces = []string{"*"}
+				spaces = []string{AnyAddressSpace}
 			}
-			c.Routes = append(c.Routes, Route{Name: r.Name, Delivery: r.fileDelivery.toDelivery(), AddressSpaces: spaces, Cost: orInt(r.Cost, 1)})
+			c.Routes = append(c.Routes, Route{Name: r.Name, Delivery: r.fileDelivery.toDelivery(), AddressSpaces: spaces, Cost: orInt(r.Cost, route.DefaultCost)})
 		}
 		if f.Delivery == nil {
 			c.Delivery = c.Routes[0].Delivery
@@ -765,32 +768,32 @@ func (f *fileConfig) toConfig() *Config {
 		}
 	}
 	for _, m := range f.Mailboxes {
-		tls := TLSMode(orStr(m.TLS, string(TLSImplicit)))
+		tls := tlsmode.Mode(orStr(m.TLS, string(tlsmode.Implicit)))
 		c.Mailboxes = append(c.Mailboxes, Mailbox{
-			ID:                  m.ID,
-			Server:              withDefaultPort(m.Server, tls),
-			TLS:                 tls,
-			AllowPlaintextLogin: m.AllowPlaintextLogin,
-			VerifyCertificate:   orBool(m.VerifyCertificate, true),
-			CAFile:              m.CAFile,
-			ServerName:          m.ServerName,
-			Username:            m.Username,
-			AuthMechanism:       MailboxAuth(orStr(m.AuthMechanism, string(MailboxAuthAuto))),
-			Password:            m.Password,
-			OAuth:               m.OAuth.toOAuth(),
-			DeliverTo:           []string(m.DeliverTo),
-			AfterDelivery:       AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
-			KeepDays:            int(m.KeepDays),
-			MaxMessagesPerPoll:  orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
-			MaxBytesPerPoll:     orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
-			PollTimeout:         orDur(m.PollTimeout, defaultPollTimeout),
-			Timeout:             orDur(m.Timeout, defaultTimeout),
-			Sender:              m.Sender,
-			Enabled:             orBool(m.Enabled, true),
-			Type:                MailboxType(orStr(m.Type, string(MailboxIndividual))),
-			Global:              m.Global.toGlobal(f.Postmaster),
-			Undeliverable:       m.Undeliverable.toUndeliverable(),
-			DuplicateWindow:     orDur(m.DuplicateWindow, c.DuplicateWindow),
+			ID:                 m.ID,
+			Server:             withDefaultPort(m.Server, tls),
+			TLS:                tls,
+			AllowPlaintextAuth: m.AllowPlaintextAuth,
+			VerifyCertificate:  orBool(m.VerifyCertificate, true),
+			CAFile:             m.CAFile,
+			ServerName:         m.ServerName,
+			Username:           m.Username,
+			AuthMechanism:      MailboxAuth(orStr(m.AuthMechanism, string(MailboxAuthAuto))),
+			Password:           m.Password,
+			OAuth:              m.OAuth.toOAuth(),
+			DeliverTo:          []string(m.DeliverTo),
+			AfterDelivery:      AfterDelivery(orStr(m.AfterDelivery, string(AfterDeliveryDelete))),
+			KeepDays:           int(m.KeepDays),
+			MaxMessagesPerPoll: orInt(m.MaxMessagesPerPoll, defaultMaxMessagesPerPoll),
+			MaxBytesPerPoll:    orSize(m.MaxBytesPerPoll, defaultMaxBytesPerPoll),
+			PollTimeout:        orDur(m.PollTimeout, DefaultPollTimeout),
+			Timeout:            orDur(m.Timeout, DefaultTimeout),
+			Sender:             m.Sender,
+			Enabled:            orBool(m.Enabled, true),
+			Type:               MailboxType(orStr(m.Type, string(MailboxIndividual))),
+			Global:             m.Global.toGlobal(f.Postmaster),
+			Undeliverable:      m.Undeliverable.toUndeliverable(),
+			DuplicateWindow:    orDur(m.DuplicateWindow, c.DuplicateWindow),
 		})
 	}
 	return c
@@ -799,13 +802,13 @@ func (f *fileConfig) toConfig() *Config {
 func (d fileDelivery) toDelivery() Delivery {
 	out := Delivery{
 		Host:              d.Host,
-		Port:              orInt(d.Port, defaultDeliveryPort),
-		TLS:               TLSMode(orStr(d.TLS, string(TLSStartTLS))),
+		Port:              orInt(d.Port, DefaultDeliveryPort),
+		TLS:               tlsmode.Mode(orStr(d.TLS, string(tlsmode.StartTLS))),
 		VerifyCertificate: orBool(d.VerifyCertificate, true),
 		CAFile:            d.CAFile,
 		ServerName:        d.ServerName,
 		HELODomain:        d.HELODomain,
-		Timeout:           orDur(d.Timeout, defaultTimeout),
+		Timeout:           orDur(d.Timeout, DefaultTimeout),
 	}
 	if a := d.Auth; a != nil {
 		out.Auth = &Auth{
@@ -849,14 +852,14 @@ func orSize(p *Size, def Size) Size {
 // withDefaultPort appends the POP3 port for tls when server has none:
 // "pop.isp.example" and "[2001:db8::1]" gain one, anything else is left for
 // Validate to judge.
-func withDefaultPort(server string, tls TLSMode) string {
+func withDefaultPort(server string, tls tlsmode.Mode) string {
 	s := strings.TrimSpace(server)
 	if s == "" {
 		return server
 	}
-	port := "110"
-	if tls == TLSImplicit {
-		port = "995"
+	port := strconv.Itoa(DefaultPOP3Port)
+	if tls == tlsmode.Implicit {
+		port = strconv.Itoa(DefaultPOP3SPort)
 	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && strings.Count(s, "[") == 1 {
 		return net.JoinHostPort(s[1:len(s)-1], port)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 type wantErr struct {
@@ -66,11 +68,11 @@ func TestParseErrorFixtures(t *testing.T) {
 			{"mailboxes", 4, "at least one mailbox is required"},
 		}},
 		{"err_enums.yaml", []wantErr{
-			{"delivery.tls", 4, `got "ssl"`},
+			{"delivery.tls", 4, `must be one of starttls, opportunistic, implicit, none; got "ssl"`},
 			{"delivery.auth.mechanism", 6, "must be plain or login"},
 			{"log.level", 10, `got "verbose"`},
 			{"log.format", 11, `got "xml"`},
-			{"mailboxes[0].tls", 15, "must be one of implicit, starttls, none"},
+			{"mailboxes[0].tls", 15, `POP3 has no "opportunistic" mode`},
 			{"mailboxes[0].after_delivery", 19, "must be one of delete, keep, keep_days"},
 		}},
 		{"err_ranges.yaml", []wantErr{
@@ -223,7 +225,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 		ParallelMailboxes: 4,
 		Retry:             Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour},
 		Delivery: Delivery{
-			Host: "exchange.corp.example", Port: 25, TLS: TLSStartTLS,
+			Host: "exchange.corp.example", Port: 25, TLS: tlsmode.StartTLS,
 			VerifyCertificate: true, Timeout: 60 * time.Second,
 		},
 		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true, TooLarge: true},
@@ -235,7 +237,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 		Mailboxes: []Mailbox{{
 			ID:                 "sales",
 			Server:             "pop.isp.example:995",
-			TLS:                TLSImplicit,
+			TLS:                tlsmode.Implicit,
 			VerifyCertificate:  true,
 			Username:           "sales@isp.example",
 			AuthMechanism:      MailboxAuthAuto,
@@ -270,7 +272,7 @@ func TestParseValidFull(t *testing.T) {
 		ParallelMailboxes: 64,
 		Retry:             Retry{Interval: time.Minute, MaxInterval: 24 * time.Hour, GiveUpAfter: 36 * time.Hour},
 		Delivery: Delivery{
-			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: TLSImplicit,
+			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: tlsmode.Implicit,
 			VerifyCertificate: false, CAFile: "testdata/ca.pem",
 			ServerName: "exchange.corp.example", HELODomain: "popconn.corp.example",
 			Timeout: 10 * time.Minute,
@@ -283,28 +285,28 @@ func TestParseValidFull(t *testing.T) {
 		Ledger:          Ledger{Path: "/var/lib/popconn/ledger.db"},
 		Log:             Log{Level: "debug", Format: "json"},
 		Mailboxes: []Mailbox{{
-			ID:                  "lab",
-			Server:              "[2001:db8::110]:110",
-			TLS:                 TLSNone,
-			AllowPlaintextLogin: true,
-			VerifyCertificate:   true,
-			Username:            "lab",
-			AuthMechanism:       MailboxAuthAuto,
-			Password:            SecretRef("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/lab-AbCdEf"),
-			DeliverTo:           []string{"lab@corp.example", "ops.team@corp.example"},
-			AfterDelivery:       AfterDeliveryKeep,
-			MaxMessagesPerPoll:  0,
-			MaxBytesPerPoll:     0,
-			PollTimeout:         time.Hour,
-			Timeout:             time.Second,
-			Sender:              "bounces@corp.example",
-			Enabled:             false,
-			DuplicateWindow:     0, // off for this mailbox
+			ID:                 "lab",
+			Server:             "[2001:db8::110]:110",
+			TLS:                tlsmode.None,
+			AllowPlaintextAuth: true,
+			VerifyCertificate:  true,
+			Username:           "lab",
+			AuthMechanism:      MailboxAuthAuto,
+			Password:           SecretRef("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/lab-AbCdEf"),
+			DeliverTo:          []string{"lab@corp.example", "ops.team@corp.example"},
+			AfterDelivery:      AfterDeliveryKeep,
+			MaxMessagesPerPoll: 0,
+			MaxBytesPerPoll:    0,
+			PollTimeout:        time.Hour,
+			Timeout:            time.Second,
+			Sender:             "bounces@corp.example",
+			Enabled:            false,
+			DuplicateWindow:    0, // off for this mailbox
 		}, {
 			// Merged from the first entry with "<<: *base".
 			ID:                 "lab.2",
 			Server:             "192.0.2.110:1110",
-			TLS:                TLSStartTLS,
+			TLS:                tlsmode.StartTLS,
 			VerifyCertificate:  true,
 			CAFile:             "testdata/ca.pem",
 			ServerName:         "pop.lab.example",
@@ -403,18 +405,18 @@ func TestWarnings(t *testing.T) {
 		want   []string // substrings, one per warning, in order
 	}{
 		{"starttls on 465", func(c *Config) { c.Delivery.Port = 465 }, []string{"delivery.tls: port 465 normally expects tls: implicit, not starttls"}},
-		{"none on 465", func(c *Config) { c.Delivery.Port = 465; c.Delivery.TLS = TLSNone }, []string{
+		{"none on 465", func(c *Config) { c.Delivery.Port = 465; c.Delivery.TLS = tlsmode.None }, []string{
 			"delivery.tls: port 465 normally expects tls: implicit; tls: none will not connect there",
 			"delivery.tls: mail is relayed to Exchange unencrypted",
 		}},
-		{"implicit on 587", func(c *Config) { c.Delivery.Port = 587; c.Delivery.TLS = TLSImplicit }, []string{"tls: implicit on port 587 is unusual"}},
+		{"implicit on 587", func(c *Config) { c.Delivery.Port = 587; c.Delivery.TLS = tlsmode.Implicit }, []string{"tls: implicit on port 587 is unusual"}},
 		{"no verification", func(c *Config) { c.Mailboxes[0].VerifyCertificate = false }, []string{"mailboxes[0].verify_certificate: certificate checks are off"}},
 		{"auth over opportunistic", func(c *Config) {
-			c.Delivery.TLS = TLSOpportunistic
+			c.Delivery.TLS = tlsmode.Opportunistic
 			c.Delivery.Auth = &Auth{Mechanism: AuthPlain, Username: "relay", Password: SecretRef("env:X")}
 		}, []string{"delivery.auth: tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS"}},
 		{"pop3 implicit on 110", func(c *Config) { c.Mailboxes[0].Server = "pop.isp.example:110" }, []string{"mailboxes[0].tls: port 110 normally uses starttls or none"}},
-		{"plaintext opt-in without tls none", func(c *Config) { c.Mailboxes[0].AllowPlaintextLogin = true }, []string{"mailboxes[0].allow_plaintext_login: has no effect unless tls is none"}},
+		{"plaintext opt-in without tls none", func(c *Config) { c.Mailboxes[0].AllowPlaintextAuth = true }, []string{"mailboxes[0].allow_plaintext_login: has no effect unless tls is none"}},
 		{"all disabled", func(c *Config) { c.Mailboxes[0].Enabled = false }, []string{"mailboxes: every mailbox is disabled"}},
 	}
 	for _, tt := range tests {
@@ -455,7 +457,7 @@ func TestDeliveryHost(t *testing.T) {
 		{"exchange", "not a fully qualified domain name"},
 		{"exchange.", "not a fully qualified domain name"},
 		{"exchange.corp.example:25", "contains a port; put exchange.corp.example in delivery.host and 25 in delivery.port"},
-		{"[2001:db8::1]", "write an IPv6 literal as [IPv6:2001:db8::1]"},
+		{"[2001:db8::1]", "write an IPv6 address literal as [IPv6:2001:db8::1]"},
 		{"[192.0.2.10", "must be enclosed in [ and ]"},
 		{"[IPv6:192.0.2.10]", "not a valid IPv6 address literal"},
 		{"[exchange.corp.example]", "not a valid IP address literal"},
@@ -479,6 +481,77 @@ func TestDeliveryHost(t *testing.T) {
 				t.Fatalf("Validate = %v, want delivery.host error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAddresses covers the address rule (package mailaddr's Mailbox) as
+// every address setting applies it, here deliver_to.
+func TestAddresses(t *testing.T) {
+	tests := []struct {
+		addr    string
+		wantErr string // "" = valid
+	}{
+		{"sales@corp.example", ""},
+		{"sales+team@corp.example", ""},
+		{"jörg@corp.example", ""},        // SMTPUTF8 local part, as before
+		{"jörg@bücher.example", ""},      // U-label domain: new, like the local part
+		{"sales@[192.0.2.10]", ""},       // address literal
+		{"sales@[IPv6:2001:db8::1]", ""}, // new: net/mail refused it
+		{"sales@localhost", ""},
+		{"", "required"},
+		{"sales", "no @domain"},
+		{`"sales team"@corp.example`, "quoted local part"}, // new: was accepted
+		{"sales@corp.example.", "invalid domain"},
+		{"sales@corp_x.example", "invalid domain"},
+		{"sales@192.0.2.10", "invalid domain"},
+		{"sales@[corp.example]", "not a valid IP address literal"}, // new: was accepted
+		{"sales@[2001:db8::1]", "write an IPv6 address literal as [IPv6:2001:db8::1]"},
+		{"Sales <sales@corp.example>", "must be a bare address such as sales@corp.example"},
+		{"sales@corp.example (Sales)", "must be a bare address"},
+		{" sales@corp.example", "leading or trailing spaces"},
+		{"sa\rles@corp.example", `"\r" is not allowed before the @`},
+		{strings.Repeat("s", 65) + "@corp.example", "longer than 64 octets"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			c := mustParseFile(t, "valid_minimal.yaml")
+			c.Mailboxes[0].DeliverTo = []string{tt.addr}
+			err := c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "mailboxes[0].deliver_to[0]: ") || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate = %v, want a deliver_to[0] error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestMailboxTLS: a mailbox takes the POP3 modes only.
+func TestMailboxTLS(t *testing.T) {
+	tests := []struct {
+		mode    tlsmode.Mode
+		wantErr string
+	}{
+		{tlsmode.Implicit, ""},
+		{tlsmode.StartTLS, ""},
+		{tlsmode.Opportunistic, `mailboxes[0].tls: POP3 has no "opportunistic" mode`},
+		{"ssl", `mailboxes[0].tls: must be one of implicit, starttls, none; got "ssl"`},
+		{"", `mailboxes[0].tls: must be one of implicit, starttls, none; got ""`},
+	}
+	for _, tt := range tests {
+		c := mustParseFile(t, "valid_minimal.yaml")
+		c.Mailboxes[0].TLS = tt.mode
+		err := c.Validate()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("tls %q: Validate: %v", tt.mode, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("tls %q: Validate = %v, want %q", tt.mode, err, tt.wantErr)
+		}
 	}
 }
 
@@ -546,22 +619,6 @@ func TestExplicitZeroIsNotDefault(t *testing.T) {
 	c, err = Parse([]byte(base + "poll_interval:\n"))
 	if err != nil || c.PollInterval != 5*time.Minute {
 		t.Errorf("poll_interval with no value: %v, %v", c, err)
-	}
-}
-
-func TestRetryBackoff(t *testing.T) {
-	r := Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour}
-	tests := []struct {
-		failures int
-		want     time.Duration
-	}{
-		{0, 10 * time.Minute}, {1, 10 * time.Minute}, {2, 20 * time.Minute}, {3, 40 * time.Minute},
-		{4, 80 * time.Minute}, {5, 2 * time.Hour}, {1000, 2 * time.Hour},
-	}
-	for _, tt := range tests {
-		if got := r.Backoff(tt.failures); got != tt.want {
-			t.Errorf("Backoff(%d) = %v, want %v", tt.failures, got, tt.want)
-		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 const exchangeHead = `postmaster: postmaster@corp.example
@@ -36,9 +38,9 @@ func TestExchangeOptions(t *testing.T) {
     address_spaces: ["*.net", contoso.com]
 ` + exchangeMailbox + "    deliver_to: [sales@corp.example]\n", func(t *testing.T, c *Config) {
 			want := []Route{
-				{Name: "primary", Delivery: Delivery{Host: "exchange1.corp.example", Port: 25, TLS: TLSStartTLS, VerifyCertificate: true, Timeout: defaultTimeout}, AddressSpaces: []string{"*"}, Cost: 1},
-				{Name: "backup", Delivery: Delivery{Host: "[192.0.2.10]", Port: 25, TLS: TLSStartTLS, VerifyCertificate: true, Timeout: defaultTimeout}, AddressSpaces: []string{"*"}, Cost: 2},
-				{Name: "partners", Delivery: Delivery{Host: "relay.corp.example", Port: 587, TLS: TLSStartTLS, VerifyCertificate: true, Timeout: defaultTimeout}, AddressSpaces: []string{"*.net", "contoso.com"}, Cost: 1},
+				{Name: "primary", Delivery: Delivery{Host: "exchange1.corp.example", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*"}, Cost: 1},
+				{Name: "backup", Delivery: Delivery{Host: "[192.0.2.10]", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*"}, Cost: 2},
+				{Name: "partners", Delivery: Delivery{Host: "relay.corp.example", Port: 587, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*.net", "contoso.com"}, Cost: 1},
 			}
 			if !reflect.DeepEqual(c.Routes, want) {
 				t.Errorf("routes = %+v\nwant %+v", c.Routes, want)
@@ -103,7 +105,7 @@ loop_limit: 5
 ` + exchangeMailbox + "    deliver_to: a@corp.example\n", []string{
 			`routes[0].host: "exchange" is not a fully qualified domain name`,
 			`routes[1].name: "Primary" is already used by routes[0]`,
-			`routes[1].host: "[2001:db8::1]": write an IPv6 literal as [IPv6:2001:db8::1]`,
+			`routes[1].host: "[2001:db8::1]": write an IPv6 address literal as [IPv6:2001:db8::1]`,
 			`routes[1].cost: must be between 1 and 100, got 101`,
 			`routes[1].address_spaces: address space "net": a single label matches no domain`,
 			`routes[1].address_spaces: address space "*.net" is listed twice`,

@@ -18,9 +18,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/popconnector/popconnector/internal/mailaddr"
 	"github.com/popconnector/popconnector/internal/notify"
 	"github.com/popconnector/popconnector/internal/recipients"
 	"github.com/popconnector/popconnector/internal/route"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // FieldError is one problem with the configuration.
@@ -178,7 +180,7 @@ func (c *Config) check() *validator {
 		v.address("notify.to", c.Notify.To, false)
 	}
 	if c.LoopLimit < 0 || c.LoopLimit > 100 {
-		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, 3), got %d", c.LoopLimit)
+		v.fail("loop_limit", "must be between 1 and 100 (0 means the default, %d), got %d", DefaultLoopLimit, c.LoopLimit)
 	}
 	v.duration("duplicate_window", c.DuplicateWindow, 0, maxDuplicateWindow)
 
@@ -248,30 +250,29 @@ func (v *validator) routes(rs []Route) {
 }
 
 func (v *validator) delivery(p string, d *Delivery) {
-	if msg := checkDeliveryHost(d.Host); msg != "" {
-		v.fail(p+".host", "%s", strings.ReplaceAll(msg, "delivery.", p+"."))
-	} else if err := route.ValidateHost(d.Host); err != nil {
-		v.fail(p+".host", "%v", err)
+	if msg := checkDeliveryHost(p, d.Host); msg != "" {
+		v.fail(p+".host", "%s", msg)
 	}
 	if d.Port < 1 || d.Port > 65535 {
 		v.fail(p+".port", "must be between 1 and 65535, got %d", d.Port)
 	}
+	if err := tlsmode.SMTP.Check(d.TLS); err != nil {
+		v.fail(p+".tls", "%v", err)
+	}
 	switch d.TLS {
-	case TLSStartTLS, TLSOpportunistic:
+	case tlsmode.StartTLS, tlsmode.Opportunistic:
 		if d.Port == 465 {
 			v.warn(p+".tls", "port 465 normally expects tls: implicit, not %s", d.TLS)
 		}
-	case TLSImplicit:
+	case tlsmode.Implicit:
 		if d.Port == 25 || d.Port == 587 {
 			v.warn(p+".tls", "tls: implicit on port %d is unusual; that port normally uses starttls", d.Port)
 		}
-	case TLSNone:
+	case tlsmode.None:
 		if d.Port == 465 {
 			v.warn(p+".tls", "port 465 normally expects tls: implicit; tls: none will not connect there")
 		}
 		v.warn(p+".tls", "mail is relayed to Exchange unencrypted")
-	default:
-		v.fail(p+".tls", "must be one of starttls, opportunistic, implicit, none; got %q", d.TLS)
 	}
 	v.tlsFiles(p, d.TLS, d.VerifyCertificate, d.CAFile, d.ServerName)
 	if d.HELODomain != "" && !validHELO(d.HELODomain) {
@@ -289,9 +290,9 @@ func (v *validator) delivery(p string, d *Delivery) {
 		}
 		v.credentials(p+".auth", "mechanism", string(a.Mechanism), a.Mechanism.IsOAuth(), a.Password, a.OAuth)
 		switch d.TLS {
-		case TLSNone:
+		case tlsmode.None:
 			v.warn(p+".auth", "tls: none sends the SMTP password unencrypted")
-		case TLSOpportunistic:
+		case tlsmode.Opportunistic:
 			v.warn(p+".auth", "tls: opportunistic sends the SMTP password unencrypted if the server does not offer STARTTLS; use starttls")
 		}
 	}
@@ -321,27 +322,28 @@ func (v *validator) mailbox(i int, m *Mailbox, seen *seenMailboxes) {
 	if msg != "" {
 		v.fail(p+".server", "%s", msg)
 	}
+	if err := tlsmode.POP3.Check(m.TLS); err != nil {
+		v.fail(p+".tls", "%v", err)
+	}
 	switch m.TLS {
-	case TLSImplicit:
+	case tlsmode.Implicit:
 		if port == 110 {
 			v.warn(p+".tls", "port 110 normally uses starttls or none; implicit TLS is usually on 995")
 		}
-	case TLSStartTLS:
+	case tlsmode.StartTLS:
 		if port == 995 {
 			v.warn(p+".tls", "port 995 normally uses tls: implicit")
 		}
-	case TLSNone:
+	case tlsmode.None:
 		if port == 995 {
 			v.warn(p+".tls", "port 995 normally uses tls: implicit; tls: none will not connect there")
 		}
-		if !m.AllowPlaintextLogin {
+		if !m.AllowPlaintextAuth {
 			v.fail(p+".allow_plaintext_login", "tls: none sends the POP3 password and all mail unencrypted; "+
 				"set allow_plaintext_login: true to accept that (only on a network you trust), or use tls: implicit or starttls")
 		}
-	default:
-		v.fail(p+".tls", "must be one of implicit, starttls, none; got %q", m.TLS)
 	}
-	if m.AllowPlaintextLogin && m.TLS != TLSNone {
+	if m.AllowPlaintextAuth && m.TLS != tlsmode.None {
 		v.warn(p+".allow_plaintext_login", "has no effect unless tls is none")
 	}
 	v.tlsFiles(p, m.TLS, m.VerifyCertificate, m.CAFile, m.ServerName)
@@ -518,16 +520,16 @@ func (v *validator) oauth(p string, o *OAuth) {
 }
 
 // tlsFiles checks the settings shared by both TLS clients.
-func (v *validator) tlsFiles(p string, mode TLSMode, verify bool, caFile, serverName string) {
+func (v *validator) tlsFiles(p string, mode tlsmode.Mode, verify bool, caFile, serverName string) {
 	if caFile != "" {
 		if msg := checkCAFile(caFile); msg != "" {
 			v.fail(p+".ca_file", "%s", msg)
 		}
 	}
-	if serverName != "" && !validHostname(serverName) && net.ParseIP(serverName) == nil {
+	if serverName != "" && mailaddr.Host(serverName) != nil {
 		v.fail(p+".server_name", "must be a host name or IP address, got %q", serverName)
 	}
-	if mode == TLSNone {
+	if mode == tlsmode.None {
 		if caFile != "" || serverName != "" {
 			v.warn(p, "ca_file and server_name are ignored with tls: none")
 		}
@@ -562,101 +564,43 @@ func (v *validator) address(path, a string, required bool) bool {
 	return true
 }
 
-// checkAddrSpec accepts an RFC 5322 section 3.4.1 addr-spec whose domain is
-// a host name or an address literal, i.e. what SMTP can carry in MAIL FROM
-// and RCPT TO (RFC 5321 section 4.1.2).
+// checkAddrSpec accepts a bare address by package mailaddr's Mailbox rule:
+// what notices, recipient resolution and SMTP's MAIL FROM and RCPT TO
+// (RFC 5321 section 4.1.2) all take as written.
 func checkAddrSpec(a string) string {
-	addr, err := mail.ParseAddress(a)
-	if err != nil {
-		return fmt.Sprintf("%q is not a valid email address (%v)", a, strings.TrimPrefix(err.Error(), "mail: "))
-	}
-	if addr.Name != "" || strings.ContainsAny(a, "<>()") {
-		return fmt.Sprintf("%q must be a bare address such as %s, without a display name, comment or angle brackets", a, addr.Address)
-	}
 	if strings.TrimSpace(a) != a {
 		return fmt.Sprintf("%q has leading or trailing spaces", a)
 	}
-	at := strings.LastIndexByte(addr.Address, '@')
-	domain := addr.Address[at+1:]
-	if !strings.HasPrefix(domain, "[") && !validHostname(domain) {
-		return fmt.Sprintf("%q has an invalid domain", a)
+	// net/mail only recognises the forms people paste, for the hint.
+	if addr, err := mail.ParseAddress(a); err == nil && (addr.Name != "" || strings.ContainsAny(a, "<>()")) {
+		return fmt.Sprintf("%q must be a bare address such as %s, without a display name, comment or angle brackets", a, addr.Address)
+	}
+	if err := mailaddr.Mailbox(a); err != nil {
+		return fmt.Sprintf("%q is not a valid email address: %v", a, err)
 	}
 	return ""
 }
 
 // checkDeliveryHost implements the rules of the Exchange smart-host
-// documentation: a name must be an FQDN, an IP address may be bracketed as
-// an RFC 5321 section 4.1.3 address literal.
-func checkDeliveryHost(h string) string {
+// documentation through route.ValidateHost: a name must be an FQDN, an IP
+// address may be bracketed as an RFC 5321 section 4.1.3 address literal.
+func checkDeliveryHost(p, h string) string {
 	if strings.TrimSpace(h) == "" {
 		return "required: the Exchange server's fully qualified name or IP address"
 	}
-	if strings.HasPrefix(h, "[") || strings.HasSuffix(h, "]") {
-		if !strings.HasPrefix(h, "[") || !strings.HasSuffix(h, "]") {
-			return fmt.Sprintf("%q: an address literal must be enclosed in [ and ]", h)
+	if !strings.HasPrefix(h, "[") && net.ParseIP(h) == nil {
+		if hp, port, err := net.SplitHostPort(h); err == nil && port != "" {
+			return fmt.Sprintf("%q contains a port; put %s in %s.host and %s in %s.port", h, hp, p, port, p)
 		}
-		inner := h[1 : len(h)-1]
-		if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
-			ip := net.ParseIP(inner[5:])
-			if ip == nil || !strings.Contains(inner[5:], ":") {
-				return fmt.Sprintf("%q is not a valid IPv6 address literal", h)
-			}
-			return ""
-		}
-		ip := net.ParseIP(inner)
-		switch {
-		case ip != nil && !strings.Contains(inner, ":"):
-			return ""
-		case ip != nil:
-			return fmt.Sprintf("%q: write an IPv6 literal as [IPv6:%s]", h, inner)
-		}
-		return fmt.Sprintf("%q is not a valid IP address literal", h)
 	}
-	if net.ParseIP(h) != nil {
-		return ""
-	}
-	if hp, port, err := net.SplitHostPort(h); err == nil && port != "" {
-		return fmt.Sprintf("%q contains a port; put %s in delivery.host and %s in delivery.port", h, hp, port)
-	}
-	if !validHostname(h) {
-		return fmt.Sprintf("%q is not a valid host name or IP address", h)
-	}
-	name := strings.TrimSuffix(h, ".")
-	if !strings.Contains(name, ".") && !strings.EqualFold(name, "localhost") {
-		return fmt.Sprintf("%q is not a fully qualified domain name; use the Exchange server's full name "+
-			"(e.g. %s.corp.example), its IP address, or localhost", h, name)
+	if err := route.ValidateHost(h); err != nil {
+		return err.Error()
 	}
 	return ""
 }
 
-// validHostname checks RFC 1123 section 2.1 host name syntax: dot-separated labels of
-// letters, digits and hyphens, optionally a trailing dot; the last label is
-// not all digits (that would be a malformed IP address).
-func validHostname(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	labels := strings.Split(h, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return !isDigits(labels[len(labels)-1])
-}
-
 func validHELO(h string) bool {
-	if strings.HasPrefix(h, "[") {
-		return checkDeliveryHost(h) == ""
-	}
-	return validHostname(h)
+	return mailaddr.Hostname(h) == nil || mailaddr.AddressLiteral(h) == nil
 }
 
 // splitServer checks a POP3 host:port and returns its parts, or a message.
@@ -674,7 +618,7 @@ func splitServer(s string) (host string, port int, msg string) {
 	if h == "" {
 		return "", 0, fmt.Sprintf("%q has no host", s)
 	}
-	if net.ParseIP(h) == nil && !validHostname(h) {
+	if mailaddr.Host(h) != nil {
 		return "", 0, fmt.Sprintf("%q: %q is not a valid host name or IP address", s, h)
 	}
 	n, err := strconv.Atoi(p)

@@ -27,6 +27,7 @@ import (
 	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // Known secrets: every output is searched for them.
@@ -224,7 +225,7 @@ func (r *rig) served(user, pass string) map[string][]byte {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := pop3.Dial(ctx, pop3.Options{Addr: r.dove.TLSAddr, TLS: pop3.TLSMode("implicit"),
+	c, err := pop3.Dial(ctx, pop3.Options{Addr: r.dove.TLSAddr, TLS: tlsmode.Implicit,
 		TLSConfig: &tls.Config{RootCAs: r.dove.CA.Pool, ServerName: "localhost"}, Timeout: 10 * time.Second})
 	if err != nil {
 		r.t.Fatal(err)

@@ -63,6 +63,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/popconnector/popconnector/internal/mailaddr"
 	"github.com/popconnector/popconnector/internal/relay"
 )
 
@@ -210,8 +211,8 @@ func checkAddressing(fromAddr, toAddr, reportingMTA string) (from, to string, er
 	if to, err = bareAddress("To", toAddr); err != nil {
 		return "", "", err
 	}
-	if !validHostname(reportingMTA) {
-		return "", "", fmt.Errorf("%w: reporting MTA %q is not a host name", ErrInvalid, reportingMTA)
+	if err := mailaddr.Hostname(reportingMTA); err != nil {
+		return "", "", fmt.Errorf("%w: reporting MTA %q is not a host name: %v", ErrInvalid, reportingMTA, err)
 	}
 	return from, to, nil
 }
@@ -688,7 +689,7 @@ func NoticeID(originalID string, originalHeader []byte, cause Cause, failed bool
 		kind = "failed"
 	}
 	h.Write([]byte("\x00" + string(cause) + "\x00" + kind))
-	if domain == "" || !validHostname(domain) {
+	if mailaddr.Hostname(domain) != nil {
 		domain = "popconnector.invalid"
 	}
 	c := string(cause)
@@ -759,12 +760,11 @@ func asciiText(s string, max int) string {
 	return b.String()
 }
 
-// bareAddress validates a configured address: an addr-spec without
-// display name, controls or spaces.
+// bareAddress validates a configured address by mailaddr's Mailbox rule:
+// no display name, quotes, controls or spaces.
 func bareAddress(what, s string) (string, error) {
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s || !plainAddress(s) {
-		return "", fmt.Errorf("%w: %s %q is not a bare email address", ErrInvalid, what, s)
+	if err := mailaddr.Mailbox(s); err != nil {
+		return "", fmt.Errorf("%w: %s %q is not a bare email address: %v", ErrInvalid, what, s, err)
 	}
 	return s, nil
 }
@@ -839,45 +839,9 @@ func isAtom(s string) bool {
 	return true
 }
 
-// validHostname checks RFC 1123 §2.1 host name syntax.
-func validHostname(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // validMTAName accepts a host name, an IP address or an address literal.
 func validMTAName(s string) bool {
-	if validHostname(s) {
-		return true
-	}
-	inner := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
-		inner = inner[5:]
-	}
-	if inner == "" {
-		return false
-	}
-	for i := 0; i < len(inner); i++ {
-		c := inner[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':') {
-			return false
-		}
-	}
-	return strings.ContainsAny(inner, ".:")
+	return mailaddr.Host(s) == nil || mailaddr.AddressLiteral(s) == nil
 }
 
 // validMsgID accepts id-left "@" id-right of dot-atom text (RFC 5322

@@ -534,9 +534,16 @@ func TestBuildDSNRejectsInvalid(t *testing.T) {
 		{"from with CRLF", func(n *Notice) { n.From = "postmaster@corp.example\r\nBcc: x@y.example" }, "is not a bare email address"},
 		{"to missing", func(n *Notice) { n.To = "" }, `To "" is not a bare email address`},
 		{"to spaces", func(n *Notice) { n.To = " admin@corp.example" }, "is not a bare email address"},
+		{"from quoted", func(n *Notice) { n.From = `"post master"@corp.example` }, "quoted local part"},
+		{"to bad domain", func(n *Notice) { n.To = "admin@corp_x.example" }, `invalid domain "corp_x.example"`},
+		{"to bare IP", func(n *Notice) { n.To = "admin@192.0.2.1" }, "invalid domain"},
 		{"reporting MTA", func(n *Notice) { n.ReportingMTA = "popconn\r\nX: y" }, "reporting MTA"},
+		{"reporting MTA underscore", func(n *Notice) { n.ReportingMTA = "pop_conn.corp.example" }, "reporting MTA"},
+		{"reporting MTA IPv4", func(n *Notice) { n.ReportingMTA = "192.0.2.1" }, "the last label is all digits"},
 		{"reporting MTA empty", func(n *Notice) { n.ReportingMTA = "" }, "reporting MTA"},
 		{"received-from MTA", func(n *Notice) { n.ReceivedFromMTA = "pop isp" }, "received-from MTA"},
+		{"received-from MTA bad IP", func(n *Notice) { n.ReceivedFromMTA = "192.0.2.300" }, "received-from MTA"},
+		{"received-from MTA general literal", func(n *Notice) { n.ReceivedFromMTA = "[x-tag:abc]" }, "received-from MTA"},
 		{"no now", func(n *Notice) { n.Now = time.Time{} }, "Now is not set"},
 		{"test cause", func(n *Notice) { n.Cause = CauseTest }, `cause "test"`},
 		{"no cause", func(n *Notice) { n.Cause = CauseNone }, `cause ""`},
@@ -933,5 +940,33 @@ func BenchmarkBuildDSN(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestMTANames: Received-From-MTA and Remote-MTA take a host name, an IP
+// address or an address literal (package mailaddr's rules).
+func TestMTANames(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ok   bool
+	}{
+		{"pop.isp.example", true},
+		{"pop.isp.example.", true},
+		{"exchange", true},
+		{"192.0.2.1", true},
+		{"2001:db8::1", true},
+		{"[192.0.2.1]", true},
+		{"[IPv6:2001:db8::1]", true},
+		{"", false},
+		{"pop_3.isp.example", false},
+		{"[2001:db8::1]", false},
+		{"[pop.isp.example]", false},
+		{"192.0.2.300", false},
+		{"pop isp", false},
+		{"::g", false},
+	} {
+		if got := validMTAName(tt.name); got != tt.ok {
+			t.Errorf("validMTAName(%q) = %v, want %v", tt.name, got, tt.ok)
+		}
 	}
 }

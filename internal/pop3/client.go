@@ -18,24 +18,8 @@ import (
 	"time"
 
 	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
-
-// TLSMode selects how the connection is encrypted.
-type TLSMode string
-
-const (
-	// TLSImplicit: TLS from the first byte (port 995, RFC 8314 §3.3).
-	TLSImplicit TLSMode = "implicit"
-	// TLSStartTLS: plaintext connect, then STLS (RFC 2595 §4). Dial fails
-	// if the server does not offer STLS; it never continues in plaintext.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSNone: no encryption. Auth still refuses to send credentials
-	// unless Options.AllowPlaintextAuth is set.
-	TLSNone TLSMode = "none"
-)
-
-// DefaultTimeout is used when Options.Timeout is zero.
-const DefaultTimeout = 60 * time.Second
 
 const (
 	// maxLineLength bounds every status line and every line of a LIST,
@@ -62,8 +46,13 @@ const (
 type Options struct {
 	// Addr is host:port.
 	Addr string
-	// TLS is the encryption mode; "" means TLSImplicit.
-	TLS TLSMode
+	// TLS is the encryption mode: tlsmode.Implicit (TLS from the first
+	// byte, port 995), tlsmode.StartTLS (STLS, RFC 2595 §4; Dial fails if
+	// the server does not offer it and never continues in plaintext) or
+	// tlsmode.None (Auth still refuses to send credentials unless
+	// AllowPlaintextAuth is set). Required: Dial refuses any other value,
+	// "" and tlsmode.Opportunistic included.
+	TLS tlsmode.Mode
 	// TLSConfig is an optional base configuration (RootCAs, ServerName,
 	// client certificates). It is cloned. Certificates are verified unless
 	// the caller set InsecureSkipVerify. MinVersion defaults to TLS 1.2.
@@ -74,9 +63,10 @@ type Options struct {
 	// AllowPlaintextAuth lets Auth send credentials over an unencrypted
 	// connection. Without it Auth returns ErrPlaintextRefused.
 	AllowPlaintextAuth bool
-	// Timeout bounds the TCP dial and every network read or write
-	// (DefaultTimeout if zero). It is an inactivity timeout: a transfer
-	// that keeps making progress is not cut off.
+	// Timeout bounds the TCP dial and every network read or write. It is
+	// an inactivity timeout: a transfer that keeps making progress is not
+	// cut off. Required (the configuration's default is
+	// config.DefaultTimeout); Dial refuses zero.
 	Timeout time.Duration
 	// Logger, if set, receives the protocol transcript at debug level.
 	// Passwords and SASL payloads are replaced by "***"; message bodies
@@ -131,14 +121,10 @@ type Client struct {
 // dial; it is not retained.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
+		return nil, fmt.Errorf("pop3: Options.Timeout must be positive, got %v", opts.Timeout)
 	}
-	switch opts.TLS {
-	case "":
-		opts.TLS = TLSImplicit
-	case TLSImplicit, TLSStartTLS, TLSNone:
-	default:
-		return nil, fmt.Errorf("pop3: unknown TLS mode %q (want implicit, starttls or none)", opts.TLS)
+	if err := tlsmode.POP3.Check(opts.TLS); err != nil {
+		return nil, fmt.Errorf("pop3: Options.TLS: %w", err)
 	}
 	host, _, err := net.SplitHostPort(opts.Addr)
 	if err != nil {
@@ -174,7 +160,7 @@ func (c *Client) open(ctx context.Context, host string) error {
 		return err
 	}
 	defer c.end()
-	if c.opts.TLS == TLSImplicit {
+	if c.opts.TLS == tlsmode.Implicit {
 		if err := c.handshakeTLS(ctx, host); err != nil {
 			return err
 		}
@@ -191,7 +177,7 @@ func (c *Client) open(ctx context.Context, host string) error {
 	if err := c.capa(); err != nil {
 		return err
 	}
-	if c.opts.TLS != TLSStartTLS {
+	if c.opts.TLS != tlsmode.StartTLS {
 		return nil
 	}
 	if _, ok := c.caps["STLS"]; !ok {

@@ -16,13 +16,14 @@ import (
 	gopop3 "github.com/knadh/go-pop3"
 
 	"github.com/popconnector/popconnector/internal/pop3/pop3test"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // These tests use scripted in-process servers for what Dovecot cannot be
 // made to do; dovecot_test.go covers the real server.
 
 func plainOpts(addr string) Options {
-	return Options{Addr: addr, TLS: TLSNone, AllowPlaintextAuth: true, Timeout: 5 * time.Second}
+	return Options{Addr: addr, TLS: tlsmode.None, AllowPlaintextAuth: true, Timeout: 5 * time.Second}
 }
 
 func dialT(t *testing.T, opts Options) *Client {
@@ -403,7 +404,7 @@ func TestSTLSRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := pop3test.NewServer(t, tc.script)
 			opts := plainOpts(srv.Addr)
-			opts.TLS = TLSStartTLS
+			opts.TLS = tlsmode.StartTLS
 			c, err := Dial(context.Background(), opts)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Dial = %v, %v; want %v", c, err, tc.want)

@@ -18,7 +18,7 @@
 //     a bare LF is data, not the end. A connection that ends before the
 //     terminating ".\r\n" yields an error wrapping io.ErrUnexpectedEOF,
 //     never a silently short message.
-//   - Deadlines: Options.Timeout (default 60s) bounds the dial and every
+//   - Deadlines: Options.Timeout (required) bounds the dial and every
 //     single network read and write, and is renewed with each one, so a
 //     stalled server fails while a slow transfer that keeps progressing does
 //     not. The context of each call also bounds it: its deadline is applied

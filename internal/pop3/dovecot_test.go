@@ -16,6 +16,7 @@ import (
 	gopop3 "github.com/knadh/go-pop3"
 
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // Integration tests against a real Dovecot started by internal/testenv.
@@ -72,7 +73,7 @@ func TestDovecot(t *testing.T) {
 
 	login := func(t *testing.T, user string) *Client {
 		t.Helper()
-		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: tlsConf, Timeout: 10 * time.Second})
+		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: tlsConf, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}
@@ -85,7 +86,7 @@ func TestDovecot(t *testing.T) {
 
 	t.Run("implicit TLS verified with CA pool", func(t *testing.T) {
 		for _, name := range []string{"", "localhost"} {
-			c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: tlsConf, ServerName: name})
+			c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: tlsConf, ServerName: name, Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatalf("Dial (ServerName %q): %v", name, err)
 			}
@@ -106,7 +107,7 @@ func TestDovecot(t *testing.T) {
 	})
 
 	t.Run("STLS", func(t *testing.T) {
-		c, err := Dial(ctx, Options{Addr: d.Addr, TLS: TLSStartTLS, TLSConfig: tlsConf})
+		c, err := Dial(ctx, Options{Addr: d.Addr, TLS: tlsmode.StartTLS, TLSConfig: tlsConf, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}
@@ -135,9 +136,9 @@ func TestDovecot(t *testing.T) {
 			name string
 			opts Options
 		}{
-			{"implicit without CA", Options{Addr: d.TLSAddr, TLS: TLSImplicit}},
-			{"STLS without CA", Options{Addr: d.Addr, TLS: TLSStartTLS}},
-			{"wrong server name", Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: tlsConf, ServerName: "mail.example.org"}},
+			{"implicit without CA", Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, Timeout: 10 * time.Second}},
+			{"STLS without CA", Options{Addr: d.Addr, TLS: tlsmode.StartTLS, Timeout: 10 * time.Second}},
+			{"wrong server name", Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: tlsConf, ServerName: "mail.example.org", Timeout: 10 * time.Second}},
 		} {
 			c, err := Dial(ctx, tc.opts)
 			var verr *tls.CertificateVerificationError
@@ -156,7 +157,7 @@ func TestDovecot(t *testing.T) {
 	})
 
 	t.Run("plaintext auth", func(t *testing.T) {
-		c, err := Dial(ctx, Options{Addr: d.Addr, TLS: TLSNone})
+		c, err := Dial(ctx, Options{Addr: d.Addr, TLS: tlsmode.None, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +165,7 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("Auth without TLS = %v, want ErrPlaintextRefused", err)
 		}
 		c.Close()
-		c, err = Dial(ctx, Options{Addr: d.Addr, TLS: TLSNone, AllowPlaintextAuth: true})
+		c, err = Dial(ctx, Options{Addr: d.Addr, TLS: tlsmode.None, AllowPlaintextAuth: true, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -368,7 +369,7 @@ func TestDovecot(t *testing.T) {
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		const wrong = "Wrong-Password-42"
-		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: tlsConf})
+		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: tlsConf, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -389,7 +390,7 @@ func TestDovecot(t *testing.T) {
 		// mechanism); hide it so Auth takes the RFC 1939 §7 path.
 		d.Deliver(t, "userpass", []byte("Subject: hi\n\nhello\n"))
 		for _, pw := range []string{users["userpass"], "wrong-one"} {
-			c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: tlsConf})
+			c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: tlsConf, Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}

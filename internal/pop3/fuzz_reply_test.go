@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // FuzzServerReplies runs the client against a server that answers every
@@ -39,7 +41,7 @@ func FuzzServerReplies(f *testing.F) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		cl, err := Dial(ctx, Options{Addr: ln.Addr().String(), TLS: TLSNone, Timeout: 500 * time.Millisecond})
+		cl, err := Dial(ctx, Options{Addr: ln.Addr().String(), TLS: tlsmode.None, Timeout: 500 * time.Millisecond})
 		if err != nil {
 			return
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // TestDovecotSignIn logs in to a real Dovecot with every mechanism Login
@@ -51,7 +52,7 @@ func TestDovecotSignIn(t *testing.T) {
 
 	dial := func(t *testing.T, log *slog.Logger) *Client {
 		t.Helper()
-		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: &tls.Config{RootCAs: d.CA.Pool}, Timeout: 10 * time.Second, Logger: log})
+		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: &tls.Config{RootCAs: d.CA.Pool}, Timeout: 10 * time.Second, Logger: log})
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}
@@ -187,7 +188,7 @@ func TestDovecotMechanismNotOffered(t *testing.T) {
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"alice": "alice-Secret-pw"}})
 	for _, m := range []Mechanism{MechXOAUTH2, MechOAuthBearer, MechAPOP} {
 		var logBuf bytes.Buffer
-		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: TLSImplicit, TLSConfig: &tls.Config{RootCAs: d.CA.Pool}, Timeout: 10 * time.Second,
+		c, err := Dial(ctx, Options{Addr: d.TLSAddr, TLS: tlsmode.Implicit, TLSConfig: &tls.Config{RootCAs: d.CA.Pool}, Timeout: 10 * time.Second,
 			Logger: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		if err != nil {
 			t.Fatal(err)

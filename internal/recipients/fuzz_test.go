@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/popconnector/popconnector/internal/mailaddr"
 	"github.com/popconnector/popconnector/internal/message"
 )
 
@@ -44,8 +45,8 @@ func FuzzResolve(f *testing.F) {
 		}
 		seen := make(map[string]bool)
 		for _, a := range res.Recipients {
-			if !envelopeSafe(a) {
-				t.Fatalf("recipient %q is not envelope-safe", a)
+			if err := mailaddr.Mailbox(a); err != nil {
+				t.Fatalf("recipient %q is not a bare mailbox: %v", a, err)
 			}
 			if d := domainOf(a); d != "corp.example" && d != "corp2.example" {
 				t.Fatalf("recipient %q is not local", a)

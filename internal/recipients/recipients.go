@@ -19,10 +19,13 @@
 //     list with a malformed entry is split at its top-level commas and each
 //     entry parsed on its own, so one bad address never hides the others; the
 //     skipped entry is named in Result.Problems.
-//   - Every recipient found in a header is a bare addr-spec whose domain is
-//     one of GlobalOptions.LocalDomains (compared case-insensitively, after
-//     rewriting) and whose local part needs no quoting, so it can go into an
-//     SMTP RCPT command as is; the fallback address is used as configured. The list has no duplicates (compared
+//   - Every recipient found in a header is a mailbox by package mailaddr's
+//     rule (a local part that needs no quoting, a valid domain, RFC 5321's
+//     length limits), so it can go into an SMTP RCPT command as is, and its
+//     domain is one of GlobalOptions.LocalDomains (compared
+//     case-insensitively, after rewriting); local domains, rewrite rules
+//     and the fallback are checked by the same rules. The fallback address
+//     is used as configured. The list has no duplicates (compared
 //     case-insensitively; the first spelling is kept) and keeps the order of
 //     the headers.
 //   - The first header in the order that yields a local recipient decides
@@ -49,6 +52,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-message/mail"
+
+	"github.com/popconnector/popconnector/internal/mailaddr"
 )
 
 // DefaultHeaderOrder is the envelope headers consulted when
@@ -360,8 +365,8 @@ func (c *collector) problem(format string, args ...any) {
 
 // add rewrites addr and keeps it when local, new and usable in an envelope.
 func (c *collector) add(field, addr string) {
-	if !envelopeSafe(addr) {
-		c.problem("%s: skipped %s: the address needs quoting or has spaces, and cannot be used in an SMTP envelope", field, clip((&mail.Address{Address: addr}).String()))
+	if err := mailaddr.Mailbox(addr); err != nil {
+		c.problem("%s: skipped %s: the address needs quoting or is malformed (%v), and cannot be used in an SMTP envelope", field, clip((&mail.Address{Address: addr}).String()), err)
 		return
 	}
 	addr = c.r.rewrite(addr)
@@ -423,38 +428,24 @@ func appendCapped(list []string, s string) []string {
 	return list
 }
 
-// normalizeDomain lower-cases d, drops one trailing dot and checks that it
-// looks like a domain name: non-empty labels of at most 63 bytes, no
-// spaces, controls or address punctuation. U-labels are accepted as is.
+// normalizeDomain lower-cases d, drops one trailing dot and checks it by
+// mailaddr's Domain rule: LDH labels, A-labels or U-labels.
 func normalizeDomain(d string) (string, error) {
 	d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
-	if d == "" {
-		return "", errors.New("empty domain")
-	}
-	if len(d) > 253 {
-		return "", errors.New("domain longer than 253 bytes")
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 {
-			return "", errors.New("not a domain name (empty or over-long label)")
-		}
-		for _, ch := range label {
-			if ch <= ' ' || ch == 0x7f || strings.ContainsRune("@<>()[]\\,;:\"*", ch) {
-				return "", fmt.Errorf("not a domain name (%q not allowed)", ch)
-			}
-		}
+	if err := mailaddr.Domain(d); err != nil {
+		return "", fmt.Errorf("not a domain name: %w", err)
 	}
 	return d, nil
 }
 
-// bareAddress parses s as a single addr-spec without display name.
+// bareAddress checks s, without surrounding spaces, by mailaddr's Mailbox
+// rule: no display name or quotes, so it goes into RCPT TO as written.
 func bareAddress(s string) (string, bool) {
 	s = strings.TrimSpace(s)
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s || !envelopeSafe(a.Address) {
+	if mailaddr.Mailbox(s) != nil {
 		return "", false
 	}
-	return a.Address, true
+	return s, true
 }
 
 // domainOf returns the lower-cased domain of addr without a trailing dot.
@@ -464,22 +455,6 @@ func domainOf(addr string) string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
-}
-
-// envelopeSafe reports whether addr can be written in RCPT TO:<addr> as is:
-// its local part needs no quoting (net/mail quotes anything else) and it
-// has no controls or spaces.
-func envelopeSafe(addr string) bool {
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 {
-		return false
-	}
-	for i := 0; i < len(addr); i++ {
-		if c := addr[i]; c <= ' ' || c == 0x7f {
-			return false
-		}
-	}
-	return (&mail.Address{Address: addr}).String() == "<"+addr+">"
 }
 
 // validFieldName checks RFC 5322 §2.2 field-name syntax: printable ASCII

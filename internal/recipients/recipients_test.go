@@ -212,7 +212,7 @@ func TestResolveInvalidOptionsStillDeliver(t *testing.T) {
 	want := []string{
 		`fallback "not an address" is not a bare email address`,
 		`header order: "Bad:Name" is not a header field name`,
-		`local domain "bad domain": not a domain name (' ' not allowed)`,
+		`local domain "bad domain": not a domain name: label "bad domain": " " is not allowed (letters, digits and hyphens only)`,
 		`rewrite "x@isp.example" -> "*@corp.example": the target of an address must be an address`,
 	}
 	if !slices.Equal(got.Problems, want) {
@@ -236,14 +236,17 @@ func TestValidate(t *testing.T) {
 		}, nil},
 		{"no domains", GlobalOptions{}, []string{"no local domain"}},
 		{"duplicate domain", GlobalOptions{LocalDomains: []string{"corp.example", "Corp.Example."}}, []string{"listed twice"}},
-		{"bad domains", GlobalOptions{LocalDomains: []string{"", "a..b", "x@y", "*.corp.example"}}, []string{"empty domain", "empty or over-long label", "'@' not allowed", "'*' not allowed"}},
+		{"bad domains", GlobalOptions{LocalDomains: []string{"", "a..b", "x@y", "*.corp.example", "corp_x.example", "192.0.2.1", "[192.0.2.1]"}},
+			[]string{`"": not a domain name: empty`, `"a..b": not a domain name: empty label`, `"@" is not allowed`, `"*" is not allowed`, `"_" is not allowed`,
+				"the last label is all digits", `"[" is not allowed`}},
+		{"IDN domains", GlobalOptions{LocalDomains: []string{"xn--bcher-kva.example", "Bücher.example."}}, nil},
 		{"duplicate header", GlobalOptions{LocalDomains: corp, HeaderOrder: []string{"Delivered-To", "delivered-to"}}, []string{`"delivered-to" is listed twice`}},
 		{"bad header", GlobalOptions{LocalDomains: corp, HeaderOrder: []string{"X Original To"}}, []string{"not a header field name"}},
 		{"rewrite to foreign domain", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"*@isp.example": "*@other.example"}}, []string{"other.example is not a local domain"}},
 		{"rewrite address to foreign", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"a@isp.example": "b@other.example"}}, []string{"b@other.example is not in a local domain"}},
 		{"rewrite wildcard to foreign address", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"*@isp.example": "b@other.example"}}, []string{"b@other.example is not in a local domain"}},
 		{"rewrite bad key", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"Alias <a@isp.example>": "b@corp.example"}}, []string{"the key must be an address or *@domain"}},
-		{"rewrite bad wildcard domain", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"*@": "b@corp.example"}}, []string{"empty domain"}},
+		{"rewrite bad wildcard domain", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"*@": "b@corp.example"}}, []string{"not a domain name: empty"}},
 		{"rewrite bad target", GlobalOptions{LocalDomains: corp, Rewrite: map[string]string{"*@isp.example": "nobody"}}, []string{"the target must be an address or *@domain"}},
 		{"fallback with name", GlobalOptions{LocalDomains: corp, Fallback: "PM <postmaster@corp.example>"}, []string{"not a bare email address"}},
 	}
@@ -418,20 +421,35 @@ func TestResolveNoFallbackKnown(t *testing.T) {
 	}
 }
 
-func TestEnvelopeSafe(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"a@b.example":           true,
-		"a.b+c@b.example":       true,
-		"jörg@b.example":        true,
-		"a b@b.example":         false,
-		`a"b@b.example`:         false,
-		"a..b@b.example":        false,
-		"@b.example":            false,
-		"a@":                    false,
-		"a\r\nBcc: x@b.example": false,
+// TestHeaderAddresses: an address from a header becomes a recipient only
+// if mailaddr's Mailbox rule accepts it as written; otherwise it is
+// skipped with a problem and the fallback is used.
+func TestHeaderAddresses(t *testing.T) {
+	opts := GlobalOptions{LocalDomains: []string{"b.example", "bücher.example"}, Fallback: "fb@b.example"}
+	for _, tt := range []struct {
+		addr    string
+		want    bool   // a recipient, not the fallback
+		problem string // substring of the problem when skipped
+	}{
+		{"a@b.example", true, ""},
+		{"a.b+c@b.example", true, ""},
+		{"jörg@b.example", true, ""},
+		{"jörg@bücher.example", true, ""},
+		{"A@B.Example", true, ""},
+		{"a b@b.example", false, `" " is not allowed before the @`}, // from "a b"@b.example
+		{`a"b@b.example`, false, `"\"" is not allowed before the @`},
+		{"a..b@b.example", false, "two in a row"},
+		{strings.Repeat("a", 65) + "@b.example", false, "longer than 64 octets"},
 	} {
-		if got := envelopeSafe(addr); got != want {
-			t.Errorf("envelopeSafe(%q) = %v, want %v", addr, got, want)
+		got := Resolve(parseHeader(t, "Delivered-To: "+(&mail.Address{Address: tt.addr}).String()), opts)
+		if tt.want {
+			if !slices.Equal(got.Recipients, []string{tt.addr}) || len(got.Problems) != 0 {
+				t.Errorf("%q: got %+v, want it as the recipient", tt.addr, got)
+			}
+			continue
+		}
+		if !got.Fallback || !slices.ContainsFunc(got.Problems, func(p string) bool { return strings.Contains(p, tt.problem) }) {
+			t.Errorf("%q: got %+v, want the fallback and a problem containing %q", tt.addr, got, tt.problem)
 		}
 	}
 }

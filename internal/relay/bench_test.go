@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // BenchmarkSendSizes relays messages of the connector benchmark's shapes
@@ -19,7 +21,7 @@ import (
 // B/op counts the in-process server too, which keeps each message it reads.
 func BenchmarkSendSizes(b *testing.B) {
 	srv := testenv.StartScriptedSMTP(b, testenv.SMTPScript{})
-	c, err := relay.Dial(b.Context(), relay.Options{Addr: srv.Addr, TLS: relay.TLSNone, HeloDomain: "bench.example"})
+	c, err := relay.Dial(b.Context(), relay.Options{Addr: srv.Addr, TLS: tlsmode.None, HeloDomain: "bench.example", Timeout: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

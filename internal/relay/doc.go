@@ -36,12 +36,13 @@
 //     treated as an attack (plaintext command injection, CVE-2011-0411) and
 //     fail the dial. After the handshake the client forgets all
 //     it learned and says EHLO again (RFC 3207 §4.2).
-//   - Credentials are sent only over TLS unless Options.AllowInsecureAuth is
+//   - Credentials are sent only over TLS unless Options.AllowPlaintextAuth is
 //     set. The AUTH exchange is redacted from the transcript, and the password,
 //     its base64 form and the base64 PLAIN token are scrubbed from every server
 //     text that reaches an *Error or a log line.
 //   - Envelope addresses containing CR, LF, other control characters or angle
-//     brackets are refused locally (permanent *Error) and never reach the wire.
+//     brackets, or longer than 320 octets (package mailaddr's WireSafe rule),
+//     are refused locally (permanent *Error) and never reach the wire.
 //
 // # Line endings in the body
 //

@@ -19,6 +19,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // dialogue is one server side of a session: it reads with line and writes
@@ -105,7 +106,7 @@ func TestFakeServerEchoingCredentialsIsScrubbed(t *testing.T) {
 			log, logs := debugLogger()
 			_, err := dial(t, addr, func(o *relay.Options) {
 				o.Logger = log
-				o.AllowInsecureAuth = true // loopback fake without TLS
+				o.AllowPlaintextAuth = true // loopback fake without TLS
 				o.Auth = &relay.AuthConfig{Mechanism: mech, Username: user, Password: password}
 			})
 			if err == nil {
@@ -144,7 +145,7 @@ func TestFakeServerAuthLoginSucceeds(t *testing.T) {
 		d.say("221 bye")
 	})
 	c := mustDial(t, addr, func(o *relay.Options) {
-		o.AllowInsecureAuth = true
+		o.AllowPlaintextAuth = true
 		o.Auth = &relay.AuthConfig{Mechanism: "LOGIN", Username: user, Password: password}
 	})
 	if err := c.Quit(); err != nil {
@@ -170,7 +171,7 @@ func TestFakeServerStartTLSInjectionRefused(t *testing.T) {
 		d.say("220 2.0.0 go ahead", "250 injected")
 		time.Sleep(200 * time.Millisecond)
 	})
-	_, err := dial(t, addr, withTLS(relay.TLSStartTLS, &tls.Config{RootCAs: ca.Pool}))
+	_, err := dial(t, addr, withTLS(tlsmode.StartTLS, &tls.Config{RootCAs: ca.Pool}))
 	if err == nil {
 		t.Fatal("Dial succeeded")
 	}
@@ -181,11 +182,11 @@ func TestFakeServerStartTLSInjectionRefused(t *testing.T) {
 
 func TestFakeServerStartTLSRefusedReply(t *testing.T) {
 	for _, tc := range []struct {
-		mode    relay.TLSMode
+		mode    tlsmode.Mode
 		wantErr bool
 	}{
-		{relay.TLSStartTLS, true},
-		{relay.TLSOpportunistic, false},
+		{tlsmode.StartTLS, true},
+		{tlsmode.Opportunistic, false},
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			var commands []string
@@ -297,7 +298,7 @@ func TestSinkImplicitTLS(t *testing.T) {
 		go io.Copy(back, front)
 		io.Copy(front, back)
 	}()
-	c := mustDial(t, ln.Addr().String(), withTLS(relay.TLSImplicit, &tls.Config{RootCAs: ca.Pool}))
+	c := mustDial(t, ln.Addr().String(), withTLS(tlsmode.Implicit, &tls.Config{RootCAs: ca.Pool}))
 	if !c.TLS() {
 		t.Fatal("implicit TLS not reported")
 	}

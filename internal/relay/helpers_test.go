@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/popconnector/popconnector/internal/relay"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // logBuffer collects slog output from any goroutine.
@@ -51,7 +52,7 @@ func dial(t *testing.T, addr string, mutate func(*relay.Options)) (*relay.Client
 	t.Helper()
 	opts := relay.Options{
 		Addr:       addr,
-		TLS:        relay.TLSNone,
+		TLS:        tlsmode.None,
 		HeloDomain: "relay-test.example",
 		Timeout:    5 * time.Second,
 	}
@@ -74,7 +75,7 @@ func mustDial(t *testing.T, addr string, mutate func(*relay.Options)) *relay.Cli
 	return c
 }
 
-func withTLS(mode relay.TLSMode, pool *tls.Config) func(*relay.Options) {
+func withTLS(mode tlsmode.Mode, pool *tls.Config) func(*relay.Options) {
 	return func(o *relay.Options) {
 		o.TLS = mode
 		o.TLSConfig = pool

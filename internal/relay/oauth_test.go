@@ -11,6 +11,7 @@ import (
 	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // TestOAuthAuth signs in to go-smtp's server (in process, scripted) with
@@ -50,7 +51,7 @@ func TestOAuthAuth(t *testing.T) {
 		t.Helper()
 		log, lb := debugLogger()
 		c, err := dial(t, smtpSrv.Addr, func(o *relay.Options) {
-			withTLS(relay.TLSStartTLS, tlsConf)(o)
+			withTLS(tlsmode.StartTLS, tlsConf)(o)
 			o.Auth = &relay.AuthConfig{Mechanism: mech, Username: user, Token: ts}
 			o.Logger = log
 		})
@@ -131,7 +132,7 @@ func TestOAuthAuth(t *testing.T) {
 		plainOnly := testenv.StartScriptedSMTP(t, testenv.SMTPScript{TLS: ca, AuthUsers: map[string]string{"u": "p"}})
 		before := srv.Grants("client_credentials")
 		_, err := dial(t, plainOnly.Addr, func(o *relay.Options) {
-			withTLS(relay.TLSStartTLS, tlsConf)(o)
+			withTLS(tlsmode.StartTLS, tlsConf)(o)
 			o.Auth = &relay.AuthConfig{Mechanism: "xoauth2", Username: "u", Token: src}
 		})
 		e := asRelayError(t, err)

@@ -20,38 +20,30 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/popconnector/popconnector/internal/mailaddr"
 	"github.com/popconnector/popconnector/internal/oauth/oauthsasl"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
-
-// TLSMode is the TLS policy of a connection.
-type TLSMode string
-
-const (
-	// TLSStartTLS requires STARTTLS (RFC 3207): if the server does not offer
-	// it, or the upgrade fails, the connection is refused. Never downgrades.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSOpportunistic uses STARTTLS when offered and continues in plaintext
-	// when it is not offered or the server refuses the command. A failed
-	// handshake (for example a certificate that does not verify) is still an
-	// error: the connection is not retried in plaintext.
-	TLSOpportunistic TLSMode = "opportunistic"
-	// TLSImplicit speaks TLS from the first byte (RFC 8314 §3.3, port 465).
-	TLSImplicit TLSMode = "implicit"
-	// TLSNone never uses TLS, even when offered.
-	TLSNone TLSMode = "none"
-)
-
-// DefaultTimeout applies when Options.Timeout is zero.
-const DefaultTimeout = 60 * time.Second
 
 // Options configure a connection.
 type Options struct {
 	// Addr is host:port. The host may be a bracketed address literal such
-	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. Without
-	// a port, 25 is used.
+	// as "[192.0.2.1]" (RFC 5321 §4.1.3); the brackets are removed. The
+	// port is required.
 	Addr string
-	// TLS is the policy; "" means TLSStartTLS.
-	TLS TLSMode
+	// TLS is the policy. Required: Dial refuses "" and unknown values.
+	//   - tlsmode.StartTLS requires STARTTLS (RFC 3207): if the server does
+	//     not offer it, or the upgrade fails, the connection is refused.
+	//     Never downgrades.
+	//   - tlsmode.Opportunistic uses STARTTLS when offered and continues in
+	//     plaintext when it is not offered or the server refuses the
+	//     command. A failed handshake (for example a certificate that does
+	//     not verify) is still an error: the connection is not retried in
+	//     plaintext.
+	//   - tlsmode.Implicit speaks TLS from the first byte (RFC 8314 §3.3,
+	//     port 465).
+	//   - tlsmode.None never uses TLS, even when offered.
+	TLS tlsmode.Mode
 	// TLSConfig is the base TLS configuration (RootCAs and so on). It is
 	// cloned, never modified. Certificates are verified unless it sets
 	// InsecureSkipVerify. Nil means the system roots.
@@ -64,13 +56,14 @@ type Options struct {
 	HeloDomain string
 	// Timeout bounds the dial, the TLS handshake, and every single read and
 	// write on the connection, including each write of the body and the wait
-	// for the reply to the final "." (DefaultTimeout if zero).
+	// for the reply to the final ".". Required (the configuration's
+	// default is config.DefaultTimeout); Dial refuses zero.
 	Timeout time.Duration
 	// Auth, if set, authenticates after TLS (RFC 4954).
 	Auth *AuthConfig
-	// AllowInsecureAuth permits AUTH on a connection without TLS. Off by
+	// AllowPlaintextAuth permits AUTH on a connection without TLS. Off by
 	// default: the password would cross the network in clear.
-	AllowInsecureAuth bool
+	AllowPlaintextAuth bool
 	// Logger receives the transcript at debug level (never the AUTH payload
 	// or password) and nothing at other levels. Nil discards.
 	Logger *slog.Logger
@@ -141,15 +134,10 @@ const copyBufferSize = 32 << 10
 // authenticates. The returned error is an *Error.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
+		return nil, &Error{Op: "connect", Message: fmt.Sprintf("Options.Timeout must be positive, got %v", opts.Timeout), Local: true}
 	}
-	if opts.TLS == "" {
-		opts.TLS = TLSStartTLS
-	}
-	switch opts.TLS {
-	case TLSStartTLS, TLSOpportunistic, TLSImplicit, TLSNone:
-	default:
-		return nil, &Error{Op: "connect", Message: fmt.Sprintf("unknown TLS mode %q (want starttls, opportunistic, implicit or none)", opts.TLS), Local: true}
+	if err := tlsmode.SMTP.Check(opts.TLS); err != nil {
+		return nil, &Error{Op: "connect", Message: "Options.TLS: " + err.Error(), Local: true, Err: err}
 	}
 	if opts.HeloDomain == "" {
 		opts.HeloDomain = localName()
@@ -188,7 +176,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
 	cfg := c.tlsConfig(host)
 	conn := raw
-	if c.opts.TLS == TLSImplicit {
+	if c.opts.TLS == tlsmode.Implicit {
 		tc, err := c.handshake(ctx, raw, cfg)
 		if err != nil {
 			return err
@@ -203,9 +191,9 @@ func (c *Client) open(ctx context.Context, raw net.Conn, host string) *Error {
 		return err
 	}
 
-	if c.opts.TLS == TLSStartTLS || c.opts.TLS == TLSOpportunistic {
+	if c.opts.TLS == tlsmode.StartTLS || c.opts.TLS == tlsmode.Opportunistic {
 		if _, offered := c.ext["STARTTLS"]; !offered {
-			if c.opts.TLS == TLSStartTLS {
+			if c.opts.TLS == tlsmode.StartTLS {
 				return &Error{Op: "tls", Message: "server does not offer STARTTLS and the TLS policy requires it; nothing was sent", Temporary: true, Local: true}
 			}
 			c.tr.note("STARTTLS not offered; continuing without TLS (opportunistic)")
@@ -273,7 +261,7 @@ func (c *Client) startTLS(ctx context.Context, raw net.Conn, cfg *tls.Config) (u
 	if err != nil {
 		e := classify("tls", err)
 		var te *textproto.Error
-		if c.opts.TLS == TLSOpportunistic && errors.As(err, &te) && code != 421 {
+		if c.opts.TLS == tlsmode.Opportunistic && errors.As(err, &te) && code != 421 {
 			// The state is as before STARTTLS (RFC 3207 §4): carry on in
 			// plaintext with the session go-smtp already holds.
 			c.tr.note("STARTTLS refused; continuing without TLS (opportunistic)", slog.Int("code", code), slog.String("reply", c.secrets.scrub(msg)))
@@ -359,8 +347,8 @@ func (c *Client) auth(ctx context.Context) *Error {
 
 // authAllowed checks the TLS policy and that the server offers mech.
 func (c *Client) authAllowed(mech string) *Error {
-	if !c.tls && !c.opts.AllowInsecureAuth {
-		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowInsecureAuth to override)", Local: true}
+	if !c.tls && !c.opts.AllowPlaintextAuth {
+		return &Error{Op: "auth", Message: "refusing to send credentials over a connection without TLS (set AllowPlaintextAuth to override)", Local: true}
 	}
 	if !supportsAuth(c.ext, mech) {
 		return &Error{Op: "auth", Message: fmt.Sprintf("server does not offer AUTH %s (offers %q)", mech, c.ext["AUTH"]), Local: true}
@@ -766,8 +754,8 @@ func parseEHLO(b []byte) map[string]string {
 	return ext
 }
 
-// splitAddr splits host:port, strips address-literal brackets, and defaults
-// the port to 25.
+// splitAddr splits host:port and strips address-literal brackets. The port
+// is required: its default belongs to the configuration.
 func splitAddr(addr string) (host, port string, err error) {
 	addr = strings.TrimSpace(addr)
 	if addr == "" {
@@ -775,11 +763,7 @@ func splitAddr(addr string) (host, port string, err error) {
 	}
 	host, port, err = net.SplitHostPort(addr)
 	if err != nil {
-		// No port: "[192.0.2.1]", "mail.example", or a bare IPv6 address.
-		host, port = addr, "25"
-		if ip := net.ParseIP(strings.Trim(addr, "[]")); ip == nil && strings.Count(addr, ":") > 0 && !strings.HasPrefix(addr, "[") {
-			return "", "", fmt.Errorf("invalid server address %q: %w", addr, err)
-		}
+		return "", "", fmt.Errorf("invalid server address %q (want host:port): %w", addr, err)
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	// RFC 5321 §4.1.3 IPv6 literal: [IPv6:2001:db8::1].
@@ -803,28 +787,15 @@ func localName() string {
 	return h
 }
 
-// checkAddress refuses what could break the command line or cannot be a
-// path (RFC 5321 §4.1.2). Deeper syntax is left to the server.
+// checkAddress refuses what could break the command line (mailaddr's
+// WireSafe rule); the empty reverse-path is the null sender. Deeper syntax
+// is left to the server: a sender taken from received mail is relayed as
+// the ISP recorded it.
 func checkAddress(a string, sender bool) error {
-	if a == "" {
-		if sender {
-			return nil // the null reverse-path
-		}
-		return errors.New("empty address")
+	if a == "" && sender {
+		return nil
 	}
-	if len(a) > 320 {
-		return errors.New("address too long")
-	}
-	for _, r := range a {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("control character %U in address", r)
-		}
-		switch r {
-		case '<', '>':
-			return fmt.Errorf("%q in address", r)
-		}
-	}
-	return nil
+	return mailaddr.WireSafe(a)
 }
 
 // NeedsSMTPUTF8 reports whether an envelope needs the SMTPUTF8 extension

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 func TestScriptedPerRecipientOutcomes(t *testing.T) {
@@ -95,7 +96,7 @@ func TestScriptedAuthPlain(t *testing.T) {
 	t.Run("ok", func(t *testing.T) {
 		log, logs := debugLogger()
 		c := mustDial(t, srv.Addr, func(o *relay.Options) {
-			o.TLS, o.TLSConfig, o.Logger = relay.TLSStartTLS, tlsCfg, log
+			o.TLS, o.TLSConfig, o.Logger = tlsmode.StartTLS, tlsCfg, log
 			o.Auth = &relay.AuthConfig{Mechanism: "plain", Username: "relay-user", Password: password}
 		})
 		out, err := c.Send(testContext(t), relay.Envelope{From: "a@example.org", To: []string{"b@example.net"}}, strings.NewReader("Subject: auth\r\n\r\nx\r\n"))
@@ -116,7 +117,7 @@ func TestScriptedAuthPlain(t *testing.T) {
 	t.Run("bad password", func(t *testing.T) {
 		log, logs := debugLogger()
 		_, err := dial(t, srv.Addr, func(o *relay.Options) {
-			o.TLS, o.TLSConfig, o.Logger = relay.TLSStartTLS, tlsCfg, log
+			o.TLS, o.TLSConfig, o.Logger = tlsmode.StartTLS, tlsCfg, log
 			o.Auth = &relay.AuthConfig{Username: "relay-user", Password: "wrong-" + password}
 		})
 		if err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/testenv"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 )
 
 // dotsMessage has lines that need dot-stuffing (RFC 5321 §4.5.2), a line of
@@ -126,7 +127,7 @@ func TestSinkStartTLSVerified(t *testing.T) {
 	sink := testenv.StartSMTPSink(t, testenv.SMTPSinkOptions{TLS: ca})
 	log, logs := debugLogger()
 	c := mustDial(t, sink.Addr, func(o *relay.Options) {
-		o.TLS = relay.TLSStartTLS
+		o.TLS = tlsmode.StartTLS
 		o.TLSConfig = &tls.Config{RootCAs: ca.Pool}
 		o.ServerName = "localhost"
 		o.Logger = log
@@ -179,7 +180,7 @@ func TestSinkCertificateThatDoesNotVerify(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, mode := range []relay.TLSMode{relay.TLSStartTLS, relay.TLSOpportunistic} {
+			for _, mode := range []tlsmode.Mode{tlsmode.StartTLS, tlsmode.Opportunistic} {
 				_, err := dial(t, sink.Addr, func(o *relay.Options) {
 					o.TLS = mode
 					o.TLSConfig = tc.pool
@@ -204,7 +205,7 @@ func TestSinkStartTLSRequiredButNotOffered(t *testing.T) {
 	sink := testenv.StartSMTPSink(t, testenv.SMTPSinkOptions{}) // no STARTTLS
 	log, logs := debugLogger()
 	_, err := dial(t, sink.Addr, func(o *relay.Options) {
-		o.TLS = relay.TLSStartTLS
+		o.TLS = tlsmode.StartTLS
 		o.Logger = log
 	})
 	if err == nil {
@@ -227,7 +228,7 @@ func TestSinkStartTLSRequiredButNotOffered(t *testing.T) {
 
 func TestSinkOpportunisticFallsBackToPlaintext(t *testing.T) {
 	sink := testenv.StartSMTPSink(t, testenv.SMTPSinkOptions{}) // no STARTTLS
-	c := mustDial(t, sink.Addr, withTLS(relay.TLSOpportunistic, nil))
+	c := mustDial(t, sink.Addr, withTLS(tlsmode.Opportunistic, nil))
 	if c.TLS() {
 		t.Fatal("TLS reported on a server without STARTTLS")
 	}

@@ -22,11 +22,11 @@ func TestSplitAddr(t *testing.T) {
 	}{
 		{in: "mail.example.com:587", host: "mail.example.com", port: "587"},
 		{in: "[192.0.2.1]:25", host: "192.0.2.1", port: "25"},
-		{in: "[192.0.2.1]", host: "192.0.2.1", port: "25"},
+		{in: "[192.0.2.1]", bad: true}, // no port: its default is the configuration's
 		{in: "[IPv6:2001:db8::1]:2525", host: "2001:db8::1", port: "2525"},
 		{in: "[2001:db8::1]:25", host: "2001:db8::1", port: "25"},
-		{in: "2001:db8::1", host: "2001:db8::1", port: "25"},
-		{in: "mail.example.com", host: "mail.example.com", port: "25"},
+		{in: "2001:db8::1", bad: true},
+		{in: "mail.example.com", bad: true},
 		{in: " vpce-123.smtp.example:25 ", host: "vpce-123.smtp.example", port: "25"},
 		{in: "", bad: true},
 		{in: "host:0", bad: true},

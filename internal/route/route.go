@@ -38,6 +38,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/popconnector/popconnector/internal/mailaddr"
 )
 
 // DefaultPort is the SMTP port used when a Route's Port is 0.
@@ -104,30 +106,18 @@ func invalidHost(format string, args ...any) error {
 
 // ValidateHost checks a smart host: an FQDN (servername.contoso.com),
 // "localhost", an IP address, or an RFC 5321 §4.1.3 address literal
-// ([192.0.2.10], [IPv6:2001:db8::1]). A bare single-label name such as
-// "Server Name" or "exchange" is refused with ErrNotFQDN.
+// ([192.0.2.10], [IPv6:2001:db8::1]), each by package mailaddr's rules. A
+// bare single-label name such as "Server Name" or "exchange" is refused
+// with ErrNotFQDN.
 func ValidateHost(h string) error {
 	if strings.TrimSpace(h) == "" {
 		return invalidHost("host is empty: give the server's fully qualified name or IP address")
 	}
 	if strings.HasPrefix(h, "[") || strings.HasSuffix(h, "]") {
-		if !strings.HasPrefix(h, "[") || !strings.HasSuffix(h, "]") {
-			return invalidHost("%q: an address literal must be enclosed in [ and ]", h)
+		if err := mailaddr.AddressLiteral(h); err != nil {
+			return invalidHost("%q: %v", h, err)
 		}
-		inner := h[1 : len(h)-1]
-		if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
-			if ip := net.ParseIP(inner[5:]); ip == nil || !strings.Contains(inner[5:], ":") {
-				return invalidHost("%q is not a valid IPv6 address literal", h)
-			}
-			return nil
-		}
-		switch ip := net.ParseIP(inner); {
-		case ip != nil && !strings.Contains(inner, ":"):
-			return nil
-		case ip != nil:
-			return invalidHost("%q: write an IPv6 address literal as [IPv6:%s]", h, inner)
-		}
-		return invalidHost("%q is not a valid IP address literal", h)
+		return nil
 	}
 	if net.ParseIP(h) != nil {
 		return nil
@@ -143,39 +133,10 @@ func ValidateHost(h string) error {
 			kind: ErrNotFQDN,
 		}
 	}
-	if !validHostname(name) {
+	if mailaddr.Hostname(h) != nil {
 		return invalidHost("%q is not a valid host name or IP address", h)
 	}
 	return nil
-}
-
-// validHostname checks RFC 1123 §2.1 host name syntax; the last label is
-// not all digits (that would be a malformed IP address).
-func validHostname(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	labels := strings.Split(h, ".")
-	for _, l := range labels {
-		if !validLabel(l) {
-			return false
-		}
-	}
-	last := labels[len(labels)-1]
-	return strings.Trim(last, "0123456789") != ""
-}
-
-func validLabel(l string) bool {
-	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // space is a parsed address space.
@@ -199,12 +160,10 @@ func parseSpace(s string) (space, error) {
 	if v == "" || strings.Contains(v, "*") {
 		return space{}, fmt.Errorf("address space %q: use *, a domain (contoso.com), or a wildcard (*.contoso.com, *.net)", s)
 	}
-	labels := strings.Split(v, ".")
-	for _, l := range labels {
-		if !validLabel(l) {
-			return space{}, fmt.Errorf("address space %q: %q is not a valid domain label", s, l)
-		}
+	if err := mailaddr.Hostname(v); err != nil {
+		return space{}, fmt.Errorf("address space %q: %w", s, err)
 	}
+	labels := strings.Split(v, ".")
 	if !wild && len(labels) == 1 {
 		return space{}, fmt.Errorf("address space %q: a single label matches no domain; for a top-level domain write *.%s", s, v)
 	}

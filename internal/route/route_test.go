@@ -278,7 +278,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative cost", []Route{{Name: "a", Host: "a.example", Cost: -2}}, []string{"cost -2 is out of range"}},
 		{"bad spaces", []Route{{Name: "a", Host: "a.example", AddressSpaces: []string{"", "**", "con*toso.com", "*contoso.com", "net", "a_b.example"}}},
 			[]string{`address space ""`, `address space "**"`, `address space "con*toso.com"`, `address space "*contoso.com"`,
-				`address space "net": a single label matches no domain; for a top-level domain write *.net`, `"a_b" is not a valid domain label`}},
+				`address space "net": a single label matches no domain; for a top-level domain write *.net`, `address space "a_b.example": label "a_b": "_" is not allowed`}},
 		{"duplicate space", []Route{{Name: "a", Host: "a.example", AddressSpaces: []string{"Contoso.com", "contoso.com."}}}, []string{`address space "contoso.com." is listed twice`}},
 		{"many problems at once", []Route{{Name: "a", Host: "x", Port: -1, Cost: 200}}, []string{"FQDN", "port -1", "cost 200"}},
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"io"
 	"os"
 	"strings"
@@ -48,7 +49,7 @@ func rawFetch(addr, user, passFile string, useTLS bool, caFile, serverName strin
 	if err != nil {
 		return err
 	}
-	opts := pop3.Options{Addr: addr, TLS: pop3.TLSNone, AllowPlaintextAuth: true, Timeout: 120 * time.Second}
+	opts := pop3.Options{Addr: addr, TLS: tlsmode.None, AllowPlaintextAuth: true, Timeout: 120 * time.Second}
 	if useTLS {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -58,7 +59,7 @@ func rawFetch(addr, user, passFile string, useTLS bool, caFile, serverName strin
 		if !pool.AppendCertsFromPEM(pem) {
 			return fmt.Errorf("no certificate in %s", caFile)
 		}
-		opts.TLS, opts.AllowPlaintextAuth = pop3.TLSImplicit, false
+		opts.TLS, opts.AllowPlaintextAuth = tlsmode.Implicit, false
 		opts.TLSConfig = &tls.Config{RootCAs: pool}
 		opts.ServerName = serverName
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"path/filepath"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestSeededMailboxServedExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c, err := pop3.Dial(ctx, pop3.Options{Addr: e.dove.Addr, TLS: pop3.TLSNone, AllowPlaintextAuth: true})
+	c, err := pop3.Dial(ctx, pop3.Options{Addr: e.dove.Addr, TLS: tlsmode.None, AllowPlaintextAuth: true, Timeout: 60 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestCountingSinkCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c, err := relay.Dial(ctx, relay.Options{Addr: sink.Addr, TLS: relay.TLSNone, HeloDomain: "bench.example"})
+	c, err := relay.Dial(ctx, relay.Options{Addr: sink.Addr, TLS: tlsmode.None, HeloDomain: "bench.example", Timeout: 60 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +32,7 @@ func boxFor(r *rig, user string, deliverTo ...string) connector.Mailbox {
 	mb.DeliverTo = deliverTo
 	mb.DuplicateWindow = week
 	mb.Dial = app.DialPOP3(pop3.Options{
-		Addr: r.dovecot.TLSAddr, TLS: pop3.TLSMode("implicit"),
+		Addr: r.dovecot.TLSAddr, TLS: tlsmode.Implicit,
 		TLSConfig: &tls.Config{RootCAs: r.dovecot.CA.Pool}, Timeout: 10 * time.Second,
 	}, user, func(context.Context) (string, error) { return popPassword, nil })
 	return mb

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"io"
 	"net"
 	"strings"
@@ -39,7 +40,7 @@ func routedConnector(r *rig, routes []route.Route) *connector.Connector {
 	c := r.connector()
 	c.Routes = t
 	c.DialRoute = func(ctx context.Context, rt route.Route) (connector.Relay, error) {
-		return app.DialSMTP(relay.Options{Addr: rt.Addr(), TLS: relay.TLSMode("none"), HeloDomain: "popconn.test", Timeout: 5 * time.Second}, nil)(ctx)
+		return app.DialSMTP(relay.Options{Addr: rt.Addr(), TLS: tlsmode.None, HeloDomain: "popconn.test", Timeout: 5 * time.Second}, nil)(ctx)
 	}
 	c.Settings.Notify = connector.NotifySettings{To: postmaster, Spam: true, UnknownRecipient: true, Badmail: true, RelayDenied: true}
 	return c

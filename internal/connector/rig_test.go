@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"io"
 	"os"
 	"path/filepath"
@@ -110,7 +111,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		ID: "sales", Server: "127.0.0.1", DeliverTo: o.deliverTo, AfterDelivery: o.policy,
 		MaxMessages: o.maxPerPoll, PollTimeout: 2 * time.Minute,
 		Dial: app.DialPOP3(pop3.Options{
-			Addr: r.dovecot.TLSAddr, TLS: pop3.TLSMode("implicit"),
+			Addr: r.dovecot.TLSAddr, TLS: tlsmode.Implicit,
 			TLSConfig: &tls.Config{RootCAs: r.dovecot.CA.Pool}, Timeout: 10 * time.Second,
 		}, "sales", func(context.Context) (string, error) { return pass, nil }),
 	}
@@ -152,7 +153,7 @@ func (r *rig) connector() *connector.Connector {
 	var (
 		arc  archive.Archive = r.arc
 		led  ledger.Ledger   = r.led
-		dial                 = app.DialSMTP(relay.Options{Addr: r.smtp, TLS: relay.TLSMode("none"), HeloDomain: "popconn.test", Timeout: 10 * time.Second}, nil)
+		dial                 = app.DialSMTP(relay.Options{Addr: r.smtp, TLS: tlsmode.None, HeloDomain: "popconn.test", Timeout: 10 * time.Second}, nil)
 	)
 	if r.crash != nil {
 		arc, led, dial = r.crash.Archive(arc), r.crash.Ledger(led), r.crash.Relay(dial)
@@ -300,6 +301,6 @@ func dialAddr(r *rig, addr string, tc *tls.Config) connector.SourceDialer {
 	if tc == nil {
 		tc = &tls.Config{RootCAs: r.dovecot.CA.Pool}
 	}
-	return app.DialPOP3(pop3.Options{Addr: addr, TLS: pop3.TLSMode("implicit"), TLSConfig: tc, Timeout: 5 * time.Second},
+	return app.DialPOP3(pop3.Options{Addr: addr, TLS: tlsmode.Implicit, TLSConfig: tc, Timeout: 5 * time.Second},
 		"sales", func(context.Context) (string, error) { return popPassword, nil })
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"io"
 	"log/slog"
 	"os"
@@ -149,10 +150,10 @@ func NewRig(t T, o *Options, ro RigOptions) *Rig {
 	if ro.Dovecot {
 		r.Dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{popUser: popPassword}})
 		r.popAddr.Store(r.Dovecot.TLSAddr)
-		r.PopOpts = pop3.Options{TLS: pop3.TLSImplicit, TLSConfig: &tls.Config{RootCAs: r.Dovecot.CA.Pool}, Timeout: 10 * time.Second}
+		r.PopOpts = pop3.Options{TLS: tlsmode.Implicit, TLSConfig: &tls.Config{RootCAs: r.Dovecot.CA.Pool}, Timeout: 10 * time.Second}
 	} else {
 		r.popAddr.Store("")
-		r.PopOpts = pop3.Options{TLS: pop3.TLSNone, AllowPlaintextAuth: true, Timeout: 3 * time.Second}
+		r.PopOpts = pop3.Options{TLS: tlsmode.None, AllowPlaintextAuth: true, Timeout: 3 * time.Second}
 	}
 	if ro.Script != nil {
 		r.SMTP = testenv.StartScriptedSMTP(t, *ro.Script)
@@ -163,7 +164,7 @@ func NewRig(t T, o *Options, ro RigOptions) *Rig {
 	} else {
 		r.smtpAddr.Store("")
 	}
-	r.RelayOpts = relay.Options{TLS: relay.TLSNone, HeloDomain: "popconn.test", Timeout: 5 * time.Second}
+	r.RelayOpts = relay.Options{TLS: tlsmode.None, HeloDomain: "popconn.test", Timeout: 5 * time.Second}
 	r.Settings = connector.Settings{
 		Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 		RetryInterval: time.Minute, MaxRetryInterval: 4 * time.Minute, GiveUpAfter: 120 * time.Hour,

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,7 +175,7 @@ func runSecretsTranscripts(t T, o *Options) Row {
 	r.SMTP = testenv.StartScriptedSMTP(t, testenv.SMTPScript{TLS: r.Dovecot.CA, AuthUsers: map[string]string{smtpUser: smtpSecret}})
 	r.SetSMTPAddr(r.SMTP.Addr)
 	r.PopOpts.Logger = r.Logger
-	r.RelayOpts = relay.Options{TLS: relay.TLSStartTLS, TLSConfig: &tls.Config{RootCAs: r.Dovecot.CA.Pool}, ServerName: "localhost",
+	r.RelayOpts = relay.Options{TLS: tlsmode.StartTLS, TLSConfig: &tls.Config{RootCAs: r.Dovecot.CA.Pool}, ServerName: "localhost",
 		HeloDomain: "popconn.test", Timeout: 5 * time.Second, Logger: r.Logger,
 		Auth: &relay.AuthConfig{Mechanism: "plain", Username: smtpUser}}
 	r.RelayPass = secretFunc(smtpSecret)
@@ -239,7 +240,7 @@ func runSecretsEchoed(t T, o *Options) Row {
 		})
 	})
 	r.SetSMTPAddr(raw.Addr)
-	r.RelayOpts.AllowInsecureAuth = true
+	r.RelayOpts.AllowPlaintextAuth = true
 	r.RelayOpts.Auth = &relay.AuthConfig{Mechanism: "plain", Username: smtpUser}
 	r.RelayOpts.Logger = r.Logger
 	r.RelayPass = secretFunc(smtpSecret)
@@ -304,7 +305,7 @@ func runPlaintextRefused(t T, o *Options) Row {
 	// Against a real Dovecot that offers STLS on its plain port, "none"
 	// still refuses.
 	dove := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{popUser: popPassword}})
-	dial := app.DialPOP3(pop3.Options{Addr: dove.Addr, TLS: pop3.TLSNone, Timeout: 5 * time.Second}, popUser,
+	dial := app.DialPOP3(pop3.Options{Addr: dove.Addr, TLS: tlsmode.None, Timeout: 5 * time.Second}, popUser,
 		func(context.Context) (string, error) { return popPassword, nil })
 	if _, err := dial(context.Background()); !errors.Is(err, pop3.ErrPlaintextRefused) {
 		t.Errorf("Dovecot plain port, tls none: err = %v, want pop3.ErrPlaintextRefused", err)

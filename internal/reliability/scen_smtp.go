@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/popconnector/popconnector/internal/tlsmode"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,7 +283,7 @@ func runSTARTTLSNotOffered(t T, o *Options) Row {
 		})
 	})
 	r.SetSMTPAddr(raw.Addr)
-	r.RelayOpts.TLS = relay.TLSStartTLS
+	r.RelayOpts.TLS = tlsmode.StartTLS
 	r.RelayOpts.Auth = &relay.AuthConfig{Mechanism: "plain", Username: smtpUser}
 	r.RelayPass = secretFunc(smtpSecret)
 	res := r.Poll()
@@ -306,7 +307,7 @@ func runUntrustedCertificate(t T, o *Options) Row {
 	otherCA := testenv.NewCA(t)
 	var mails atomic.Int32
 	r := smtpRig(t, o, 3, testenv.SMTPScript{TLS: serverCA, OnMail: func(string) error { mails.Add(1); return nil }})
-	r.RelayOpts.TLS = relay.TLSStartTLS
+	r.RelayOpts.TLS = tlsmode.StartTLS
 	r.RelayOpts.TLSConfig = &tls.Config{RootCAs: otherCA.Pool}
 	r.RelayOpts.ServerName = "localhost"
 	res := r.Poll()

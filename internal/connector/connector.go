@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -55,13 +56,13 @@ type Mailbox struct {
 type Settings struct {
 	Postmaster       string        // envelope sender of last resort; its domain names generated Message-IDs
 	Hostname         string        // "by" in the trace header
-	RetryInterval    time.Duration // first retry after a failure (seed default 10 min)
-	MaxRetryInterval time.Duration // backoff cap
-	GiveUpAfter      time.Duration // stop automatic attempts this long after first seen
-	DeliveryTimeout  time.Duration // SMTP timeout: time kept in reserve before the deadline
+	RetryInterval    time.Duration // first retry after a failure (required)
+	MaxRetryInterval time.Duration // backoff cap, the slowest pace (required, at least RetryInterval)
+	GiveUpAfter      time.Duration // stop automatic attempts this long after first seen; 0 = never
+	DeliveryTimeout  time.Duration // SMTP timeout: time kept in reserve before the deadline (required)
 	LeaseOwner       string        // who holds mailbox leases (host and process)
 	// MaxTraceHops is how many of this connector's own Received fields a
-	// message may carry before it counts as a mail loop (0 = 3).
+	// message may carry before it counts as a mail loop (required).
 	MaxTraceHops int
 	// Notify selects the notices sent to the postmaster.
 	Notify NotifySettings
@@ -136,6 +137,27 @@ func (c *Connector) log() *slog.Logger {
 	return slog.Default()
 }
 
+// check reports a setting the connector needs that is missing. The
+// defaults are config's (written once, there); the connector takes none
+// of its own.
+func (s Settings) check(mb Mailbox) error {
+	switch {
+	case s.RetryInterval <= 0:
+		return errors.New("connector: Settings.RetryInterval is not set")
+	case s.MaxRetryInterval < s.RetryInterval:
+		return errors.New("connector: Settings.MaxRetryInterval is below RetryInterval")
+	case s.DeliveryTimeout <= 0:
+		return errors.New("connector: Settings.DeliveryTimeout is not set")
+	case s.MaxTraceHops <= 0:
+		return errors.New("connector: Settings.MaxTraceHops is not set")
+	case mb.PollTimeout <= 0:
+		return errors.New("connector: Mailbox.PollTimeout is not set")
+	case mb.Undeliverable.Action == DeleteRejected && len(mb.Undeliverable.DeleteOnCodes) == 0:
+		return errors.New("connector: undeliverable action delete without reply codes")
+	}
+	return nil
+}
+
 // leaseMargin is how much longer a lease lives than the poll deadline, so
 // that a poller is always done (or stopped by its deadline) before another
 // can take the mailbox.
@@ -150,10 +172,10 @@ const cleanupTimeout = 30 * time.Second
 func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 	start := c.now()
 	defer func() { res.Mailbox, res.Duration = mb.ID, c.now().Sub(start) }()
-	timeout := mb.PollTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Minute
+	if err := c.Settings.check(mb); err != nil {
+		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}
 	}
+	timeout := mb.PollTimeout
 	lease, err := c.Ledger.Lease(ctx, mb.ID, c.Settings.LeaseOwner, timeout+leaseMargin)
 	if err != nil {
 		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}

@@ -86,9 +86,6 @@ import (
 // 1 MiB/s, and the ledger write of the replies.
 func (p *poll) claimTTL(size int64) time.Duration {
 	timeout := p.c.Settings.DeliveryTimeout
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
 	return 2*timeout + time.Duration(size>>20)*time.Second + cleanupTimeout
 }
 

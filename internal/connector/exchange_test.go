@@ -227,7 +227,7 @@ func TestUndeliverableOptions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, rigOptions{script: rejectRcpt(tt.reply, "sales@corp.example")})
 			sent := r.seed("order.eml")
-			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action}
+			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action, DeleteOnCodes: defaultDeleteCodes}
 			c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
 			res := pollWith(t, c, r.mailbox)
 			rec := onlyRecord(t, r)

@@ -67,7 +67,7 @@ func TestHeldMessageFollowsUndeliverableAction(t *testing.T) {
 				served = nil // the lone dot taken for the end
 			}
 			fewer := fmt.Sprintf("(%d fewer)", len(tt.msg)-len(served))
-			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action}
+			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action, DeleteOnCodes: defaultDeleteCodes}
 			c := routedConnector(r, []route.Route{scriptRoute(r, "exchange")})
 
 			for fetch := 1; fetch <= 3; fetch++ {

@@ -167,7 +167,7 @@ func Decide(s Situation) Decision {
 	if s.Attempted {
 		return decideAfterAttempt(s)
 	}
-	if hops := s.Policy.maxTraceHops(); rec.TraceHops > hops {
+	if hops := s.Policy.MaxTraceHops; rec.TraceHops > hops {
 		return Decision{Action: ActSetAside, Disposition: ledger.DispositionBadmail,
 			Reason: fmt.Sprintf("mail loop (5.4.6): the message already carries %d Received fields from this connector, more than %d", rec.TraceHops, hops)}
 	}
@@ -218,9 +218,6 @@ func decideAfterAttempt(s Situation) Decision {
 	rec, p := s.Record, s.Policy
 	anyTemp, relayDenied, deletable, failed := false, false, true, false
 	codes := p.Undeliverable.DeleteOnCodes
-	if codes == nil {
-		codes = DefaultDeleteOnCodes
-	}
 	for _, rc := range rec.Recipients {
 		f := rc.LastFailure()
 		if rc.Status.Done() || f == nil {
@@ -266,11 +263,4 @@ func (p Policy) deletes(rec *ledger.Record, now time.Time) bool {
 		return !now.Before(rec.FirstSeen.Add(p.KeepFor))
 	}
 	return true
-}
-
-func (p Policy) maxTraceHops() int {
-	if p.MaxTraceHops > 0 {
-		return p.MaxTraceHops
-	}
-	return 3
 }

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"fmt"
+	"github.com/popconnector/popconnector/internal/config"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,8 @@ var (
 	all    = Budget{Fetch: true, Deliver: true}
 	spent  = Budget{}
 	leave  = Policy{AfterDelivery: DeleteAfterDelivery, Undeliverable: Undeliverable{Action: LeaveRejected}, GiveUpAfter: 120 * time.Hour, MaxTraceHops: 3}
-	delOpt = Policy{AfterDelivery: DeleteAfterDelivery, Undeliverable: Undeliverable{Action: DeleteRejected}, GiveUpAfter: 120 * time.Hour, MaxTraceHops: 3}
+	delOpt = Policy{AfterDelivery: DeleteAfterDelivery, Undeliverable: Undeliverable{Action: DeleteRejected, DeleteOnCodes: config.Undeliverable{DeleteOnCodes: config.DefaultDeleteOnCodes}.DeleteCodes()},
+		GiveUpAfter: 120 * time.Hour, MaxTraceHops: 3}
 	badOpt = Policy{AfterDelivery: DeleteAfterDelivery, Undeliverable: Undeliverable{Action: BadmailRejected}, GiveUpAfter: 120 * time.Hour, MaxTraceHops: 3}
 )
 

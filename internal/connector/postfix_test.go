@@ -127,7 +127,11 @@ func TestPostfixUndeliverableOptions(t *testing.T) {
 			box := noticeBox(i)
 			r := newRig(t, rigOptions{smtpAddr: pf.Addr, deliverTo: []string{tt.to}})
 			sent := r.seed("order.eml")
-			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action, DeleteOnCodes: tt.codes}
+			codes := tt.codes
+			if codes == nil {
+				codes = defaultDeleteCodes
+			}
+			r.mailbox.Undeliverable = connector.Undeliverable{Action: tt.action, DeleteOnCodes: codes}
 			c := routedConnector(r, []route.Route{addrRoute(t, "exchange", pf.Addr)})
 			c.Settings.Notify.To = box
 			res := pollWith(t, c, r.mailbox)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"github.com/popconnector/popconnector/internal/config"
 	"github.com/popconnector/popconnector/internal/tlsmode"
 	"io"
 	"os"
@@ -164,12 +165,16 @@ func (r *rig) connector() *connector.Connector {
 		Settings: connector.Settings{
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
-			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner,
+			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner, MaxTraceHops: config.DefaultLoopLimit,
 		},
 		Logger: testLogger(r.logs),
 		Now:    r.clock.Now,
 	}
 }
+
+// defaultDeleteCodes are config's delete_on_codes default, as app passes
+// them to the connector.
+var defaultDeleteCodes = config.Undeliverable{DeleteOnCodes: config.DefaultDeleteOnCodes}.DeleteCodes()
 
 // singleRoute is one route to addr for every recipient, opened by dial.
 func singleRoute(t *testing.T, addr string, dial connector.RelayDialer) (*route.Table, connector.RouteDialer) {

@@ -36,14 +36,10 @@ const (
 	BadmailRejected UndeliverableAction = "badmail"
 )
 
-// DefaultDeleteOnCodes are the reply codes the manuals name for "delete
-// the message permanently": 550 5.7.1, 554 5.7.1 and 554 5.1.0.
-var DefaultDeleteOnCodes = []notify.ReplyCode{{Code: 550, Enhanced: "5.7.1"}, {Code: 554, Enhanced: "5.7.1"}, {Code: 554, Enhanced: "5.1.0"}}
-
 // Undeliverable is a mailbox's undeliverable option.
 type Undeliverable struct {
 	Action        UndeliverableAction // "" = LeaveRejected
-	DeleteOnCodes []notify.ReplyCode  // with DeleteRejected; nil = DefaultDeleteOnCodes
+	DeleteOnCodes []notify.ReplyCode  // with DeleteRejected: the replies that allow deleting (config's default_delete_on_codes)
 }
 
 // NotifySettings are the postmaster notice switches (POPcon manual:
@@ -132,13 +128,6 @@ func recordedTooLarge(rec *ledger.Record) bool {
 		}
 	}
 	return false
-}
-
-func (p *poll) maxTraceHops() int {
-	if p.c.Settings.MaxTraceHops > 0 {
-		return p.c.Settings.MaxTraceHops
-	}
-	return 3
 }
 
 // countOwnTrace counts the Received fields in the archived header that
@@ -457,7 +446,7 @@ func (p *poll) retryNotices(ctx context.Context, recs []*ledger.Record) error {
 // with the last reply recorded for it.
 func (p *poll) recordedAttempt(rec *ledger.Record) attempt {
 	att := attempt{at: rec.LastAttempt, reason: rec.DispositionReason, disposition: rec.Disposition,
-		loop: rec.TraceHops > p.maxTraceHops(), badmail: rec.BadmailKey != ""}
+		loop: rec.TraceHops > p.c.Settings.MaxTraceHops, badmail: rec.BadmailKey != ""}
 	if att.at.IsZero() {
 		att.at = rec.DispositionAt
 	}

@@ -41,10 +41,15 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
+# Packages whose tests run under the race detector in `make test` (the
+# goroutines of the pipeline and the stores they share).
+RACE_PKGS := ./internal/connector/... ./internal/ledger/... ./internal/archive/... ./internal/relay/...
+
 # test: installs the servers, then runs every test with integration required
-# (a missing server fails the run instead of skipping).
+# (a missing server fails the run instead of skipping); RACE_PKGS with -race.
 test: deps vet
-	POPCONN_INTEGRATION=1 $(GO) test -count=1 -timeout 20m ./...
+	POPCONN_INTEGRATION=1 $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -vE '/internal/(connector|ledger|archive|relay)(/|$$)')
+	POPCONN_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz-short
 
 unit:

@@ -172,6 +172,7 @@ const cleanupTimeout = 30 * time.Second
 func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 	start := c.now()
 	defer func() { res.Mailbox, res.Duration = mb.ID, c.now().Sub(start) }()
+	defer recovered(&res.Err, "in mailbox "+mb.ID)
 	if err := c.Settings.check(mb); err != nil {
 		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}
 	}
@@ -189,7 +190,6 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		res = p.tally.close()
 		res.OldestUndelivered, res.Err = p.oldest, err
 	}()
-	defer recovered(&res.Err, "in mailbox "+mb.ID)
 	if p.routing, res.Err = c.newRouting(); res.Err != nil {
 		res.Err = fmt.Errorf("mailbox %s: %w", mb.ID, res.Err)
 		return res
@@ -512,16 +512,16 @@ func (p *poll) putEach(ctx context.Context, recs []*ledger.Record) error {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+			var err error
 			defer func() {
-				if v := recover(); v != nil {
-					errs <- fmt.Errorf("internal error: %v", v)
+				if err != nil {
+					errs <- err
 				}
+				<-sem
+				wg.Done()
 			}()
-			if err := p.c.Ledger.Put(ctx, r); err != nil {
-				errs <- err
-			}
+			defer recovered(&err, "while recording "+r.UIDL)
+			err = p.c.Ledger.Put(ctx, r)
 		}()
 	}
 	wg.Wait()

@@ -1,7 +1,9 @@
 // Package connector runs the per-mailbox pipeline: lease, list, fetch and
-// archive, deliver, delete, quit. It sees only narrow interfaces (Source,
-// archive.Archive, ledger.Ledger, Relay); the callers choose the
-// implementations (local files, or S3 and DynamoDB).
+// archive, deliver, delete, quit. One pure function, Decide, says what
+// happens next to each message from its state; the pipeline's stages only
+// carry that out and publish what they did as events. It sees only narrow
+// interfaces (Source, archive.Archive, ledger.Ledger, Relay); the callers
+// choose the implementations (local files, or S3 and DynamoDB).
 //
 // Guarantees, each shown by a test against real servers:
 //

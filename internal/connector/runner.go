@@ -2,13 +2,13 @@ package connector
 
 import (
 	"context"
-	"fmt"
 	"sync"
 )
 
 // PollAll polls every mailbox once, at most parallel at a time, each
 // mailbox by one worker, and returns the results in the order given. A
-// panic in one mailbox's poll becomes that mailbox's error.
+// panic in one mailbox's poll becomes that mailbox's error (Poll recovers
+// it).
 func (c *Connector) PollAll(ctx context.Context, mailboxes []Mailbox, parallel int) []Result {
 	if parallel < 1 {
 		parallel = 1
@@ -21,7 +21,7 @@ func (c *Connector) PollAll(ctx context.Context, mailboxes []Mailbox, parallel i
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				results[i] = c.pollRecovered(ctx, mailboxes[i])
+				results[i] = c.Poll(ctx, mailboxes[i])
 			}
 		}()
 	}
@@ -31,13 +31,4 @@ func (c *Connector) PollAll(ctx context.Context, mailboxes []Mailbox, parallel i
 	close(work)
 	wg.Wait()
 	return results
-}
-
-func (c *Connector) pollRecovered(ctx context.Context, mb Mailbox) (res Result) {
-	defer func() {
-		if p := recover(); p != nil {
-			res = Result{Mailbox: mb.ID, Err: fmt.Errorf("connector: mailbox %s: internal error: %v", mb.ID, p)}
-		}
-	}()
-	return c.Poll(ctx, mb)
 }

@@ -312,11 +312,15 @@ func crashed(ev *Event, err error) error {
 // finish is the end of every wrapped call: the crash's error if this call
 // fired it, a dead process's if the crash fired while it ran, else the
 // call's own.
+//
+// A ledger write that succeeded while another call fired the crash
+// returns its success: it is durable, and a process dying as it returned
+// would have seen it return, so what the caller counts stays exact.
 func (c *Crash) finish(fired *Event, op string, err error) error {
 	switch {
 	case fired != nil:
 		return crashed(fired, err)
-	case c.crashed.Load():
+	case c.crashed.Load() && (err != nil || op != "ledger put"):
 		return dead(op)
 	}
 	return err

@@ -89,7 +89,7 @@ func roleGrants(t *testing.T, tp *tmpl) []grant {
 // expectedGrants is every permission the poller has: condition|action ->
 // the names (resources, parameters) its Resource must be built from.
 // dynamodb:ConditionCheckItem is absent on purpose: the ledger's
-// TransactWriteItems holds only conditional Puts (internal/ledger/dynamo),
+// TransactWriteItems holds only conditional Puts (internal/ledger/dynamoledger),
 // which need dynamodb:PutItem; add it if a ConditionCheck item appears.
 var expectedGrants = map[string][]string{
 	"|logs:CreateLogStream":                       {"PollerLogGroup"},

@@ -20,11 +20,11 @@ import (
 	"time"
 
 	"github.com/popconnector/popconnector/internal/archive"
-	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
+	"github.com/popconnector/popconnector/internal/archive/fsarchive"
 	"github.com/popconnector/popconnector/internal/config"
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/ledger"
-	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/ledger/boltledger"
 	"github.com/popconnector/popconnector/internal/oauth"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/recipients"

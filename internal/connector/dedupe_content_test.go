@@ -9,7 +9,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/ledger"
-	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
+	"github.com/popconnector/popconnector/internal/ledger/dynamoledger"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 

@@ -19,11 +19,11 @@ import (
 
 	"github.com/popconnector/popconnector/internal/app"
 	"github.com/popconnector/popconnector/internal/archive"
-	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
+	"github.com/popconnector/popconnector/internal/archive/fsarchive"
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/ledger"
-	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/ledger/boltledger"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/relay"
 	"github.com/popconnector/popconnector/internal/route"

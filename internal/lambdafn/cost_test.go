@@ -22,9 +22,9 @@ import (
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/popconnector/popconnector/internal/app"
-	s3archive "github.com/popconnector/popconnector/internal/archive/s3"
+	"github.com/popconnector/popconnector/internal/archive/s3archive"
 	"github.com/popconnector/popconnector/internal/lambdafn"
-	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
+	"github.com/popconnector/popconnector/internal/ledger/dynamoledger"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 

@@ -20,11 +20,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	s3archive "github.com/popconnector/popconnector/internal/archive/s3"
+	"github.com/popconnector/popconnector/internal/archive/s3archive"
 	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/lambdafn"
 	"github.com/popconnector/popconnector/internal/ledger"
-	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
+	"github.com/popconnector/popconnector/internal/ledger/dynamoledger"
 	"github.com/popconnector/popconnector/internal/pop3"
 	"github.com/popconnector/popconnector/internal/testenv"
 	"github.com/popconnector/popconnector/internal/tlsmode"

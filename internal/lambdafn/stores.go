@@ -7,8 +7,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/popconnector/popconnector/internal/app"
-	s3archive "github.com/popconnector/popconnector/internal/archive/s3"
-	dynamoledger "github.com/popconnector/popconnector/internal/ledger/dynamo"
+	"github.com/popconnector/popconnector/internal/archive/s3archive"
+	"github.com/popconnector/popconnector/internal/ledger/dynamoledger"
 )
 
 // AWSStores is the archive in e.ArchiveBucket (under e.ArchivePrefix) and

@@ -5,9 +5,9 @@ import (
 	"path/filepath"
 	"time"
 
-	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
+	"github.com/popconnector/popconnector/internal/archive/fsarchive"
 	"github.com/popconnector/popconnector/internal/ledger"
-	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/ledger/boltledger"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 

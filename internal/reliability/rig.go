@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/popconnector/popconnector/internal/app"
-	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
+	"github.com/popconnector/popconnector/internal/archive/fsarchive"
 	"github.com/popconnector/popconnector/internal/connector"
 	"github.com/popconnector/popconnector/internal/connector/connectortest"
 	"github.com/popconnector/popconnector/internal/ledger"

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	fsarchive "github.com/popconnector/popconnector/internal/archive/fs"
-	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/archive/fsarchive"
+	"github.com/popconnector/popconnector/internal/ledger/boltledger"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 

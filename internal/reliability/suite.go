@@ -11,7 +11,7 @@ import (
 	"io"
 
 	"github.com/popconnector/popconnector/internal/ledger"
-	boltledger "github.com/popconnector/popconnector/internal/ledger/bolt"
+	"github.com/popconnector/popconnector/internal/ledger/boltledger"
 )
 
 // T is what a scenario needs from its runner: a *testing.T in go test, the

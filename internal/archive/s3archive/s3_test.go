@@ -26,7 +26,7 @@ import (
 
 	"github.com/popconnector/popconnector/internal/archive"
 	"github.com/popconnector/popconnector/internal/archive/archivetest"
-	s3archive "github.com/popconnector/popconnector/internal/archive/s3"
+	"github.com/popconnector/popconnector/internal/archive/s3archive"
 	"github.com/popconnector/popconnector/internal/testenv"
 )
 

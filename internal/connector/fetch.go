@@ -128,35 +128,41 @@ func (p *poll) fillFromArrival(m ServerMessage, rec *ledger.Record, info archive
 	// what the server keeps sending, for its notice and its badmail
 	// reason: it is set aside or reported either way.
 	if len(rec.Recipients) == 0 && (rec.Held == "" || heldConfirmed(rec)) {
-		to := p.mb.DeliverTo
-		if p.mb.Global != nil {
-			res := p.mb.Global.Resolve(sum.Header)
-			to, rec.RecipientSource = res.Recipients, res.Source
-			attrs := []any{"uidl", m.UID, "source", res.Source, "recipients", len(res.Recipients)}
-			if res.Fallback {
-				if len(res.Ignored) > 0 {
-					attrs = append(attrs, "ignored", res.Ignored)
-				}
-				if len(res.Problems) > 0 {
-					attrs = append(attrs, "problems", res.Problems)
-				}
-				p.log.Warn("global mailbox: no local recipient found; delivering to the fallback address", attrs...)
-			} else {
-				if len(res.Problems) > 0 {
-					attrs = append(attrs, "problems", res.Problems)
-				}
-				p.log.Info("global mailbox: recipients resolved", attrs...)
-			}
-		}
-		for _, a := range to {
-			rec.Recipients = append(rec.Recipients, ledger.Recipient{Address: a, Status: ledger.Pending})
-		}
+		p.resolveRecipients(m, rec, sum)
 	}
 	addrs := make([]string, len(rec.Recipients))
 	for i, rc := range rec.Recipients {
 		addrs[i] = rc.Address
 	}
 	rec.NeedsSMTPUTF8 = relay.NeedsSMTPUTF8(rec.Sender, addrs)
+}
+
+// resolveRecipients fixes rec's recipients: the mailbox's deliver_to, or
+// for a global mailbox those its header names (package recipients).
+func (p *poll) resolveRecipients(m ServerMessage, rec *ledger.Record, sum *message.Summary) {
+	to := p.mb.DeliverTo
+	if p.mb.Global != nil {
+		res := p.mb.Global.Resolve(sum.Header)
+		to, rec.RecipientSource = res.Recipients, res.Source
+		attrs := []any{"uidl", m.UID, "source", res.Source, "recipients", len(res.Recipients)}
+		if res.Fallback {
+			if len(res.Ignored) > 0 {
+				attrs = append(attrs, "ignored", res.Ignored)
+			}
+			if len(res.Problems) > 0 {
+				attrs = append(attrs, "problems", res.Problems)
+			}
+			p.log.Warn("global mailbox: no local recipient found; delivering to the fallback address", attrs...)
+		} else {
+			if len(res.Problems) > 0 {
+				attrs = append(attrs, "problems", res.Problems)
+			}
+			p.log.Info("global mailbox: recipients resolved", attrs...)
+		}
+	}
+	for _, a := range to {
+		rec.Recipients = append(rec.Recipients, ledger.Recipient{Address: a, Status: ledger.Pending})
+	}
 }
 
 // generatedMessageID derives a stable Message-ID from the ledger key, so

@@ -261,6 +261,61 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 	if ns.To == "" {
 		return nil
 	}
+	causes, byCause := noticesDue(rec, att, ns)
+	if len(causes) == 0 {
+		return p.scheduleNotices(ctx, rec, 0, 0, "", log)
+	}
+	header, err := p.originalHeader(ctx, rec)
+	if err != nil {
+		log.Warn("notice not sent: archived copy unreadable", "err", err)
+		return p.scheduleNotices(ctx, rec, 0, len(causes), err.Error(), log)
+	}
+	sent, failed := 0, 0 // refused notices count as sent: recorded, never tried again
+	lastErr := ""
+	for _, c := range causes {
+		var buf bytes.Buffer
+		n := notify.Notice{
+			From: p.c.Settings.Postmaster, To: ns.To, ReportingMTA: p.c.Settings.Hostname,
+			ReceivedFromMTA: p.mb.Server, OriginalHeader: header, Recipients: byCause[c], Cause: c,
+			Reason: att.reason, Disposition: p.dispositionText(rec), Mailbox: p.mb.ID, ArchiveKey: rec.ArchiveKey,
+			ArrivalDate: rec.ArchivedAt, Now: p.c.now().UTC(),
+		}
+		if err := notify.BuildDSN(&buf, n); err != nil {
+			// The POP3 host may not be a valid MTA name; it is optional.
+			n.ReceivedFromMTA = ""
+			buf.Reset()
+			if err := notify.BuildDSN(&buf, n); err != nil {
+				// Building again gives the same result: not retried.
+				log.Error("notice not built", "cause", c, "err", err)
+				continue
+			}
+		}
+		if err := p.routing.sendNotice(ctx, ns.To, buf.Bytes()); err != nil {
+			if notify.NoticeRefusedPermanently(err) {
+				// The same notice would meet the same refusal (a content
+				// filter, an unknown postmaster address): say so once.
+				rec.NoticesRefused = append(rec.NoticesRefused, string(c))
+				sent++
+				log.Error("notice to the postmaster refused by the SMTP server; not sent again", "cause", c, "to", ns.To, "err", err)
+				continue
+			}
+			failed++
+			lastErr = err.Error()
+			log.Warn("notice to the postmaster not accepted; retried later", "cause", c, "to", ns.To, "err", err)
+			continue
+		}
+		rec.Notified = append(rec.Notified, string(c))
+		p.emit(EventNotice, rec.UIDL)
+		sent++
+		log.Info("notice sent to the postmaster", "cause", c, "to", ns.To, "message_id", rec.MessageID)
+	}
+	return p.scheduleNotices(ctx, rec, sent, failed, lastErr, log)
+}
+
+// noticesDue are the causes the postmaster is to be told about for this
+// attempt (that the switches select and the ledger has not recorded), in
+// order, each with its recipients' statuses.
+func noticesDue(rec *ledger.Record, att *attempt, ns NotifySettings) ([]notify.Cause, map[notify.Cause][]notify.RecipientStatus) {
 	byCause := map[notify.Cause][]notify.RecipientStatus{}
 	var causes []notify.Cause
 	add := func(c notify.Cause, rs notify.RecipientStatus) {
@@ -312,54 +367,7 @@ func (p *poll) sendNotices(ctx context.Context, rec *ledger.Record, att *attempt
 			add(notify.CauseBadmail, rs)
 		}
 	}
-	if len(causes) == 0 {
-		return p.scheduleNotices(ctx, rec, 0, 0, "", log)
-	}
-	header, err := p.originalHeader(ctx, rec)
-	if err != nil {
-		log.Warn("notice not sent: archived copy unreadable", "err", err)
-		return p.scheduleNotices(ctx, rec, 0, len(causes), err.Error(), log)
-	}
-	sent, failed := 0, 0 // refused notices count as sent: recorded, never tried again
-	lastErr := ""
-	for _, c := range causes {
-		var buf bytes.Buffer
-		n := notify.Notice{
-			From: p.c.Settings.Postmaster, To: ns.To, ReportingMTA: p.c.Settings.Hostname,
-			ReceivedFromMTA: p.mb.Server, OriginalHeader: header, Recipients: byCause[c], Cause: c,
-			Reason: att.reason, Disposition: p.dispositionText(rec), Mailbox: p.mb.ID, ArchiveKey: rec.ArchiveKey,
-			ArrivalDate: rec.ArchivedAt, Now: p.c.now().UTC(),
-		}
-		if err := notify.BuildDSN(&buf, n); err != nil {
-			// The POP3 host may not be a valid MTA name; it is optional.
-			n.ReceivedFromMTA = ""
-			buf.Reset()
-			if err := notify.BuildDSN(&buf, n); err != nil {
-				// Building again gives the same result: not retried.
-				log.Error("notice not built", "cause", c, "err", err)
-				continue
-			}
-		}
-		if err := p.routing.sendNotice(ctx, ns.To, buf.Bytes()); err != nil {
-			if notify.NoticeRefusedPermanently(err) {
-				// The same notice would meet the same refusal (a content
-				// filter, an unknown postmaster address): say so once.
-				rec.NoticesRefused = append(rec.NoticesRefused, string(c))
-				sent++
-				log.Error("notice to the postmaster refused by the SMTP server; not sent again", "cause", c, "to", ns.To, "err", err)
-				continue
-			}
-			failed++
-			lastErr = err.Error()
-			log.Warn("notice to the postmaster not accepted; retried later", "cause", c, "to", ns.To, "err", err)
-			continue
-		}
-		rec.Notified = append(rec.Notified, string(c))
-		p.emit(EventNotice, rec.UIDL)
-		sent++
-		log.Info("notice sent to the postmaster", "cause", c, "to", ns.To, "message_id", rec.MessageID)
-	}
-	return p.scheduleNotices(ctx, rec, sent, failed, lastErr, log)
+	return causes, byCause
 }
 
 // scheduleNotices records what sendNotices did. For a message set aside

@@ -328,7 +328,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 					continue
 				}
 				details = append(details, fmt.Sprintf("%s %s uidl=%s message-id=<%s> attempts=%d next=%s\n    %s",
-					m.ID, group.name, r.UIDL, r.MessageID, r.Attempts, formatNext(r.NextAttempt, r.GaveUp), r.LastError))
+					m.ID, group.name, r.UIDL, r.MessageID, r.Attempts, formatNext(nextTimer(r), r.GaveUp), r.LastError))
 			}
 		}
 	}
@@ -338,6 +338,15 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "\n"+strings.Join(details, "\n"))
 	}
 	return 0
+}
+
+// nextTimer is the record's next timer: its next fetch when held, else
+// its next delivery attempt.
+func nextTimer(r *ledger.Record) time.Time {
+	if r.Held != "" {
+		return r.NextRefetch
+	}
+	return r.NextAttempt
 }
 
 func formatNext(t time.Time, gaveUp bool) string {

@@ -214,9 +214,11 @@ type poll struct {
 	// connection without QUIT (there is nothing to commit).
 	untrusted string
 	// heldDue are the held messages due for a refetch, which the fetching
-	// side leaves to refetchHeld.
-	heldDue []heldFetch
-	oldest  time.Duration // the oldest undelivered message's age, at the end
+	// side leaves to refetchHeld; displaced the unsettled records it
+	// found superseded by a new generation (delivered by deliverGone).
+	heldDue   []heldFetch
+	displaced []*ledger.Record
+	oldest    time.Duration // the oldest undelivered message's age, at the end
 	// outcomes are the ledger writes of delivered messages running in
 	// the background (see recordLater).
 	outcomes struct {
@@ -263,7 +265,7 @@ func (p *poll) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := p.deliverGone(ctx, gone); err != nil {
+	if err := p.deliverGone(ctx, append(gone, p.displaced...)); err != nil {
 		return err
 	}
 	if err := p.retryNotices(ctx, recs); err != nil {
@@ -362,8 +364,15 @@ func (p *poll) recordGone(ctx context.Context, gone []*ledger.Record) error {
 // request do.
 func (p *poll) deliverGone(ctx context.Context, gone []*ledger.Record) error {
 	for _, r := range gone {
-		if r.Deleted() {
+		switch Decide(p.situation(r, Gone, Budget{Deliver: true})).Action {
+		case ActDeliver, ActSetAside:
+		case ActWait:
+			if r.Held == "" {
+				p.emit(EventNotDue, r.UIDL)
+			}
 			continue
+		default:
+			continue // nothing to do: no budget needed
 		}
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
 			p.stop(why)

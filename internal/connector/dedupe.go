@@ -92,19 +92,18 @@ func (p *poll) claimTTL(size int64) time.Duration {
 // suppressDuplicates marks each recipient of rec that already accepted
 // another copy of the same content within the mailbox's window as a
 // suppressed duplicate, and defers the recipients another copy is being
-// delivered to right now. When no recipient is left to send to, it
-// records rec and returns true: there is nothing to relay in this attempt.
+// delivered to right now. It returns what it found, for Decide: every
+// recipient has the message (CopiesAll), another copy holds the delivery
+// claim (CopiesInFlight, with the holder), or some recipient still needs
+// this copy (CopiesNone). The marks are recorded by the caller.
 //
 // The order matters: the lookup that decides what to send follows the
 // claim that lets this copy send, so no copy can deliver in between. Only
 // recorded acceptances suppress; a claim only makes a copy wait.
-func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *slog.Logger) (bool, error) {
+func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *slog.Logger) (Copies, *ledger.Claim, error) {
 	window := p.mb.DuplicateWindow
-	if window <= 0 || rec.MessageIDAdded || rec.MessageID == "" {
-		return false, nil
-	}
-	if len(pendingRecipients(rec)) == 0 {
-		return false, nil
+	if window <= 0 || rec.MessageIDAdded || rec.MessageID == "" || len(pendingRecipients(rec)) == 0 {
+		return CopiesUnknown, nil, nil
 	}
 	now := p.c.now().UTC()
 	c, claimable := p.claimFor(rec, now)
@@ -113,24 +112,24 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 	if claimable {
 		var err error
 		if held, holder, err = p.claim(ctx, c, nil); err != nil {
-			return false, err
+			return CopiesUnknown, nil, err
 		}
 	}
 	suppressed, err := p.markCopies(ctx, rec, holder, now, log)
 	if err != nil {
-		return false, err
+		return CopiesUnknown, nil, err
 	}
 	if held != nil && len(pendingRecipients(rec)) > 0 && claimFinished(held, holder) {
 		// The holder's attempt is recorded: take its claim over, and look
 		// again, since the holder (or a copy that took over from it) may
 		// have delivered after the lookup above.
 		if held, _, err = p.claim(ctx, c, held); err != nil {
-			return false, err
+			return CopiesUnknown, nil, err
 		}
 		if held == nil {
 			n, err := p.markCopies(ctx, rec, nil, now, log)
 			if err != nil {
-				return false, err
+				return CopiesUnknown, nil, err
 			}
 			suppressed += n
 		}
@@ -138,33 +137,41 @@ func (p *poll) suppressDuplicates(ctx context.Context, rec *ledger.Record, log *
 	if suppressed > 0 {
 		p.tally.emit(Event{Mailbox: p.mb.ID, UIDL: rec.UIDL, Kind: EventSuppressed, Count: suppressed})
 	}
-	waiting := 0
+	switch {
+	case len(pendingRecipients(rec)) == 0:
+		return CopiesAll, nil, nil
+	case held != nil:
+		return CopiesInFlight, held, nil
+	}
+	return CopiesNone, nil, nil
+}
+
+// recordCopies records what the duplicate lookup decided for rec when
+// nothing is sent: every recipient has the message from another copy, or
+// the recipients left wait for another copy in flight (due again at the
+// next poll; not an attempt of this copy).
+func (p *poll) recordCopies(ctx context.Context, rec *ledger.Record, d Decision, held *ledger.Claim, log *slog.Logger) error {
+	now := p.c.now().UTC()
 	if held != nil {
-		// Another copy may be in DATA now: its outcome decides.
+		waiting := 0
 		for i := range rec.Recipients {
 			if rc := &rec.Recipients[i]; !rc.Status.Done() {
 				rc.Status, rc.Code, rc.Enhanced, rc.At = ledger.Deferred, 0, "", now
 				rc.Reply = fmt.Sprintf("waiting: another copy of this message is being delivered from mailbox %s, UIDL %s (claimed until %s)",
 					held.Mailbox, held.UIDL, held.Expires.UTC().Format(time.RFC3339))
+				rc.Failure = &ledger.Failure{Op: "claim", Temporary: true, Local: true, Message: rc.Reply}
 				waiting++
 			}
 		}
-	}
-	switch {
-	case waiting > 0:
-		// Due again at the next poll; not an attempt of this copy.
-		rec.NextAttempt = now
-		rec.LastError = "another copy of this message is being delivered"
+		rec.NextAttempt, rec.LastError = now, d.Reason
 		p.emit(EventDeferred, rec.UIDL)
 		log.Info("another copy of this message is being delivered: recipients left for the next poll",
 			"message_id", rec.MessageID, "waiting", waiting, "holder_mailbox", held.Mailbox, "holder_uidl", held.UIDL)
-	case rec.Delivered():
+	} else {
 		rec.NextAttempt, rec.LastError = time.Time{}, ""
 		log.Info("every recipient has this message from another copy: not relayed", "message_id", rec.MessageID, "outcome", string(ledger.Suppressed))
-	default:
-		return false, nil // the others are sent; the marks are recorded with their outcomes
 	}
-	return true, p.putRecord(ctx, rec)
+	return p.putRecord(ctx, rec)
 }
 
 // pendingRecipients lists the recipients of rec that do not have the

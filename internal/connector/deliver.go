@@ -47,8 +47,14 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 	if err := p.waitForCopies(rec); err != nil {
 		return err
 	}
-	if done, err := p.suppressDuplicates(ctx, rec, log); done || err != nil {
+	copies, held, err := p.suppressDuplicates(ctx, rec, log)
+	if err != nil {
 		return err
+	}
+	s := p.situation(rec, Listed, Budget{Deliver: true})
+	s.Copies = copies
+	if d := Decide(s); d.Action != ActDeliver {
+		return p.recordCopies(ctx, rec, d, held, log) // every recipient has it, or another copy is in flight
 	}
 	now := p.c.now().UTC()
 	sent, outcomes, remote := p.send(ctx, rec)
@@ -69,7 +75,6 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		p.recordLater(ctx, rec, sent)
 		return nil
 	}
-	s := p.situation(rec, Listed, Budget{})
 	s.Attempted = true
 	return p.settle(ctx, rec, Decide(s), &att, sent, log)
 }
@@ -80,6 +85,15 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 // due. The disposition is recorded in the same write as the outcomes,
 // before any DELE.
 func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *attempt, sent []int, log *slog.Logger) error {
+	if len(att.failed) > 0 {
+		// The attempt's outcome, whatever is decided on it next.
+		kind, level := EventRejected, "rejected"
+		if att.anyTemporary() {
+			kind, level = EventDeferred, "deferred"
+		}
+		p.emit(kind, rec.UIDL)
+		log.Warn(level, "message_id", rec.MessageID, "outcome", level, "next_attempt", rec.NextAttempt, "reason", rec.LastError)
+	}
 	switch d.Action {
 	case ActSetAside:
 		if err := p.setAside(ctx, rec, d, att, log); err != nil {
@@ -88,15 +102,6 @@ func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *
 	case ActGiveUp:
 		if err := p.giveUpOnServer(ctx, rec, att, d.Reason, log); err != nil {
 			return err
-		}
-	default:
-		kind, level := EventRejected, "rejected"
-		if att.anyTemporary() {
-			kind, level = EventDeferred, "deferred"
-		}
-		if len(att.failed) > 0 {
-			p.emit(kind, rec.UIDL)
-			log.Warn(level, "message_id", rec.MessageID, "outcome", level, "next_attempt", rec.NextAttempt, "reason", rec.LastError)
 		}
 	}
 	accepted := false
@@ -190,8 +195,9 @@ func applyReplies(rec *ledger.Record, sent []int, outcomes []relay.Outcome, remo
 		}
 		reasons = append(reasons, rc.Address+": "+o.Err.Error())
 	}
+	rec.TooLargeLimit = 0 // set again below if this attempt was refused for size
 	if rec.Delivered() {
-		rec.NextAttempt, rec.LastError, rec.TooLargeLimit = time.Time{}, "", 0
+		rec.NextAttempt, rec.LastError = time.Time{}, ""
 		return att
 	}
 	rec.LastError = strings.Join(reasons, "; ")

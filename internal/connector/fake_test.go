@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +42,13 @@ func newFakeRig(t *testing.T, msgs ...connectortest.Message) *fakeRig {
 	return r
 }
 
-func (r *fakeRig) poll() connector.Result {
+func (r *fakeRig) poll() connector.Result { return r.pollWith(r.led) }
+
+// pollWith polls with the ledger l (r.led, or a wrapper of it).
+func (r *fakeRig) pollWith(l ledger.Ledger) connector.Result {
 	r.t.Helper()
 	var (
-		led  ledger.Ledger = r.led
+		led  ledger.Ledger = l
 		dial               = r.smtp.Dialer()
 		mb                 = r.mb
 	)
@@ -203,5 +207,54 @@ func TestFakeHeldThenSetAside(t *testing.T) {
 	}
 	if len(r.smtp.Messages()) != 1 {
 		t.Errorf("%d relayed, want only u2", len(r.smtp.Messages()))
+	}
+}
+
+// A UIDL the server reuses never names the record it superseded again,
+// even once the newer generations' records have retired: a third message
+// listed under it with the first one's size is fetched as a message of
+// its own, never taken for the first (which would relay the old archived
+// copy and then delete the new message unread).
+func TestFakeSupersededRecordNeverListedAgain(t *testing.T) {
+	first := fakeMsg(1)
+	r := newFakeRig(t, first)
+	r.smtp.SetRcpt("alice@corp.example", connectortest.Reply(550, "5.1.1", "User unknown")) // left on the server, retried
+	r.mb.DeliverTo = []string{"alice@corp.example"}
+	r.poll()
+	// The first message leaves the server; the server gives its UIDL to
+	// another message.
+	r.box.Remove("u1")
+	second := connectortest.Message{UIDL: "u1", Data: append([]byte("X-Second: yes\r\n"), first.Data...)}
+	r.box.Add(second)
+	r.smtp.SetRcpt("alice@corp.example", nil)
+	if res := r.poll(); res.Delivered < 1 {
+		t.Fatalf("second message: %+v", res)
+	}
+	recs, _ := r.led.List(context.Background(), "sales")
+	var old *ledger.Record
+	for _, x := range recs {
+		if x.UIDL == "u1" {
+			old = x
+		}
+	}
+	if old == nil || old.SupersededAt.IsZero() {
+		t.Fatalf("the first record is not marked superseded: %+v", old)
+	}
+	// The newer generation retires; a third message comes under the UIDL
+	// with the first one's size.
+	third := connectortest.Message{UIDL: "u1", Data: []byte(strings.Replace(string(first.Data), "body 1", "body 3", 1))}
+	r.box.Remove("u1")
+	r.box.Add(third)
+	r.led.Retire("sales", "u1 2")
+	res := r.poll()
+	if res.Err != nil || res.Fetched != 1 {
+		t.Fatalf("third message: %+v, want it fetched as a message of its own", res)
+	}
+	found := false
+	for _, m := range r.smtp.Messages() {
+		found = found || bytes.Contains(m.Data, []byte("body 3"))
+	}
+	if !found {
+		t.Error("the third message was not relayed")
 	}
 }

@@ -167,6 +167,9 @@ func Decide(s Situation) Decision {
 	if s.Attempted {
 		return decideAfterAttempt(s)
 	}
+	if !s.Budget.Deliver {
+		return Decision{Action: ActSkip, Reason: "the poll's budget is spent"}
+	}
 	if hops := s.Policy.MaxTraceHops; rec.TraceHops > hops {
 		return Decision{Action: ActSetAside, Disposition: ledger.DispositionBadmail,
 			Reason: fmt.Sprintf("mail loop (5.4.6): the message already carries %d Received fields from this connector, more than %d", rec.TraceHops, hops)}
@@ -178,8 +181,6 @@ func Decide(s Situation) Decision {
 		return Decision{Action: ActWait, Reason: "next attempt at " + rec.NextAttempt.UTC().Format(time.RFC3339)}
 	}
 	switch {
-	case !s.Budget.Deliver:
-		return Decision{Action: ActSkip, Reason: "the poll's budget is spent"}
 	case s.Copies == CopiesInFlight:
 		return Decision{Action: ActWait, Reason: "another copy of this message is being delivered"}
 	case s.Copies == CopiesAll:

@@ -32,6 +32,16 @@ func (q *ordered[T]) push(v T) bool {
 	}
 }
 
+// cancelled reports whether the consumer cancelled.
+func (q *ordered[T]) cancelled() bool {
+	select {
+	case <-q.quit:
+		return true
+	default:
+		return false
+	}
+}
+
 // out is what the consumer ranges over; it ends after close.
 func (q *ordered[T]) out() <-chan T { return q.ch }
 

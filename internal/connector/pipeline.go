@@ -55,11 +55,14 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 		defer recovered(&err, "while fetching")
 		fetched, err = p.fetchStage(ctx, msgs, byUID, q)
 	}()
-	dels, err := p.deliverStage(ctx, q)
+	dels, skipped, err := p.deliverStage(ctx, q)
 	q.cancel() // the fetching side must not stay blocked on the queue
 	if ferr := <-fetchErr; err == nil {
 		err = ferr
 	}
+	// After the fetching side's reasons: a message left queued means the
+	// poll stopped early too.
+	p.stop(skipped)
 	p.sealing.Wait() // a seal whose message never reached the queue
 	if err != nil {
 		return nil, err
@@ -83,7 +86,10 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 		}
 		rec := byUID[m.UID]
 		listing := Listed
-		if rec != nil && !sameMessage(m, rec) {
+		if rec != nil && (!sameMessage(m, rec) || !rec.SupersededAt.IsZero()) {
+			// Another message under the UIDL: a superseded record is
+			// never named again, even once the newer generations'
+			// records retired.
 			listing = ListedOtherSize
 		}
 		d := Decide(p.situation(rec, listing, Budget{Fetch: stopped == "", Deliver: stopped == ""}))
@@ -91,7 +97,14 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 		case ActDelete:
 			dels = append(dels, deletion{m.Num, rec})
 		case ActWait:
-			if rec.Held == "" {
+			switch {
+			case rec.TooLargeLimit > 0:
+				// The delivery side knows the endpoint's SIZE once it has
+				// a connection: it decides again whether the limit rose.
+				if !q.push(&work{m: m, rec: rec}) {
+					return dels, nil
+				}
+			case rec.Held == "":
 				p.emit(EventNotDue, rec.UIDL)
 			}
 		case ActRefetch:
@@ -115,6 +128,9 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 			}
 			byUID[m.UID] = rec
 			n, bytes = n+1, bytes+m.Size
+			if q.cancelled() {
+				return dels, nil // the delivery side stopped: fetch no more
+			}
 			w, err := p.fetch(ctx, m, rec)
 			if err != nil {
 				if rec.Version == 0 {
@@ -163,7 +179,7 @@ func (p *poll) fetch(ctx context.Context, m ServerMessage, rec *ledger.Record) (
 // deliverStage takes the queued messages in server order, each once its
 // seal succeeded, and delivers (or sets aside) what Decide says. After a
 // failure it only drains the queue.
-func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []deletion, err error) {
+func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []deletion, skipped string, err error) {
 	defer recovered(&err, "while delivering")
 	for w := range q.out() {
 		if w.sealed != nil {
@@ -178,7 +194,7 @@ func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []dele
 		// Near the deadline, or stopping on a signal: what is queued is
 		// archived and recorded; the next poll delivers it.
 		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
-			p.stop(why)
+			skipped = why
 			continue
 		}
 		if err = p.deliverIfDecided(ctx, w.rec, Listed, w.sealed != nil); err != nil {
@@ -189,7 +205,7 @@ func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []dele
 			dels = append(dels, deletion{w.m.Num, w.rec})
 		}
 	}
-	return dels, err
+	return dels, skipped, err
 }
 
 // startGeneration closes old, whose UIDL the server now lists for another
@@ -199,14 +215,22 @@ func (p *poll) startGeneration(ctx context.Context, m ServerMessage, old *ledger
 	now := p.c.now().UTC()
 	p.log.Warn("UIDL reused for another message: recorded as a new message", "uidl", m.UID,
 		"listed", m.Size, "recorded_list_size", old.ListSize, "recorded_size", old.Size, "previous", old.UIDL)
-	// A settled old record is done with; an unsettled one stays as it is
-	// and is delivered from the archive like any message whose server
-	// copy vanished.
-	if old.Settled() && !old.Deleted() {
+	// A settled old record is done with. An unsettled one is marked as
+	// superseded, so that no later listing takes it for the message
+	// listed (its newer generations' records may retire), and it is
+	// delivered from the archive in this poll like any message whose
+	// server copy left (deliverGone).
+	switch {
+	case old.Settled() && !old.Deleted():
 		old.DeletedAt = now
-		if err := p.c.Ledger.Put(ctx, old); err != nil {
-			return nil, fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
-		}
+	case !old.Settled() && !old.Deleted() && old.SupersededAt.IsZero():
+		old.SupersededAt = now
+		p.displaced = append(p.displaced, old)
+	default:
+		return &ledger.Record{Mailbox: p.mb.ID, UIDL: nextGeneration(old.UIDL), FirstSeen: now}, nil
+	}
+	if err := p.c.Ledger.Put(ctx, old); err != nil {
+		return nil, fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 	}
 	return &ledger.Record{Mailbox: p.mb.ID, UIDL: nextGeneration(old.UIDL), FirstSeen: now}, nil
 }

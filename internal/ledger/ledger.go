@@ -209,6 +209,12 @@ type Record struct {
 	HeldFetches int `json:"held_fetches,omitempty"`
 
 	DeletedAt time.Time `json:"deleted_at,omitempty"` // set once QUIT confirmed the DELE
+	// SupersededAt is when the server's listing gave this record's UIDL
+	// to another message (a newer generation of the UIDL): the listing
+	// never names this record again, even once the newer generations'
+	// records have retired. An unsettled superseded record is delivered
+	// from the archive like any message whose server copy left.
+	SupersededAt time.Time `json:"superseded_at,omitempty"`
 
 	Version int64 `json:"version"`
 }

@@ -243,9 +243,10 @@ func Check(ctx context.Context, o Observation) Tally {
 		case onServer && own && rec.LastError != "" && (!rec.NextAttempt.IsZero() || !rec.NextRefetch.IsZero()):
 			// Waiting for its next attempt, or (held) its next fetch.
 			t.Waiting++
-		case onServer && own && rec.GaveUp:
+		case onServer && own && rec.GaveUp && (rec.BadmailKey != "" || rec.Held != ""):
 			// Given up and kept on the server (undeliverable "leave"):
-			// no more attempts, the server's copy and a badmail copy stay.
+			// no more attempts; the server's copy stays, with a badmail
+			// copy (or, held, the archived bytes it served).
 			t.Waiting++
 		case onServer && heldFor(recsByUIDL[m.UIDL], m.Size):
 			// Held: what the server sent did not match its LIST size, so
@@ -259,7 +260,7 @@ func Check(ctx context.Context, o Observation) Tally {
 			if rec == nil {
 				t.problem("%s: on the server, undelivered, with no ledger record and no poll error explaining why", m.ID)
 			} else {
-				t.problem("%s: on the server, undelivered, ledger has no reason/next attempt (error %q, next %v)", m.ID, rec.LastError, rec.NextAttempt)
+				t.problem("%s: on the server, undelivered, ledger has no reason/next attempt (error %q, next attempt %v, next fetch %v)", m.ID, rec.LastError, rec.NextAttempt, rec.NextRefetch)
 			}
 		default:
 			t.Lost++

@@ -77,7 +77,8 @@ type recordItem struct {
 	HeldFetches       int      `dynamodbav:"held_fetches,omitempty"`
 	NoticesRefused    []string `dynamodbav:"notices_refused,omitempty"`
 
-	DeletedAt string `dynamodbav:"deleted_at,omitempty"`
+	DeletedAt    string `dynamodbav:"deleted_at,omitempty"`
+	SupersededAt string `dynamodbav:"superseded_at,omitempty"`
 
 	Version int64  `dynamodbav:"version"`
 	WriteID string `dynamodbav:"write_id"`
@@ -176,6 +177,7 @@ func encodeRecord(r *ledger.Record, version int64, writeID string, recordTTL tim
 		HeldFetches:       r.HeldFetches,
 		NoticesRefused:    r.NoticesRefused,
 		DeletedAt:         formatTime(r.DeletedAt),
+		SupersededAt:      formatTime(r.SupersededAt),
 		Version:           version,
 		WriteID:           writeID,
 	}
@@ -248,6 +250,7 @@ func decodeRecord(av map[string]types.AttributeValue) (*ledger.Record, error) {
 		{"next_refetch", it.NextRefetch, &r.NextRefetch},
 		{"next_notice", it.NextNotice, &r.NextNotice},
 		{"deleted_at", it.DeletedAt, &r.DeletedAt},
+		{"superseded_at", it.SupersededAt, &r.SupersededAt},
 		{"disposition_at", it.DispositionAt, &r.DispositionAt},
 	} {
 		if *f.t, err = parseTime(f.name, f.s); err != nil {

@@ -68,8 +68,8 @@ func fullRecord() *ledger.Record {
 		BadmailKey: "badmail/user@example.com/2024/05/17/x.eml", Notified: []string{"badmail", "spam"},
 		ListSize: 150<<20 - 2, Held: "listed 10 octets, sent 9", HeldFetches: 2, NoticesRefused: []string{"spam"},
 		Fingerprint: "v1:" + strings.Repeat("0f", 32),
-		DeletedAt:   t0.Add(2 * time.Hour).In(cest),
-		Version:     7,
+		DeletedAt:   t0.Add(2 * time.Hour).In(cest), SupersededAt: t0.Add(3 * time.Hour).In(cest),
+		Version: 7,
 	}
 }
 

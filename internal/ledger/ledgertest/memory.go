@@ -419,3 +419,12 @@ func decodeRecord(b []byte) (*ledger.Record, error) {
 	r.Upgrade() // as every store reads what older builds wrote
 	return &r, nil
 }
+
+// Retire removes a record, as a store does once a deleted record's
+// retention has passed (bolt's pruning, DynamoDB's TTL): for tests of
+// what the connector does when a record it once wrote is gone.
+func (m *Memory) Retire(mailbox, uidl string) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	delete(m.s.records, recKey{mailbox, uidl})
+}

@@ -74,9 +74,9 @@ func (c *pipeConn) body(each func(line []byte)) (int64, error) {
 	}
 }
 
-// rawPipelined is rawFetch with a window of depth commands: LIST, then
-// RETR every message with up to depth outstanding, checking each one's
-// size against LIST, then DELE all in the same way, and QUIT.
+// rawPipelined is rawFetch with a window of depth RETRs: LIST, then RETR
+// every message with up to depth outstanding, checking each one's size
+// against LIST, DELE each once read (retrAndDele), and QUIT.
 func rawPipelined(addr, user, passFile string, useTLS bool, caFile, serverName string, depth int) error {
 	pass, err := os.ReadFile(passFile)
 	if err != nil {
@@ -159,31 +159,7 @@ func rawPipelined(addr, user, passFile string, useTLS bool, caFile, serverName s
 		return listErr
 	}
 
-	var rep rawReport
-	err = pipeline(c, len(sizes), depth, func(i int) error { return c.send("RETR %d", i+1) }, func(i int) error {
-		if _, err := c.status(); err != nil {
-			return fmt.Errorf("RETR %d: %w", i+1, err)
-		}
-		n, err := c.body(nil)
-		if err != nil {
-			return fmt.Errorf("RETR %d: %w", i+1, err)
-		}
-		if n != sizes[i] {
-			return fmt.Errorf("RETR %d: %d octets, LIST said %d", i+1, n, sizes[i])
-		}
-		rep.Messages++
-		rep.Bytes += n
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = pipeline(c, len(sizes), depth, func(i int) error { return c.send("DELE %d", i+1) }, func(i int) error {
-		if _, err := c.status(); err != nil {
-			return fmt.Errorf("DELE %d: %w", i+1, err)
-		}
-		return nil
-	})
+	rep, err := retrAndDele(c, sizes, depth)
 	if err != nil {
 		return err
 	}
@@ -200,39 +176,74 @@ func rawPipelined(addr, user, passFile string, useTLS bool, caFile, serverName s
 	return json.NewEncoder(os.Stdout).Encode(rep)
 }
 
-// pipeline sends n commands with at most depth unanswered: the first depth
-// in one write, then one more after each response has been read, so the
-// server has depth-1 commands waiting while it answers one.
-// Responses come in order (RFC 2449 section 6.6), so read(i) answers
-// send(i).
-func pipeline(c *pipeConn, n, depth int, send, read func(i int) error) error {
-	if depth < 1 {
-		depth = 1
+// pendingCmd is a command sent whose response has not been read: RETR or
+// DELE of message num (1-based).
+type pendingCmd struct {
+	retr bool
+	num  int
+}
+
+// retrAndDele RETRs every message with depth RETRs in flight and DELEs each
+// one once it has been read: when the answer to RETR i is in, DELE i and
+// the next RETR leave in one write. Responses come in the order of the
+// commands (RFC 2449 section 6.6), so a FIFO of what was sent says what
+// each response answers. The DELEs ride along with the RETRs and cost no
+// round trip of their own; a DELE's answer is a line, so the few extra
+// outstanding commands cannot fill a socket buffer.
+func retrAndDele(c *pipeConn, sizes []int64, depth int) (rawReport, error) {
+	var rep rawReport
+	depth = max(depth, 1)
+	var fifo []pendingCmd
+	next := 1 // the next message to RETR
+	send := func(p pendingCmd) error {
+		verb := "DELE"
+		if p.retr {
+			verb = "RETR"
+		}
+		fifo = append(fifo, p)
+		return c.send("%s %d", verb, p.num)
 	}
-	sent := 0
-	for ; sent < n && sent < depth; sent++ {
-		if err := send(sent); err != nil {
-			return err
+	for ; next <= len(sizes) && next <= depth; next++ {
+		if err := send(pendingCmd{retr: true, num: next}); err != nil {
+			return rep, err
 		}
 	}
 	if err := c.w.Flush(); err != nil {
-		return err
+		return rep, err
 	}
-	for i := 0; i < n; i++ {
-		if err := read(i); err != nil {
-			return err
+	for len(fifo) > 0 {
+		p := fifo[0]
+		fifo = fifo[1:]
+		if !p.retr {
+			if _, err := c.status(); err != nil {
+				return rep, fmt.Errorf("DELE %d: %w", p.num, err)
+			}
+			continue
 		}
-		// The answer to i is in: command i+depth takes its place, so
-		// depth stay outstanding until the end.
-		if sent < n {
-			if err := send(sent); err != nil {
-				return err
+		if _, err := c.status(); err != nil {
+			return rep, fmt.Errorf("RETR %d: %w", p.num, err)
+		}
+		n, err := c.body(nil)
+		if err != nil {
+			return rep, fmt.Errorf("RETR %d: %w", p.num, err)
+		}
+		if n != sizes[p.num-1] {
+			return rep, fmt.Errorf("RETR %d: %d octets, LIST said %d", p.num, n, sizes[p.num-1])
+		}
+		rep.Messages++
+		rep.Bytes += n
+		if err := send(pendingCmd{num: p.num}); err != nil {
+			return rep, err
+		}
+		if next <= len(sizes) {
+			if err := send(pendingCmd{retr: true, num: next}); err != nil {
+				return rep, err
 			}
-			sent++
-			if err := c.w.Flush(); err != nil {
-				return err
-			}
+			next++
+		}
+		if err := c.w.Flush(); err != nil {
+			return rep, err
 		}
 	}
-	return nil
+	return rep, nil
 }

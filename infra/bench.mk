@@ -1,12 +1,22 @@
-# bench.mk — popconn compared with fetchmail and a raw POP3 client on this
-# machine (issue 6). Included from the Makefile; separate from `make bench`
-# (the Go benchmarks). The tools only this needs (fetchmail, GNU time,
-# iproute2) are installed here, not by `make deps`, so `make test` never
-# pays for them.
+# bench.mk — popconn compared with fetchmail, mpop and raw POP3 clients
+# (one RETR at a time, and 16 pipelined: the ceiling) on this machine
+# (issue 6; the RTT rows for "Throughput on a real network"). Included from
+# the Makefile; separate from `make bench` (the Go benchmarks). The tools
+# only this needs (fetchmail, mpop, GNU time, iproute2) are installed here,
+# not by `make deps`, so `make test` never pays for them.
 #
-#   make bench-compare                        full run: 3 repetitions, ~20 min
+#   make bench-compare                        full run: 3 repetitions, ~25 min
 #   make bench-compare BENCH_FLAGS=--quick    small workloads, 1 repetition
 #   make bench-compare BENCH_FLAGS='--workloads a --tls plain'
+#   make bench-compare BENCH_FLAGS='--rtt 20ms --workloads a'
+#                                             the same behind delay proxies (infra/bench/delay.go):
+#                                             POP3 and SMTP each at a 20 ms round trip
+#   make bench-rtt                            loopback and 20 ms rows side by side, plain and POP3S,
+#                                             3 repetitions, --quick workloads (a: 200 × 20 kB,
+#                                             b: 20 × 1 MB) plus (a) 1,000 × 20 kB at loopback
+#   make bench-compare BENCH_FLAGS='--sink postfix'
+#                                             a private Postfix smtpd (discard transport, CHUNKING)
+#                                             instead of smtp-sink
 #   make bench-scale                          popconn over 10, 100 and 1,000 mailboxes (3 × 20 kB each)
 #                                             at parallel_mailboxes 1, 4, 16, 64; ~15 min with 3 repetitions
 #   make bench-scale BENCH_SCALE_FLAGS='--mailboxes 10,100 --reps 1'
@@ -18,10 +28,11 @@
 # pass BENCH_FLAGS=--netns-tools= to skip those.
 
 BENCH_FLAGS ?=
+BENCH_RTT ?= 20ms
 BENCH_SCALE_FLAGS ?= --reps 3
 BENCH_PROFILE ?= $(BIN)/bench-profile/popconn-a.pprof
 
-.PHONY: bench-compare bench-profile bench-tools bench-scale
+.PHONY: bench-compare bench-rtt bench-profile bench-tools bench-scale
 
 bench-tools: deps build
 	bash infra/bench/install.sh
@@ -29,6 +40,13 @@ bench-tools: deps build
 
 bench-compare: bench-tools
 	$(BIN)/popconn-bench --popconn $(BIN)/popconn $(BENCH_FLAGS)
+
+# The RTT targets: 200 × 20 kB and 20 × 1 MB at loopback and at
+# $(BENCH_RTT), then 1,000 × 20 kB at loopback; 3 repetitions each, tools
+# interleaved. Results: bench-results-rtt.md and bench-results-loopback.md.
+bench-rtt: bench-tools
+	$(BIN)/popconn-bench --popconn $(BIN)/popconn --quick --reps 3 --rtt 0,$(BENCH_RTT) --workloads a,b --out bench-results-rtt.md $(BENCH_FLAGS)
+	$(BIN)/popconn-bench --popconn $(BIN)/popconn --reps 3 --workloads a --out bench-results-loopback.md $(BENCH_FLAGS)
 
 # Results: bench-results-scale.md and .json (see infra/bench/scale.go).
 bench-scale: bench-tools

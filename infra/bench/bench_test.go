@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/popconnector/popconnector/internal/config"
 )
@@ -218,5 +219,46 @@ func TestMedian(t *testing.T) {
 		if got := median(tc.in); got != tc.want {
 			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestMpopRC(t *testing.T) {
+	plain := mpopRC("127.0.0.1:1110", false, "/ca.pem", "/run/md", "/run/uidls")
+	for _, want := range []string{"host 127.0.0.1\nport 1110\n", "pipelining on\n", "delivery maildir /run/md\n", "keep off\n", "only_new off\n", "tls off\n"} {
+		if !strings.Contains(plain, want) {
+			t.Errorf("plain mpoprc lacks %q:\n%s", want, plain)
+		}
+	}
+	tlsRC := mpopRC("127.0.0.1:1995", true, "/ca.pem", "/run/md", "/run/uidls")
+	for _, want := range []string{"tls on\n", "tls_starttls off\n", "tls_trust_file /ca.pem\n"} {
+		if !strings.Contains(tlsRC, want) {
+			t.Errorf("TLS mpoprc lacks %q:\n%s", want, tlsRC)
+		}
+	}
+}
+
+func TestParseOptionsRTT(t *testing.T) {
+	o, err := parseOptions([]string{"--rtt", "0,20ms", "--workloads", "a", "--tls", "plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.rtts) != 2 || o.rtts[0] != 0 || o.rtts[1] != 20_000_000 {
+		t.Fatalf("rtts %v", o.rtts)
+	}
+	if o.rtts[0] != 0 || rttList(o.rtts) != "0s,20ms" || rttList([]time.Duration{0}) != "" {
+		t.Fatalf("rttList %q", rttList(o.rtts))
+	}
+	for _, bad := range [][]string{{"--rtt", "20"}, {"--rtt", "-5ms"}, {"--sink", "exim"}, {"--sink", "postfix", "--verify"}} {
+		if _, err := parseOptions(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	// Keys without an RTT stay as they were, so older .json files compare.
+	wl := Workload{Name: "a", Count: 1, Size: 1}
+	if k := resultKey(rowKey{wl, false, 0}, variant{Tool: toolPopconn}); k != "a/false/popconn" {
+		t.Errorf("key %q", k)
+	}
+	if k := resultKey(rowKey{wl, true, 20_000_000}, variant{Tool: toolMpop}); k != "a/true/mpop/rtt=20ms" {
+		t.Errorf("key %q", k)
 	}
 }

@@ -4,6 +4,8 @@
 # infra/install-deps.sh so that `make test` never pays for them.
 #
 #   fetchmail  the tool popconn is compared with (Debian's build)
+#   mpop       the fetch-side peer: a POP3 client with pipelining, fetching
+#              into a maildir (Debian's build)
 #   time       GNU /usr/bin/time -v: wall, CPU and peak RSS of each run
 #   iproute2   `ip`, to switch on quick ACKs inside a private network namespace
 #   util-linux `unshare` (essential on Debian; listed for completeness)
@@ -11,7 +13,7 @@
 # Idempotent: installs only what is missing; `apt-get update` runs only then.
 set -eu
 
-PACKAGES="fetchmail time iproute2 util-linux"
+PACKAGES="fetchmail mpop time iproute2 util-linux"
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
@@ -37,7 +39,7 @@ else
 	echo "installed: $missing"
 fi
 
-for f in /usr/bin/fetchmail /usr/bin/time /usr/bin/unshare; do
+for f in /usr/bin/fetchmail /usr/bin/mpop /usr/bin/time /usr/bin/unshare; do
 	if [ ! -x "$f" ]; then
 		echo "$0: $f missing after installation" >&2
 		exit 1

@@ -71,6 +71,9 @@ func workerCmd(args []string) int {
 	quickack := fs.Bool("quickack", false, "set up loopback with quickack (run under unshare -n)")
 	fs.StringVar(&cfg.Popconn, "popconn", "", "popconn binary")
 	fs.StringVar(&cfg.Fetchmail, "fetchmail", "", "fetchmail binary")
+	fs.StringVar(&cfg.Mpop, "mpop", "", "mpop binary")
+	fs.StringVar(&cfg.Sink, "sink", sinkSMTPSink, "SMTP destination: smtp-sink or postfix")
+	fs.IntVar(&cfg.Pipeline, "pipeline", 16, "RETRs in flight for raw-pipelined")
 	fs.StringVar(&cfg.Workdir, "workdir", "", "work directory")
 	fs.BoolVar(&cfg.Verify, "verify", false, "dump and compare message bodies")
 	fs.DurationVar(&cfg.Timeout, "run-timeout", 30*time.Minute, "limit for one run")
@@ -118,10 +121,14 @@ func (v variant) String() string {
 
 type options struct {
 	popconn, fetchmail string
+	mpop               string
+	sink               string
+	pipeline           int
 	quick              bool
 	reps               int
 	workloads          []Workload
 	tlsModes           []bool
+	rtts               []time.Duration
 	variants           []variant
 	out, workdir       string
 	verify             bool
@@ -136,11 +143,15 @@ func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs.StringVar(&o.popconn, "popconn", "bin/popconn", "the popconn binary to measure")
 	fs.StringVar(&o.fetchmail, "fetchmail", "/usr/bin/fetchmail", "the fetchmail binary")
+	fs.StringVar(&o.mpop, "mpop", "/usr/bin/mpop", "the mpop binary")
+	fs.StringVar(&o.sink, "sink", sinkSMTPSink, "SMTP destination: smtp-sink (counts, stores nothing) or postfix (a private Postfix smtpd with a discard transport: CHUNKING/BDAT, a queue file per message; see postfixsink.go)")
+	fs.IntVar(&o.pipeline, "pipeline", 16, "RETRs kept in flight by the raw-pipelined client")
+	rtts := fs.String("rtt", "0", `round-trip times to run each table at, e.g. "0,20ms": above 0 the POP3 server and the sink each sit behind a delay proxy adding it (delay.go)`)
 	fs.BoolVar(&o.quick, "quick", false, "small workloads (a: 200 messages, b: 20, c: 10 MB) and 1 repetition")
 	reps := fs.Int("reps", 0, "repetitions per tool and workload (default 3, 1 with --quick)")
 	wls := fs.String("workloads", "a,b,c", "workloads to run: a (many 20 kB), b (1 MB each), c (one big message)")
 	tlsFlag := fs.String("tls", "plain,tls", "POP3 transports: plain, tls (pop3s), or both")
-	tools := fs.String("tools", "fetchmail,raw,popconn", "tools on the host loopback")
+	tools := fs.String("tools", "fetchmail,mpop,raw,raw-pipelined,popconn", "tools on the host loopback")
 	nsTools := fs.String("netns-tools", "fetchmail,raw,popconn", `of --tools, those also run on a quick-ACK loopback in a private network namespace ("" for none)`)
 	fs.StringVar(&o.out, "out", "", "markdown results file (default bench-results.md, bench-results-quick.md with --quick); a .json with every run is written beside it")
 	fs.StringVar(&o.workdir, "workdir", "", "where servers and runs keep their files (default: a new temporary directory)")
@@ -195,12 +206,28 @@ func parseOptions(args []string) (*options, error) {
 			return nil, fmt.Errorf("unknown transport %q (plain or tls)", m)
 		}
 	}
+	for _, f := range splitList(*rtts) {
+		d, err := time.ParseDuration(f)
+		if f == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("--rtt: %q is not a round-trip time such as 20ms", f)
+		}
+		o.rtts = append(o.rtts, d)
+	}
+	if o.sink != sinkSMTPSink && o.sink != sinkPostfix {
+		return nil, fmt.Errorf("unknown sink %q (smtp-sink or postfix)", o.sink)
+	}
+	if o.sink == sinkPostfix && o.verify {
+		return nil, fmt.Errorf("--verify needs smtp-sink's dumps; it does not combine with --sink postfix")
+	}
 	nsSet := map[string]bool{}
 	for _, t := range splitList(*nsTools) {
 		nsSet[t] = true
 	}
 	for _, t := range splitList(*tools) {
-		if t != toolFetchmail && t != toolRaw && t != toolPopconn {
+		if t != toolFetchmail && t != toolMpop && t != toolRaw && t != toolRawPipe && t != toolPopconn {
 			return nil, fmt.Errorf("unknown tool %q", t)
 		}
 		o.variants = append(o.variants, variant{Tool: t})
@@ -208,7 +235,7 @@ func parseOptions(args []string) (*options, error) {
 			o.variants = append(o.variants, variant{Tool: t, QuickACK: true})
 		}
 	}
-	if len(o.workloads) == 0 || len(o.tlsModes) == 0 || len(o.variants) == 0 {
+	if len(o.workloads) == 0 || len(o.tlsModes) == 0 || len(o.rtts) == 0 || len(o.variants) == 0 {
 		return nil, fmt.Errorf("nothing to run")
 	}
 	return o, nil
@@ -273,23 +300,23 @@ func run(s *testenv.Session, o *options) int {
 		s.Fatal(err)
 	}
 	popconn, workdir := popconnAndWorkdir(s, o.popconn, o.workdir)
-	needsFetchmail := false
+	needs := map[string]bool{}
 	needsNetns := false
 	for _, v := range o.variants {
-		needsFetchmail = needsFetchmail || v.Tool == toolFetchmail
+		needs[v.Tool] = true
 		needsNetns = needsNetns || v.QuickACK
 	}
-	if needsFetchmail {
-		if _, err := os.Stat(o.fetchmail); err != nil {
-			s.Fatalf("fetchmail: %v (run infra/bench/install.sh)", err)
+	for tool, bin := range map[string]string{toolFetchmail: o.fetchmail, toolMpop: o.mpop} {
+		if _, err := os.Stat(bin); needs[tool] && err != nil {
+			s.Fatalf("%s: %v (run infra/bench/install.sh)", tool, err)
 		}
 	}
 	if _, err := os.Stat("/usr/bin/time"); err != nil {
 		s.Fatalf("GNU time: %v (run infra/bench/install.sh)", err)
 	}
-	cfg := workerConfig{Popconn: popconn, Fetchmail: o.fetchmail, Self: self, Workdir: workdir, Verify: o.verify, Timeout: o.timeout, PopconnWrap: o.popconnWrap, PopconnData: o.popconnData}
+	cfg := workerConfig{Popconn: popconn, Fetchmail: o.fetchmail, Mpop: o.mpop, Sink: o.sink, Pipeline: o.pipeline, Self: self, Workdir: workdir, Verify: o.verify, Timeout: o.timeout, PopconnWrap: o.popconnWrap, PopconnData: o.popconnData}
 
-	fmt.Fprintf(os.Stderr, "bench: starting Dovecot and smtp-sink on the host loopback\n")
+	fmt.Fprintf(os.Stderr, "bench: starting Dovecot and %s on the host loopback\n", o.sink)
 	host := &localWorker{e: newEnv(s, "host", cfg), info: loopbackRoute()}
 	workers := map[bool]worker{false: host}
 	if needsNetns && o.cpuprofile == "" {
@@ -309,10 +336,13 @@ func run(s *testenv.Session, o *options) int {
 	rep := &report{
 		Started:     time.Now().UTC(),
 		Machine:     machineInfo(workdir),
-		Versions:    versions(popconn, o.fetchmail),
+		Versions:    versions(popconn, o.fetchmail, o.mpop),
 		Quick:       o.quick,
 		Reps:        o.reps,
 		Verify:      o.verify,
+		Sink:        o.sink,
+		Pipeline:    o.pipeline,
+		RTTs:        rttList(o.rtts),
 		HostLo:      host.Info(),
 		PopconnData: o.popconnData,
 		PopconnWrap: strings.Join(o.popconnWrap, " "),
@@ -322,27 +352,33 @@ func run(s *testenv.Session, o *options) int {
 		rep.NetnsLo = w.Info()
 	}
 	runID := 0
+	// Within a table the tools take turns (the order rotates every
+	// repetition), so a change in the machine's load spreads over all of
+	// them rather than landing on one.
 	for _, wl := range o.workloads {
 		for _, useTLS := range o.tlsModes {
-			for r := 0; r < o.reps; r++ {
-				for i := range o.variants {
-					v := o.variants[(i+r)%len(o.variants)]
-					runID++
-					job := Job{Tool: v.Tool, Workload: wl, TLS: useTLS, RunID: runID}
-					fmt.Fprintf(os.Stderr, "bench: workload %s (%s) %s, rep %d/%d: %s ... ", wl.Name, wl.Describe(), transport(useTLS), r+1, o.reps, v)
-					res := workers[v.QuickACK].Run(job)
-					if res.Err != "" {
-						fmt.Fprintln(os.Stderr, "FAILED")
-						rep.add(wl, useTLS, v, res)
-						rep.write(o.out, o)
-						s.Fatalf("%s, workload %s %s: %s", v, wl.Name, transport(useTLS), res.Err)
+			for _, rtt := range o.rtts {
+				row := rowKey{wl, useTLS, rtt}
+				for r := 0; r < o.reps; r++ {
+					for i := range o.variants {
+						v := o.variants[(i+r)%len(o.variants)]
+						runID++
+						job := Job{Tool: v.Tool, Workload: wl, TLS: useTLS, RTT: rtt, RunID: runID}
+						fmt.Fprintf(os.Stderr, "bench: %s, rep %d/%d: %s ... ", row, r+1, o.reps, v)
+						res := workers[v.QuickACK].Run(job)
+						if res.Err != "" {
+							fmt.Fprintln(os.Stderr, "FAILED")
+							rep.add(row, v, res)
+							rep.write(o.out, o)
+							s.Fatalf("%s, %s: %s", v, row, res.Err)
+						}
+						fmt.Fprintf(os.Stderr, "%.2fs wall, %.2fs CPU, %.1f MiB RSS (load %.2f)\n", res.WallSec, res.UserSec+res.SysSec, float64(res.MaxRSSKB)/1024, res.Load1)
+						rep.add(row, v, res)
 					}
-					fmt.Fprintf(os.Stderr, "%.2fs wall, %.2fs CPU, %.1f MiB RSS (load %.2f)\n", res.WallSec, res.UserSec+res.SysSec, float64(res.MaxRSSKB)/1024, res.Load1)
-					rep.add(wl, useTLS, v, res)
 				}
+				fmt.Println(rep.table(row, o))
+				rep.write(o.out, o)
 			}
-			fmt.Println(rep.table(wl, useTLS, o))
-			rep.write(o.out, o)
 		}
 	}
 	rep.Finished = time.Now().UTC()
@@ -351,6 +387,20 @@ func run(s *testenv.Session, o *options) int {
 	fmt.Println(rep.targets(o))
 	fmt.Fprintf(os.Stderr, "bench: results written to %s (and %s)\n", o.out, jsonName(o.out))
 	return 0
+}
+
+// rttList is "" when only undelayed rows run, else the RTTs, e.g. "0s,20ms".
+func rttList(rtts []time.Duration) string {
+	var out []string
+	delayed := false
+	for _, d := range rtts {
+		out = append(out, d.String())
+		delayed = delayed || d > 0
+	}
+	if !delayed {
+		return ""
+	}
+	return strings.Join(out, ",")
 }
 
 func transport(useTLS bool) string {
@@ -450,13 +500,14 @@ func cmdOut(name string, args ...string) string {
 
 type versionInfo struct{ Name, Version string }
 
-func versions(popconn, fetchmail string) []versionInfo {
+func versions(popconn, fetchmail, mpop string) []versionInfo {
 	v := []versionInfo{
 		{"popconn", strings.TrimPrefix(cmdOut(popconn, "version"), "popconn ") + gitRev()},
 		{"Go", strings.TrimPrefix(runtime.Version(), "go")},
 		{"Dovecot", cmdOut("/usr/sbin/dovecot", "--version")},
 		{"Postfix smtp-sink", cmdOut("/usr/sbin/postconf", "-d", "-h", "mail_version")},
 		{"fetchmail", fetchmailVersion(fetchmail)},
+		{"mpop", strings.TrimPrefix(firstLine(cmdOut(mpop, "--version")), "mpop version ")},
 		{"OpenSSL", strings.TrimPrefix(cmdOut("openssl", "version"), "OpenSSL ")},
 	}
 	return v
@@ -471,6 +522,11 @@ func gitRev() string {
 		rev += "+changes"
 	}
 	return " (" + rev + ")"
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }
 
 func fetchmailVersion(bin string) string {
@@ -492,6 +548,9 @@ type report struct {
 	Quick             bool
 	Reps              int
 	Verify            bool
+	Sink              string
+	Pipeline          int    // raw-pipelined's window
+	RTTs              string // the RTTs run, e.g. "0s,20ms"
 	HostLo, NetnsLo   string
 	// Diagnostics that change what popconn's rows mean.
 	PopconnData string `json:",omitempty"`
@@ -501,12 +560,33 @@ type report struct {
 	order   []string
 }
 
-func resultKey(wl Workload, useTLS bool, v variant) string {
-	return fmt.Sprintf("%s/%v/%s", wl.Name, useTLS, v)
+// rowKey is one table: a workload over one transport at one RTT.
+type rowKey struct {
+	wl     Workload
+	useTLS bool
+	rtt    time.Duration
 }
 
-func (r *report) add(wl Workload, useTLS bool, v variant, res Result) {
-	k := resultKey(wl, useTLS, v)
+func (k rowKey) String() string {
+	s := fmt.Sprintf("workload %s (%s), %s", k.wl.Name, k.wl.Describe(), transport(k.useTLS))
+	if k.rtt > 0 {
+		s += fmt.Sprintf(", RTT %v", k.rtt)
+	}
+	return s
+}
+
+// resultKey is "workload/tls/variant", as before there were RTT rows, with
+// "/rtt=20ms" after it for a delayed row.
+func resultKey(k rowKey, v variant) string {
+	key := fmt.Sprintf("%s/%v/%s", k.wl.Name, k.useTLS, v)
+	if k.rtt > 0 {
+		key += "/rtt=" + k.rtt.String()
+	}
+	return key
+}
+
+func (r *report) add(row rowKey, v variant, res Result) {
+	k := resultKey(row, v)
 	if _, ok := r.Results[k]; !ok {
 		r.order = append(r.order, k)
 	}
@@ -557,65 +637,100 @@ func summarize(wl Workload, rs []Result) (stats, bool) {
 	return st, true
 }
 
-func (r *report) stats(wl Workload, useTLS bool, v variant) (stats, bool) {
-	return summarize(wl, r.Results[resultKey(wl, useTLS, v)])
+func (r *report) stats(row rowKey, v variant) (stats, bool) {
+	return summarize(row.wl, r.Results[resultKey(row, v)])
 }
 
-// table renders one workload and transport as markdown, with the ratios.
-func (r *report) table(wl Workload, useTLS bool, o *options) string {
+// table renders one row key as markdown: every tool with its ratios to
+// fetchmail's better figure, to mpop and to the pipelined ceiling (the
+// same workload moves the same octets, so msg/s and MB/s ratios agree).
+func (r *report) table(row rowKey, o *options) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "### Workload (%s): %s, %s\n\n", wl.Name, wl.Describe(), transport(useTLS))
-	fmt.Fprintf(&b, "| tool | wall s (median; min–max) | msg/s | MB/s | CPU s (user+sys) | peak RSS MiB | load1 at start |\n")
-	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "### Workload (%s): %s, %s", row.wl.Name, row.wl.Describe(), transport(row.useTLS))
+	if row.rtt > 0 {
+		fmt.Fprintf(&b, ", RTT %v (delay proxy)", row.rtt)
+	}
+	b.WriteString("\n\n")
+	fm, fv, okF := r.bestFetchmail(row)
+	mp, okM := r.stats(row, variant{Tool: toolMpop})
+	fmt.Fprintf(&b, "| tool | wall s (median; min–max) | msg/s | MB/s | ÷ fetchmail | ÷ mpop | ÷ ceiling | CPU s (user+sys) | peak RSS MiB | load1 at start |\n")
+	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	ratio := func(st, base stats, ok bool) string {
+		if !ok || base.MsgPerSec == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("×%.2f", st.MsgPerSec/base.MsgPerSec)
+	}
 	for _, v := range o.variants {
-		st, ok := r.stats(wl, useTLS, v)
+		st, ok := r.stats(row, v)
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %.2f; %.2f–%.2f | %.1f | %.1f | %.2f | %.1f | %.2f |\n",
-			v, st.Wall, st.WallMin, st.WallMax, st.MsgPerSec, st.MBPerSec, st.CPU, st.RSSMiB, st.Load1)
+		ceil, okC := r.ceiling(row, v.QuickACK)
+		fmt.Fprintf(&b, "| %s | %.2f; %.2f–%.2f | %.1f | %.1f | %s | %s | %s | %.2f | %.1f | %.2f |\n",
+			v, st.Wall, st.WallMin, st.WallMax, st.MsgPerSec, st.MBPerSec,
+			ratio(st, fm, okF), ratio(st, mp, okM), ratio(st, ceil, okC), st.CPU, st.RSSMiB, st.Load1)
 	}
 	b.WriteString("\n")
-	for _, line := range r.ratios(wl, useTLS) {
+	if okF {
+		fmt.Fprintf(&b, "÷ fetchmail: against its better figure (%s). ÷ ceiling: against %s on the same loopback.\n\n", fv, toolRawPipe)
+	}
+	for _, line := range r.ratios(row) {
 		fmt.Fprintf(&b, "- %s\n", line)
 	}
 	return b.String()
 }
 
-func (r *report) ratios(wl Workload, useTLS bool) []string {
+// ceiling is the pipelined raw client's row on the same loopback, or the
+// host one when it did not run there.
+func (r *report) ceiling(row rowKey, quickACK bool) (stats, bool) {
+	if st, ok := r.stats(row, variant{Tool: toolRawPipe, QuickACK: quickACK}); ok {
+		return st, true
+	}
+	return r.stats(row, variant{Tool: toolRawPipe})
+}
+
+func (r *report) ratios(row rowKey) []string {
 	var lines []string
-	pc, okP := r.stats(wl, useTLS, variant{Tool: toolPopconn})
+	pc, okP := r.stats(row, variant{Tool: toolPopconn})
 	if !okP {
 		return nil
 	}
-	if fm, fv, ok := r.bestFetchmail(wl, useTLS); ok {
+	if fm, fv, ok := r.bestFetchmail(row); ok {
 		lines = append(lines, fmt.Sprintf("popconn ÷ fetchmail's better figure (%s): ×%.2f msg/s, ×%.2f MB/s", fv, pc.MsgPerSec/fm.MsgPerSec, pc.MBPerSec/fm.MBPerSec))
 	}
-	if raw, ok := r.stats(wl, useTLS, variant{Tool: toolRaw}); ok {
-		lines = append(lines, fmt.Sprintf("popconn ÷ raw POP3 ceiling (host loopback): %.0f%%", 100*pc.MBPerSec/raw.MBPerSec))
+	if mp, ok := r.stats(row, variant{Tool: toolMpop}); ok {
+		lines = append(lines, fmt.Sprintf("popconn ÷ mpop (fetch into a maildir, pipelined): ×%.2f", pc.MsgPerSec/mp.MsgPerSec))
 	}
-	pq, ok1 := r.stats(wl, useTLS, variant{Tool: toolPopconn, QuickACK: true})
-	rq, ok2 := r.stats(wl, useTLS, variant{Tool: toolRaw, QuickACK: true})
+	if raw, ok := r.stats(row, variant{Tool: toolRaw}); ok {
+		lines = append(lines, fmt.Sprintf("popconn ÷ raw POP3, one RETR at a time (host loopback): %.0f%%", 100*pc.MBPerSec/raw.MBPerSec))
+	}
+	if c, ok := r.stats(row, variant{Tool: toolRawPipe}); ok {
+		lines = append(lines, fmt.Sprintf("popconn ÷ raw POP3 ceiling, %d RETRs pipelined (host loopback): %.0f%%", r.Pipeline, 100*pc.MBPerSec/c.MBPerSec))
+	}
+	pq, ok1 := r.stats(row, variant{Tool: toolPopconn, QuickACK: true})
+	rq, ok2 := r.stats(row, variant{Tool: toolRaw, QuickACK: true})
 	if ok1 && ok2 {
-		lines = append(lines, fmt.Sprintf("popconn ÷ raw POP3 ceiling (quick-ACK loopback): %.0f%%", 100*pq.MBPerSec/rq.MBPerSec))
+		lines = append(lines, fmt.Sprintf("popconn ÷ raw POP3, one at a time (quick-ACK loopback): %.0f%%", 100*pq.MBPerSec/rq.MBPerSec))
 	}
 	return lines
 }
 
 // bestFetchmail is the fetchmail row with the higher message rate.
-func (r *report) bestFetchmail(wl Workload, useTLS bool) (stats, variant, bool) {
+func (r *report) bestFetchmail(row rowKey) (stats, variant, bool) {
 	var best stats
 	var bv variant
 	found := false
 	for _, v := range []variant{{Tool: toolFetchmail}, {Tool: toolFetchmail, QuickACK: true}} {
-		if st, ok := r.stats(wl, useTLS, v); ok && (!found || st.MsgPerSec > best.MsgPerSec) {
+		if st, ok := r.stats(row, v); ok && (!found || st.MsgPerSec > best.MsgPerSec) {
 			best, bv, found = st, v, true
 		}
 	}
 	return best, bv, found
 }
 
-// targets checks issue 6's goals with popconn's host-loopback figures.
+// targets checks issue 6's goals with popconn's host-loopback figures
+// without a delay (issue 6 set none for an RTT).
 func (r *report) targets(o *options) string {
 	var b strings.Builder
 	b.WriteString("### Targets (popconn on the host loopback)\n\n")
@@ -627,12 +742,13 @@ func (r *report) targets(o *options) string {
 	}
 	for _, wl := range o.workloads {
 		for _, useTLS := range o.tlsModes {
-			pc, ok := r.stats(wl, useTLS, variant{Tool: toolPopconn})
+			row := rowKey{wl, useTLS, 0}
+			pc, ok := r.stats(row, variant{Tool: toolPopconn})
 			if !ok {
 				continue
 			}
-			fm, fv, okF := r.bestFetchmail(wl, useTLS)
-			raw, okR := r.stats(wl, useTLS, variant{Tool: toolRaw})
+			fm, fv, okF := r.bestFetchmail(row)
+			raw, okR := r.stats(row, variant{Tool: toolRaw})
 			t := transport(useTLS)
 			switch wl.Name {
 			case "a":
@@ -653,8 +769,8 @@ func (r *report) targets(o *options) string {
 				fmt.Fprintf(&b, "- (%s) %s: ≥ 50%% of the raw POP3 ceiling: %.0f%% — %s\n", wl.Name, t, 100*x, mark(x >= 0.5))
 			}
 		}
-		plain, ok1 := r.stats(wl, false, variant{Tool: toolPopconn})
-		tlsSt, ok2 := r.stats(wl, true, variant{Tool: toolPopconn})
+		plain, ok1 := r.stats(rowKey{wl, false, 0}, variant{Tool: toolPopconn})
+		tlsSt, ok2 := r.stats(rowKey{wl, true, 0}, variant{Tool: toolPopconn})
 		if ok1 && ok2 {
 			x := tlsSt.MBPerSec / plain.MBPerSec
 			fmt.Fprintf(&b, "- (%s) TLS within 20%% of plain: POP3S throughput is %.0f%% of plain — %s\n", wl.Name, 100*x, mark(x >= 0.8))
@@ -670,7 +786,7 @@ func (r *report) targets(o *options) string {
 // beside it.
 func (r *report) write(path string, o *options) {
 	var b strings.Builder
-	b.WriteString("## popconn vs fetchmail vs raw POP3 (generated by `make bench-compare`)\n\n")
+	b.WriteString("## popconn vs fetchmail, mpop and raw POP3 (generated by `make bench-compare`)\n\n")
 	mode := fmt.Sprintf("%d repetition(s), medians", r.Reps)
 	if r.Quick {
 		mode = "--quick (small workloads), " + mode
@@ -678,11 +794,19 @@ func (r *report) write(path string, o *options) {
 	fmt.Fprintf(&b, "Run %s – %s UTC, %s.\n\n", r.Started.Format("2006-01-02 15:04"), r.Finished.Format("15:04"), mode)
 	writeMachine(&b, r.Machine, r.Versions)
 	fmt.Fprintf(&b, "- Host loopback route: `%s`.\n", r.HostLo)
-	if r.NetnsLo != "" {
-		fmt.Fprintf(&b, "- Quick-ACK rows: a private network namespace (`unshare -n`) with its own Dovecot and smtp-sink; loopback route `%s`.\n", r.NetnsLo)
+	sink := "smtp-sink"
+	if r.Sink == sinkPostfix {
+		sink = "the sink (a private Postfix smtpd, discard transport)"
+		b.WriteString("- Sink: a private Postfix 3.7 smtpd (CHUNKING offered) whose virtual transport is discard(8); counted from its log. Each message is queued (written and fsynced) before 250.\n")
 	}
-	b.WriteString("- Each run: a freshly seeded maildir (Dovecot index removed), one tool under `/usr/bin/time -v`; checked afterwards: smtp-sink counted every message, the mailbox is empty, popconn's archive holds every message.\n")
-	b.WriteString("- fetchmail: `fetchall nokeep`, one SMTP session to smtp-sink. raw: internal/pop3 LIST, RETR each to io.Discard, DELE all, QUIT. popconn: `run --once`, archive folder + bbolt ledger (fsync), SMTP to smtp-sink without TLS.\n")
+	if r.NetnsLo != "" {
+		fmt.Fprintf(&b, "- Quick-ACK rows: a private network namespace (`unshare -n`) with its own Dovecot and %s; loopback route `%s`.\n", r.Sink, r.NetnsLo)
+	}
+	fmt.Fprintf(&b, "- Each run: a freshly seeded maildir (Dovecot index removed), one tool under `/usr/bin/time -v`; checked afterwards: %s counted every message of fetchmail and popconn and none of the others, the mailbox is empty, popconn's archive holds every message, mpop's maildir holds each message once with its body as seeded, the raw clients read every message at its size.\n", sink)
+	fmt.Fprintf(&b, "- fetchmail: `fetchall nokeep`, one SMTP session to %s. mpop: `pipelining on`, delivery into a maildir, deletes what it fetched (as every tool here; no SMTP). raw: internal/pop3 LIST, RETR each to io.Discard, DELE all, QUIT. raw-pipelined: its own POP3 code, USER+PASS+LIST in one write, then %d RETRs kept in flight (RFC 2449 PIPELINING), each DELEd once read (the DELE leaves with the next RETR), QUIT: the ceiling. popconn: `run --once`, archive folder + bbolt ledger (fsync), SMTP to %s without TLS.\n", sink, r.Pipeline, sink)
+	if r.RTTs != "" {
+		fmt.Fprintf(&b, "- RTT rows: the POP3 server and %s each behind a delay proxy on 127.0.0.1 (infra/bench/delay.go) that holds every chunk for RTT/2 in each direction; no loss, no jitter, no congestion window (loopback bandwidth).\n", sink)
+	}
 	if r.PopconnData != "" {
 		fmt.Fprintf(&b, "- DIAGNOSTIC: popconn's archive and ledger were under %s (file system %s), not the work directory.\n", r.PopconnData, cmdOut("stat", "-f", "-c", "%T", r.PopconnData))
 	}
@@ -695,18 +819,18 @@ func (r *report) write(path string, o *options) {
 	b.WriteString("- MB = 10⁶ octets as served by POP3 (CRLF); msg/s and MB/s from the median wall time; RSS in MiB (2²⁰).\n\n")
 	for _, wl := range o.workloads {
 		for _, useTLS := range o.tlsModes {
-			if _, ok := r.Results[resultKey(wl, useTLS, o.variants[0])]; !ok {
+			for _, rtt := range o.rtts {
+				row := rowKey{wl, useTLS, rtt}
 				hasAny := false
 				for _, v := range o.variants {
-					_, ok := r.Results[resultKey(wl, useTLS, v)]
+					_, ok := r.Results[resultKey(row, v)]
 					hasAny = hasAny || ok
 				}
-				if !hasAny {
-					continue
+				if hasAny {
+					b.WriteString(r.table(row, o))
+					b.WriteString("\n")
 				}
 			}
-			b.WriteString(r.table(wl, useTLS, o))
-			b.WriteString("\n")
 		}
 	}
 	b.WriteString(r.targets(o))

@@ -34,10 +34,17 @@ func rawMain(args []string) int {
 	useTLS := fs.Bool("tls", false, "implicit TLS (pop3s)")
 	caFile := fs.String("ca-file", "", "PEM CA to verify the server with")
 	serverName := fs.String("server-name", "", "name to verify the certificate for")
+	depth := fs.Int("pipeline", 0, "keep this many RETRs (and DELEs) in flight (RFC 2449 PIPELINING; rawpipe.go); 0: internal/pop3, one at a time")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := rawFetch(*addr, *user, *passFile, *useTLS, *caFile, *serverName); err != nil {
+	fetch := rawFetch
+	if *depth > 0 {
+		fetch = func(addr, user, passFile string, useTLS bool, caFile, serverName string) error {
+			return rawPipelined(addr, user, passFile, useTLS, caFile, serverName, *depth)
+		}
+	}
+	if err := fetch(*addr, *user, *passFile, *useTLS, *caFile, *serverName); err != nil {
 		fmt.Fprintf(os.Stderr, "bench raw: %v\n", err)
 		return 1
 	}

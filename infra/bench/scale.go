@@ -179,7 +179,7 @@ func runScale(s *testenv.Session, o *scaleOptions) int {
 	rep := &scaleReport{
 		Started:  time.Now().UTC(),
 		Machine:  machineInfo(workdir),
-		Versions: withoutFetchmail(versions(popconn, "")),
+		Versions: withoutFetchmail(versions(popconn, "", "")),
 		Workload: o.workload,
 		Reps:     o.reps,
 		Dovecot:  o.dovecot,
@@ -303,7 +303,7 @@ func (e *scaleEnv) run(runDir string, runID, n, p int) (res ScaleResult) {
 func withoutFetchmail(vs []versionInfo) []versionInfo {
 	var out []versionInfo
 	for _, v := range vs {
-		if v.Name != toolFetchmail {
+		if v.Name != toolFetchmail && v.Name != toolMpop {
 			out = append(out, v)
 		}
 	}

@@ -23,16 +23,26 @@ import (
 // Tools compared.
 const (
 	toolFetchmail = "fetchmail"
+	toolMpop      = "mpop"
 	toolRaw       = "raw"
+	toolRawPipe   = "raw-pipelined"
 	toolPopconn   = "popconn"
 )
+
+// deliversToSink: the tools that forward over SMTP. mpop stores into a
+// maildir of its own and the raw clients discard, so the sink must count
+// none of their messages.
+func deliversToSink(tool string) bool { return tool == toolFetchmail || tool == toolPopconn }
 
 // Job is one timed run of one tool on one freshly seeded mailbox.
 type Job struct {
 	Tool     string
 	Workload Workload
 	TLS      bool
-	RunID    int
+	// RTT, when not 0, puts the POP3 server and the sink each behind a
+	// delay proxy (delay.go) adding this round-trip time.
+	RTT   time.Duration
+	RunID int
 	// CPUProfile, for Tool popconn, runs popconn's code in this program
 	// under the Go CPU profiler (see profile.go) and writes the profile
 	// here, and an execution trace to CPUProfile+".trace".
@@ -50,6 +60,7 @@ type Result struct {
 	SinkGot      int // messages smtp-sink received during the run
 	LeftOnServer int // messages still in the maildir after the run
 	Archived     int // popconn only: .eml files in the archive
+	Stored       int // mpop only: messages in its maildir
 	Err          string
 }
 
@@ -57,6 +68,9 @@ type Result struct {
 type workerConfig struct {
 	Popconn   string // popconn binary
 	Fetchmail string // fetchmail binary
+	Mpop      string // mpop binary
+	Sink      string // sinkSMTPSink or sinkPostfix
+	Pipeline  int    // RETRs in flight for the raw-pipelined client
 	Self      string // this program (for the raw client and profiled popconn)
 	Workdir   string // parent of run directories
 	Verify    bool   // dump what smtp-sink receives and compare bodies
@@ -77,7 +91,8 @@ type sinkCounter interface {
 }
 
 // env is one set of servers (Dovecot and smtp-sink) in one network
-// namespace, and runs Jobs against them one at a time.
+// namespace, and runs Jobs against them one at a time; with an RTT, through
+// delay proxies in the same namespace.
 type env struct {
 	s        *testenv.Session
 	net      string
@@ -90,6 +105,9 @@ type env struct {
 	user     string
 	passFile string
 	uid, gid int
+	// proxies by target, started at the first job with an RTT and kept
+	// (their delay set per job) until the session ends.
+	proxies map[string]*DelayProxy
 }
 
 const (
@@ -98,7 +116,7 @@ const (
 )
 
 func newEnv(s *testenv.Session, netName string, cfg workerConfig) *env {
-	e := &env{s: s, net: netName, cfg: cfg, user: benchUser}
+	e := &env{s: s, net: netName, cfg: cfg, user: benchUser, proxies: map[string]*DelayProxy{}}
 	if err := os.MkdirAll(cfg.Workdir, 0o755); err != nil {
 		s.Fatalf("bench: %v", err)
 	}
@@ -107,11 +125,16 @@ func newEnv(s *testenv.Session, netName string, cfg workerConfig) *env {
 		// Each run starts one session; keep Dovecot's own logging quiet.
 		ExtraConf: "auth_verbose = no\n",
 	})
-	if cfg.Verify {
+	switch {
+	case cfg.Verify:
 		e.dumpSink = testenv.StartSMTPSink(s, testenv.SMTPSinkOptions{})
 		e.sink = dumpCounter{e.dumpSink, s}
 		e.sinkAddr = e.dumpSink.Addr
-	} else {
+	case cfg.Sink == sinkPostfix:
+		ps := startPostfixSink(s)
+		e.sink = ps
+		e.sinkAddr = ps.Addr()
+	default:
 		cs := startCountingSink(s, e.dove.Dir)
 		e.sink = cs
 		e.sinkAddr = cs.Addr
@@ -150,6 +173,26 @@ func maildirCount(md string) (int, error) {
 		n += len(entries)
 	}
 	return n, nil
+}
+
+// via returns the address a job's tool connects to for target: target
+// itself without an RTT, else a delay proxy in front of it set to the job's
+// RTT.
+func (e *env) via(target string, rtt time.Duration) (string, error) {
+	if rtt == 0 {
+		return target, nil
+	}
+	p := e.proxies[target]
+	if p == nil {
+		var err error
+		if p, err = StartDelayProxy(target, rtt); err != nil {
+			return "", err
+		}
+		e.proxies[target] = p
+		e.s.Cleanup(func() { p.Close() })
+	}
+	p.SetRTT(rtt)
+	return p.Addr(), nil
 }
 
 // prepare empties the mailbox state Dovecot keeps (index, uidlist: each run
@@ -206,7 +249,18 @@ func (e *env) Run(job Job) (res Result) {
 		return fail("%v", err)
 	}
 	defer os.RemoveAll(runDir)
-	argv, checkTool, err := e.command(job, runDir)
+	popAddr := e.dove.Addr
+	if job.TLS {
+		popAddr = e.dove.TLSAddr
+	}
+	if popAddr, err = e.via(popAddr, job.RTT); err != nil {
+		return fail("delay proxy: %v", err)
+	}
+	sinkAddr, err := e.via(e.sinkAddr, job.RTT)
+	if err != nil {
+		return fail("delay proxy: %v", err)
+	}
+	argv, checkTool, err := e.command(job, runDir, popAddr, sinkAddr)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -231,7 +285,7 @@ func (e *env) Run(job Job) (res Result) {
 			return fail("smtp-sink counter: %v", err)
 		}
 		res.SinkGot = n - sinkBefore
-		if res.SinkGot >= want || job.Tool == toolRaw || time.Now().After(deadline) {
+		if res.SinkGot >= want || !deliversToSink(job.Tool) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -243,9 +297,9 @@ func (e *env) Run(job Job) (res Result) {
 		return fail("%s left %d of %d messages on the POP3 server%s", job.Tool, res.LeftOnServer, want, tail())
 	}
 	switch {
-	case job.Tool == toolRaw && res.SinkGot != 0:
-		return fail("smtp-sink received %d messages during a raw POP3 run", res.SinkGot)
-	case job.Tool != toolRaw && res.SinkGot != want:
+	case !deliversToSink(job.Tool) && res.SinkGot != 0:
+		return fail("the sink received %d messages during a %s run", res.SinkGot, job.Tool)
+	case deliversToSink(job.Tool) && res.SinkGot != want:
 		return fail("smtp-sink received %d messages from %s, want %d%s", res.SinkGot, job.Tool, want, tail())
 	}
 	if checkTool != nil {
@@ -253,7 +307,7 @@ func (e *env) Run(job Job) (res Result) {
 			return fail("%s: %v%s", job.Tool, err, tail())
 		}
 	}
-	if e.dumpSink != nil && job.Tool != toolRaw {
+	if e.dumpSink != nil && deliversToSink(job.Tool) {
 		if err := e.verifyDumps(job); err != nil {
 			return fail("%s: %v", job.Tool, err)
 		}
@@ -303,21 +357,22 @@ func runTimed(argv []string, runDir string, timeout time.Duration) (float64, Tim
 
 // command builds the argv (after /usr/bin/time -v) of job and a check to
 // run on its output.
-func (e *env) command(job Job, runDir string) ([]string, func(*Result, string) error, error) {
-	popAddr := e.dove.Addr
-	if job.TLS {
-		popAddr = e.dove.TLSAddr
-	}
+func (e *env) command(job Job, runDir, popAddr, sinkAddr string) ([]string, func(*Result, string) error, error) {
 	switch job.Tool {
 	case toolFetchmail:
 		rc := filepath.Join(runDir, "fetchmailrc")
-		if err := os.WriteFile(rc, []byte(fetchmailRC(popAddr, e.sinkAddr, job.TLS, e.dove.CA.CertFile)), 0o600); err != nil {
+		if err := os.WriteFile(rc, []byte(fetchmailRC(popAddr, sinkAddr, job.TLS, e.dove.CA.CertFile)), 0o600); err != nil {
 			return nil, nil, err
 		}
 		return []string{e.cfg.Fetchmail, "-f", rc, "--nosyslog", "--nodetach",
 			"--pidfile", filepath.Join(runDir, "fetchmail.pid"), "--idfile", filepath.Join(runDir, "fetchmail.ids")}, nil, nil
-	case toolRaw:
+	case toolMpop:
+		return e.mpopCommand(job, runDir, popAddr)
+	case toolRaw, toolRawPipe:
 		args := []string{e.cfg.Self, "raw", "--addr", popAddr, "--user", e.user, "--pass-file", e.passFile}
+		if job.Tool == toolRawPipe {
+			args = append(args, "--pipeline", strconv.Itoa(e.cfg.Pipeline))
+		}
 		if job.TLS {
 			args = append(args, "--tls", "--ca-file", e.dove.CA.CertFile, "--server-name", "localhost")
 		}
@@ -348,7 +403,7 @@ func (e *env) command(job Job, runDir string) ([]string, func(*Result, string) e
 			e.s.Cleanup(func() { os.RemoveAll(d) })
 		}
 		archiveDir := filepath.Join(dataDir, "archive")
-		if err := os.WriteFile(cfgFile, []byte(popconnConfig(popAddr, e.sinkAddr, job.TLS, e.dove.CA.CertFile, e.passFile, archiveDir, filepath.Join(dataDir, "ledger.db"))), 0o600); err != nil {
+		if err := os.WriteFile(cfgFile, []byte(popconnConfig(popAddr, sinkAddr, job.TLS, e.dove.CA.CertFile, e.passFile, archiveDir, filepath.Join(dataDir, "ledger.db"))), 0o600); err != nil {
 			return nil, nil, err
 		}
 		args := []string{e.cfg.Popconn, "run", "--once", "--config", cfgFile}
@@ -388,9 +443,19 @@ func (e *env) verifyDumps(job Job) (err error) {
 	}
 	fresh := got[e.verified:]
 	e.verified = len(got)
+	msgs := make([][]byte, len(fresh))
+	for i, m := range fresh {
+		msgs[i] = m.Data
+	}
+	return checkMessages(msgs, job.Workload)
+}
+
+// checkMessages checks that msgs (CRLF line ends) are the workload's
+// messages, each exactly once, with the bodies as seeded.
+func checkMessages(msgs [][]byte, wl Workload) error {
 	seen := map[int]bool{}
-	for _, m := range fresh {
-		idx, err := messageIndex(m.Data, job.Workload)
+	for _, data := range msgs {
+		idx, err := messageIndex(data, wl)
 		if err != nil {
 			return err
 		}
@@ -399,18 +464,18 @@ func (e *env) verifyDumps(job Job) (err error) {
 		}
 		seen[idx] = true
 		var want bytes.Buffer
-		if _, err := WriteMessage(&want, job.Workload, idx); err != nil {
+		if _, err := WriteMessage(&want, wl, idx); err != nil {
 			return err
 		}
 		wantCRLF := bytes.ReplaceAll(want.Bytes(), []byte("\n"), []byte("\r\n"))
 		_, wantBody, _ := bytes.Cut(wantCRLF, []byte("\r\n\r\n"))
-		_, gotBody, _ := bytes.Cut(m.Data, []byte("\r\n\r\n"))
+		_, gotBody, _ := bytes.Cut(data, []byte("\r\n\r\n"))
 		if !bytes.Equal(gotBody, wantBody) {
 			return fmt.Errorf("message %d: body differs from what was seeded (%d vs %d octets)", idx, len(gotBody), len(wantBody))
 		}
 	}
-	if len(seen) != job.Workload.Count {
-		return fmt.Errorf("verified %d distinct messages, want %d", len(seen), job.Workload.Count)
+	if len(seen) != wl.Count {
+		return fmt.Errorf("verified %d distinct messages, want %d", len(seen), wl.Count)
 	}
 	return nil
 }
@@ -582,7 +647,8 @@ func startNSWorker(cfg workerConfig) (*nsWorker, error) {
 		return nil, fmt.Errorf("unshare (util-linux) not found: %w", err)
 	}
 	args := []string{"-n", "--", cfg.Self, "worker", "--quickack",
-		"--popconn", cfg.Popconn, "--fetchmail", cfg.Fetchmail, "--workdir", filepath.Join(cfg.Workdir, "netns"),
+		"--popconn", cfg.Popconn, "--fetchmail", cfg.Fetchmail, "--mpop", cfg.Mpop, "--sink", cfg.Sink, "--pipeline", strconv.Itoa(cfg.Pipeline),
+		"--workdir", filepath.Join(cfg.Workdir, "netns"),
 		"--run-timeout", cfg.Timeout.String()}
 	if cfg.Verify {
 		args = append(args, "--verify")

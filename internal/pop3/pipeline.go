@@ -32,6 +32,7 @@ type RetrQueue struct {
 	next   int         // responses Next has started: nums[:next]
 	body   *bodyReader // the body last handed out, until it is finished
 	err    error       // what ended the queue early; every later message gets it
+	werr   error       // a failed write: commands from nums[sent] on may not have gone out
 	owns   bool        // q is c.rq
 	closed bool
 }
@@ -75,9 +76,7 @@ func (c *Client) RetrPipelined(ctx context.Context, nums []int, depth int) *Retr
 		return q
 	}
 	c.rq, q.owns = q, true
-	if err := q.fill(0); err != nil {
-		q.stop(err)
-	}
+	q.fill(0)
 	return q
 }
 
@@ -124,14 +123,18 @@ func (q *RetrQueue) Next(ctx context.Context) (num int, body io.ReadCloser, err 
 		return num, nil, err
 	}
 	if err := c.arm(ctx); err != nil {
-		if q.sent >= q.next {
+		if q.sent >= q.next || q.werr != nil {
 			// Responses are on their way that nobody will read.
 			err = c.fail(name, err)
 		}
 		q.stop(err)
 		return num, nil, err
 	}
-	if err := q.fill(q.next - 1); err != nil {
+	q.fill(q.next - 1)
+	if q.sent < q.next {
+		// This message's command may not have gone out: the stream's
+		// position is unknown from here on.
+		err := c.fail(name, q.werr)
 		c.end()
 		q.stop(err)
 		return num, nil, err
@@ -170,13 +173,17 @@ func (q *RetrQueue) Close(ctx context.Context) error {
 	}
 	c := q.c
 	if err := c.arm(ctx); err != nil {
-		if q.sent > q.next {
+		if q.sent > q.next || q.werr != nil {
 			err = c.fail("RETR (closing the queue)", err)
 		}
 		q.stop(err)
 		return c.checkBroken()
 	}
 	err := q.drain()
+	if err == nil && q.werr != nil {
+		// A command of the failed write may have reached the server.
+		err = c.fail("RETR (closing the queue)", q.werr)
+	}
 	c.end()
 	q.stop(err)
 	return c.checkBroken()
@@ -207,15 +214,31 @@ func (q *RetrQueue) drain() error {
 // fill writes RETR commands until depth responses are outstanding from
 // nums[first] on, first being the response about to be read, and flushes
 // them in one write. Every earlier response has been read to its end.
-func (q *RetrQueue) fill(first int) error {
+//
+// A failed write does not fail the queue at once: the responses to the
+// commands of earlier writes may already be here in full (a server that
+// answered and then closed), and are still read. The first message whose
+// command was not written fails with the write error (see Next).
+func (q *RetrQueue) fill(first int) {
 	end := min(len(q.nums), first+q.depth)
-	for ; q.sent < end; q.sent++ {
-		name := "RETR " + strconv.Itoa(q.nums[q.sent])
-		if err := q.c.write(name, name, name, q.sent == end-1); err != nil {
-			return err
-		}
+	if q.werr != nil || q.sent >= end {
+		return
 	}
-	return nil
+	c := q.c
+	var err error
+	for i := q.sent; i < end && err == nil; i++ {
+		name := "RETR " + strconv.Itoa(q.nums[i])
+		c.debug("C: " + name)
+		_, err = c.bw.WriteString(name + "\r\n")
+	}
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		q.werr = err
+		return
+	}
+	q.sent = end
 }
 
 // bodyDone is called once by a body of the queue when it is finished: at

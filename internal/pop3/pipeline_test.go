@@ -605,3 +605,44 @@ func retrQueueBody(t *testing.T, q *RetrQueue) []byte {
 	}
 	return b
 }
+
+// TestRetrPipelinedAnsweredThenClosed: a server that answers the first
+// commands in full and closes. The client's later writes fail (the peer
+// resets), but the responses already received are still delivered; the
+// first message whose command did not go out fails, and every later one.
+func TestRetrPipelinedAnsweredThenClosed(t *testing.T) {
+	srv := pop3test.NewServer(t, func(s *pop3test.Session) {
+		if greet(s, "PIPELINING") && s.Expect("RETR 1") && s.Expect("RETR 2") && s.Expect("RETR 3") {
+			s.Send("+OK", "one", ".", "+OK", "two", ".", "+OK", "three", ".")
+		}
+	})
+	c := dialT(t, plainOpts(srv.Addr))
+	q := c.RetrPipelined(context.Background(), seq(1, 5), 3)
+	var got []fetched
+	for {
+		time.Sleep(20 * time.Millisecond) // let the server's close and reset arrive
+		num, body, err := q.Next(context.Background())
+		if err == io.EOF {
+			break
+		}
+		f := fetched{num: num, err: err}
+		if err == nil {
+			f.body, f.err = io.ReadAll(body)
+		}
+		got = append(got, f)
+	}
+	if len(got) != 5 {
+		t.Fatalf("got %d messages", len(got))
+	}
+	for i, want := range []string{"one\r\n", "two\r\n", "three\r\n"} {
+		if got[i].err != nil || string(got[i].body) != want {
+			t.Errorf("RETR %d = %q, %v; want %q", got[i].num, got[i].body, got[i].err, want)
+		}
+	}
+	for _, f := range got[3:] {
+		if f.err == nil || !strings.Contains(f.err.Error(), "RETR "+strconv.Itoa(f.num)) {
+			t.Errorf("RETR %d = %v, want an error naming it", f.num, f.err)
+		}
+	}
+	t.Logf("RETR 4: %v", got[3].err)
+}

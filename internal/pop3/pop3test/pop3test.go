@@ -493,11 +493,11 @@ func delayCopy(dst, src net.Conn, delay time.Duration) {
 	chunks := make(chan delayed, 128) // of up to 32 KiB each
 	go func() {
 		defer close(chunks)
+		buf := make([]byte, 32<<10)
 		for {
-			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
-				chunks <- delayed{buf[:n], time.Now().Add(delay)}
+				chunks <- delayed{append([]byte(nil), buf[:n]...), time.Now().Add(delay)}
 			}
 			if err != nil {
 				return

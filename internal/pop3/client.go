@@ -82,7 +82,9 @@ type MessageInfo struct {
 }
 
 // Client is one POP3 session. It is not safe for concurrent use, except
-// that Close may be called from another goroutine to abort it.
+// that Close may be called from another goroutine to abort it. While a
+// RetrQueue (RetrPipelined) owns the connection, commands return
+// ErrQueueActive.
 //
 // Errors come in two kinds. A *Error is a -ERR response; the session stays
 // usable. Any other error (network failure, timeout, cancelled context,

@@ -19,8 +19,8 @@ func (c *Client) Pipelining() bool { return c.hasCapa("PIPELINING", "") }
 // is made by Client.RetrPipelined and, like the Client, is not safe for
 // concurrent use (Client.Close may still abort it from another goroutine).
 //
-// While the queue owns the connection, every other method of the Client
-// returns ErrQueueActive and sends nothing, so no command can interleave
+// While the queue owns the connection, every method of the Client that
+// would send a command returns ErrQueueActive and sends nothing, so no command can interleave
 // with the responses in flight. It gives the connection back once Next has
 // handed out the last message and that body is finished, once an error has
 // ended the queue, or once Close has returned.
@@ -125,7 +125,7 @@ func (q *RetrQueue) Next(ctx context.Context) (num int, body io.ReadCloser, err 
 	if err := c.arm(ctx); err != nil {
 		if q.sent >= q.next || q.werr != nil {
 			// Responses are on their way that nobody will read.
-			err = c.fail(name, err)
+			err = c.fail(name, context.Cause(ctx))
 		}
 		q.stop(err)
 		return num, nil, err
@@ -174,7 +174,7 @@ func (q *RetrQueue) Close(ctx context.Context) error {
 	c := q.c
 	if err := c.arm(ctx); err != nil {
 		if q.sent > q.next || q.werr != nil {
-			err = c.fail("RETR (closing the queue)", err)
+			err = c.fail("RETR (closing the queue)", context.Cause(ctx))
 		}
 		q.stop(err)
 		return c.checkBroken()

@@ -591,6 +591,23 @@ func TestRetrPipelinedContextAndTimeout(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("Client.Close aborts a waiting Next", func(t *testing.T) {
+		srv := pop3test.NewServer(t, func(s *pop3test.Session) {
+			if greet(s, "PIPELINING") && s.Expect("RETR 1") {
+				io.Copy(io.Discard, s.R) // never answers
+			}
+		})
+		c := dialT(t, plainOpts(srv.Addr))
+		q := c.RetrPipelined(context.Background(), seq(1, 2), 4)
+		time.AfterFunc(50*time.Millisecond, func() { c.Close() })
+		if _, _, err := q.Next(context.Background()); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Next = %v, want ErrClosed", err)
+		}
+		if num, _, err := q.Next(context.Background()); num != 2 || !errors.Is(err, ErrClosed) {
+			t.Errorf("Next = %d, %v; want 2, ErrClosed", num, err)
+		}
+	})
 }
 
 func retrQueueBody(t *testing.T, q *RetrQueue) []byte {

@@ -20,10 +20,11 @@ func (c *Client) Pipelining() bool { return c.hasCapa("PIPELINING", "") }
 // concurrent use (Client.Close may still abort it from another goroutine).
 //
 // While the queue owns the connection, every method of the Client that
-// would send a command returns ErrQueueActive and sends nothing, so no command can interleave
-// with the responses in flight. It gives the connection back once Next has
-// handed out the last message and that body is finished, once an error has
-// ended the queue, or once Close has returned.
+// would send a command returns ErrQueueActive and sends nothing, so no
+// command can interleave with the responses in flight. It gives the
+// connection back once Next has handed out the last message and that body
+// is finished, once an error has ended the queue, or once Close has
+// returned.
 type RetrQueue struct {
 	c      *Client
 	nums   []int
@@ -98,7 +99,10 @@ func (q *RetrQueue) Depth() int { return q.depth }
 // other error (network, timeout, ctx, protocol, a body cut short, Close
 // of the Client) ends the queue: that message fails with it, every later
 // call to Next returns that message's number with an error wrapping it,
-// and the Client is unusable for anything but Close. The one exception is
+// and the Client is unusable for anything but Close. A failed write of
+// later commands fails the first message whose command it may have lost,
+// not those before it: their responses, often already received from a
+// server that answered and closed, are still read. The one exception is
 // a ctx already done while no command is outstanding (always the case
 // without PIPELINING): the queue ends the same way but the Client stays
 // usable.

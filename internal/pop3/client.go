@@ -82,7 +82,9 @@ type MessageInfo struct {
 }
 
 // Client is one POP3 session. It is not safe for concurrent use, except
-// that Close may be called from another goroutine to abort it.
+// that Close may be called from another goroutine to abort it. While a
+// RetrQueue (RetrPipelined) owns the connection, commands return
+// ErrQueueActive.
 //
 // Errors come in two kinds. A *Error is a -ERR response; the session stays
 // usable. Any other error (network failure, timeout, cancelled context,
@@ -106,7 +108,8 @@ type Client struct {
 	cmdCtx   context.Context
 	stopFunc func() bool
 	bodyOpen bool
-	secret   string // password during Auth, redacted from the transcript
+	secret   string     // password during Auth, redacted from the transcript
+	rq       *RetrQueue // the pipelined RETR queue that owns the stream, if any
 
 	mu     sync.Mutex
 	broken error // first fatal error, or ErrClosed
@@ -746,7 +749,8 @@ type bodyReader struct {
 	n      int64
 	done   bool
 	closed bool
-	err    error // sticky fatal error
+	err    error      // sticky fatal error
+	q      *RetrQueue // the queue this body belongs to, or nil for Retr
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -768,6 +772,7 @@ func (b *bodyReader) read(p []byte) (int, error) {
 		b.err = err
 		b.c.bodyOpen = false
 		b.c.end()
+		b.q.bodyDone(err)
 		return 0, err
 	}
 	n, err := b.dr.Read(p)
@@ -778,11 +783,13 @@ func (b *bodyReader) read(p []byte) (int, error) {
 		b.c.bodyOpen = false
 		b.c.debug("S: message body", slog.String("command", b.name), slog.Int64("bytes", b.n))
 		b.c.end()
+		b.q.bodyDone(nil)
 		return n, io.EOF
 	case err != nil:
 		b.err = b.c.fail(b.name, err)
 		b.c.bodyOpen = false
 		b.c.end()
+		b.q.bodyDone(b.err)
 		return n, b.err
 	}
 	return n, nil
@@ -934,6 +941,15 @@ func (c *Client) begin(ctx context.Context) error {
 	if c.bodyOpen {
 		return ErrBodyOpen
 	}
+	if c.rq != nil {
+		return ErrQueueActive
+	}
+	return c.arm(ctx)
+}
+
+// arm is begin without the checks of who owns the stream; RetrQueue uses it
+// for its own steps.
+func (c *Client) arm(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("pop3: %w", context.Cause(ctx))
 	}

@@ -18,6 +18,19 @@
 //     a bare LF is data, not the end. A connection that ends before the
 //     terminating ".\r\n" yields an error wrapping io.ErrUnexpectedEOF,
 //     never a silently short message.
+//   - RetrPipelined (RFC 2449 §6.6, when PIPELINING is advertised) keeps
+//     up to depth (at most 64) RETR commands on the wire ahead of the
+//     response being read; each body is streamed as Retr streams it, with
+//     the same buffer, so memory stays flat whatever the depth: responses
+//     not yet read wait in the socket buffers, and no command is written
+//     while depth responses are outstanding, so the client never blocks
+//     writing while the server blocks writing to it. Messages come in the
+//     order asked; a -ERR fails that message only; a network, timeout or
+//     protocol error (a response cut short) fails that message and every
+//     later one and breaks the client. While a RetrQueue is active every
+//     other command returns ErrQueueActive, so nothing interleaves on the
+//     wire; RetrQueue.Close drains what was sent and gives the session
+//     back. Without PIPELINING the same API fetches one at a time.
 //   - Deadlines: Options.Timeout (required) bounds the dial and every
 //     single network read and write, and is renewed with each one, so a
 //     stalled server fails while a slow transfer that keeps progressing does
@@ -50,15 +63,18 @@
 // challenge; an XOAUTH2/OAUTHBEARER error challenge is answered as RFC 7628
 // §3.2.3 asks and the -ERR that follows returned with the challenge's
 // status), CAPA, STLS, STAT, LIST, UIDL, RETR, DELE, NOOP, RSET, QUIT.
-// Extensions used when advertised: SASL PLAIN,
-// PIPELINING (LIST+UIDL in one write, DELE in batches of 64), RESP-CODES and
+// Extensions used when advertised: SASL PLAIN, PIPELINING (LIST+UIDL in
+// one write, DELE in batches of 64, RetrPipelined), RESP-CODES and
 // AUTH-RESP-CODE (Error.Code, Error.Temporary), STLS.
 //
 // What it cannot do: TOP, the single-message forms "LIST n" and "UIDL n",
 // SASL mechanisms other than PLAIN, XOAUTH2 and OAUTHBEARER (no LOGIN,
 // CRAM-MD5, SCRAM), obtaining OAuth tokens (package oauth does), UTF8
 // (RFC 6856), and concurrent use of one Client (except
-// Close to abort). Message numbers are valid only within one session;
+// Close to abort). A RetrQueue pipelines RETR only: DELE cannot ride along
+// with it, and a queue given up early costs the transfer of the up to
+// depth-1 messages already asked for, which Close must read to stay in
+// step. Message numbers are valid only within one session;
 // use UIDL to identify messages across sessions. Note that LIST sizes are
 // the server's claim: Dovecot, for one, does not count the CRLF it appends
 // to a message lacking a final line break.

@@ -59,7 +59,7 @@ func testMessages() map[string][]byte {
 
 func TestDovecot(t *testing.T) {
 	users := map[string]string{}
-	for _, u := range []string{"tls", "stls", "badcert", "badpw", "plain", "exact", "dele", "rollback", "pipeline", "drain", "diff", "userpass"} {
+	for _, u := range []string{"tls", "stls", "badcert", "badpw", "plain", "exact", "dele", "rollback", "pipeline", "drain", "diff", "userpass", "pipelined"} {
 		users[u] = "pw-" + u + "-Secret"
 	}
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{
@@ -301,6 +301,78 @@ func TestDovecot(t *testing.T) {
 		}
 		if got := d.Count(t, "pipeline"); got != 0 {
 			t.Fatalf("%d messages left, want 0", got)
+		}
+	})
+
+	t.Run("pipelined RETR equals Retr", func(t *testing.T) {
+		// 200 messages of mixed sizes: the random ones of the scripted
+		// tests (Dovecot stores them with LF turned to CRLF on the way
+		// out), the edge cases of testMessages, and a few large ones.
+		stored := randomMessages(180, 3)
+		for _, m := range testMessages() {
+			stored = append(stored, m)
+		}
+		for i := 0; len(stored) < 200; i++ {
+			stored = append(stored, benchMessage(100_000+i*150_000))
+		}
+		byUID := map[string][]byte{}
+		for _, m := range stored {
+			byUID[d.Deliver(t, "pipelined", m)] = served(m)
+		}
+		c := login(t, "pipelined")
+		if !c.Pipelining() {
+			t.Fatalf("Dovecot does not advertise PIPELINING: %v", c.Capabilities())
+		}
+		all, err := c.ListAll(ctx)
+		if err != nil || len(all) != len(stored) {
+			t.Fatalf("ListAll = %d messages, %v; want %d", len(all), err, len(stored))
+		}
+		nums := make([]int, len(all))
+		oneByOne := make([][]byte, len(all))
+		for i, mi := range all {
+			nums[i] = mi.Num
+			oneByOne[i] = retrAll(t, c, mi.Num)
+			if !bytes.Equal(oneByOne[i], byUID[mi.UID]) {
+				t.Fatalf("Retr %d differs from the served form of the stored message", mi.Num)
+			}
+		}
+		for _, depth := range []int{16, 3} {
+			start := time.Now()
+			got := drainQueue(t, c.RetrPipelined(ctx, nums, depth))
+			if len(got) != len(nums) {
+				t.Fatalf("depth %d: %d messages, want %d", depth, len(got), len(nums))
+			}
+			for i, f := range got {
+				if f.num != nums[i] || f.err != nil || !bytes.Equal(f.body, oneByOne[i]) {
+					t.Fatalf("depth %d, RETR %d: %v, %q; Retr gave %q", depth, f.num, f.err, abbrev(f.body), abbrev(oneByOne[i]))
+				}
+			}
+			t.Logf("depth %d: %d messages in %v", depth, len(got), time.Since(start))
+		}
+		// A -ERR inside the queue: Dovecot answers in order and goes on.
+		if err := c.Dele(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		got := drainQueue(t, c.RetrPipelined(ctx, []int{1, 2, 3}, 16))
+		var e *Error
+		if len(got) != 3 || !bytes.Equal(got[0].body, oneByOne[0]) || !errors.As(got[1].err, &e) || e.Command != "RETR 2" || !bytes.Equal(got[2].body, oneByOne[2]) {
+			t.Fatalf("queue over a deleted message = %+v", got)
+		}
+		// Abandoned with commands in flight: Close drains, QUIT commits.
+		q := c.RetrPipelined(ctx, nums[10:40], 16)
+		if _, body, err := q.Next(ctx); err != nil {
+			t.Fatal(err)
+		} else if _, err := io.CopyN(io.Discard, body, 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Close(ctx); err != nil {
+			t.Fatalf("RetrQueue.Close: %v", err)
+		}
+		if err := c.Quit(ctx); err != nil {
+			t.Fatalf("Quit after the drained queue: %v", err)
+		}
+		if n := d.Count(t, "pipelined"); n != len(stored)-1 {
+			t.Fatalf("%d messages left, want %d", n, len(stored)-1)
 		}
 	})
 

@@ -42,6 +42,14 @@ var (
 	// ErrBodyOpen is returned when a command is issued while the reader
 	// returned by Retr has not been read to the end or closed.
 	ErrBodyOpen = errors.New("pop3: previous RETR body still open")
+
+	// ErrQueueActive is returned by every command (and RetrPipelined) while
+	// a RetrQueue owns the connection: until its last response has been
+	// read, or its Close returned. Nothing is sent.
+	ErrQueueActive = errors.New("pop3: pipelined RETR queue still active")
+
+	// ErrQueueClosed is returned by RetrQueue.Next after RetrQueue.Close.
+	ErrQueueClosed = errors.New("pop3: pipelined RETR queue closed")
 )
 
 // Error is a -ERR response from the server. The session is still usable

@@ -9,6 +9,9 @@
 // RETR, DELE, NOOP, RSET, QUIT with the UPDATE state) whose Fault hook can
 // replace the answer to any command.
 //
+// Delay puts a proxy with a fixed latency in front of any server, to
+// measure what round trips cost.
+//
 // What it cannot do: TLS, APOP, TOP. It is a test double, not a server;
 // it listens only on loopback and trusts its scripts.
 package pop3test
@@ -24,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Server accepts connections on 127.0.0.1 and runs a handler for each.
@@ -424,4 +428,95 @@ func (m *Mailbox) authPlain(s *Session, arg string) (bool, []string) {
 		return false, []string{"-ERR [AUTH] invalid credentials"}
 	}
 	return true, []string{"+OK logged in"}
+}
+
+// Delay starts a proxy on 127.0.0.1 in front of addr that hands on every
+// byte, in both directions, oneWay after it arrived: a round trip of
+// 2*oneWay, with no limit on bandwidth (up to 4 MiB in flight each way).
+// It returns the address to dial. The proxy is closed by t.Cleanup.
+func Delay(t testing.TB, addr string, oneWay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pop3test: listen: %v", err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", addr)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			track(client)
+			track(server)
+			wg.Add(2)
+			go func() { defer wg.Done(); delayCopy(server, client, oneWay) }()
+			go func() { defer wg.Done(); delayCopy(client, server, oneWay) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+type delayed struct {
+	b   []byte
+	due time.Time
+}
+
+// delayCopy copies src to dst, each chunk delay after it was read. At EOF
+// it half-closes dst; on any error it closes both.
+func delayCopy(dst, src net.Conn, delay time.Duration) {
+	chunks := make(chan delayed, 128) // of up to 32 KiB each
+	go func() {
+		defer close(chunks)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				chunks <- delayed{append([]byte(nil), buf[:n]...), time.Now().Add(delay)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.b); err != nil {
+			dst.Close()
+			src.Close()
+			for range chunks {
+			}
+			return
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	} else {
+		dst.Close()
+	}
 }

@@ -104,7 +104,26 @@ type Situation struct {
 	// Attempted says the record holds the outcome of an attempt just
 	// made (its replies applied, not yet recorded).
 	Attempted bool
+	// Request is an administrator's order for this message, if any.
+	Request Request
 }
+
+// Request is an administrator's order for one message. The machine takes
+// them now; the commands that give them are the operations work's.
+type Request string
+
+const (
+	// RequestRetry: deliver now, ignoring the retry timer; a message given
+	// up is tried again; a held one is fetched again now.
+	RequestRetry Request = "retry"
+	// RequestRelease: deliver the archived bytes of a message held or set
+	// aside (the administrator accepts them as served); it then follows the
+	// after-delivery policy like any delivered message.
+	RequestRelease Request = "release"
+	// RequestReplay: deliver the archived copy again to every recipient,
+	// also those that accepted it (a mailbox restored in Exchange).
+	RequestReplay Request = "replay"
+)
 
 // Decision is Decide's answer.
 type Decision struct {
@@ -119,6 +138,9 @@ type Decision struct {
 	// GaveUp, with ActSetAside: the message is set aside because it
 	// passed the give-up age.
 	GaveUp bool
+	// Resend, with ActDeliver for a replay: send to every recipient again,
+	// also those that accepted.
+	Resend bool
 }
 
 // Decide returns the next action for the message s describes. It is
@@ -127,6 +149,9 @@ func Decide(s Situation) Decision {
 	rec := s.Record
 	if s.Listing == ListedTwice {
 		return Decision{Action: ActSkip, Reason: "the server lists this UIDL for several messages: it names neither, and both stay on the server"}
+	}
+	if rec != nil && s.Request != "" {
+		return decideRequest(s)
 	}
 	if rec == nil || (s.Listing != Gone && (rec.Deleted() || s.Listing == ListedOtherSize)) {
 		switch {
@@ -187,6 +212,36 @@ func Decide(s Situation) Decision {
 		return Decision{Action: ActSkip, Reason: "every recipient has this message from another copy"}
 	}
 	return Decision{Action: ActDeliver}
+}
+
+// decideRequest is Decide for a message an administrator gave an order
+// for. Nothing here deletes: whatever is delivered follows the usual
+// rules afterwards.
+func decideRequest(s Situation) Decision {
+	rec := s.Record
+	st := rec.State(s.Now)
+	switch s.Request {
+	case RequestRetry:
+		switch {
+		case st == ledger.StateHeld && s.Listing != Gone:
+			return Decision{Action: ActRefetch, Reason: "retry requested"}
+		case st == ledger.StateWaiting || st == ledger.StateDue || st == ledger.StateGivenUp:
+			return Decision{Action: ActDeliver, Reason: "retry requested"}
+		}
+		return Decision{Action: ActSkip, Reason: "retry requested, but the message is " + string(st)}
+	case RequestRelease:
+		if rec.Archived() && (st == ledger.StateHeld || st == ledger.StateBadmail || st == ledger.StateGivenUp ||
+			(st == ledger.StateDeleted && rec.Disposition != "" && !rec.Delivered())) {
+			return Decision{Action: ActDeliver, Reason: "released by the administrator: the archived copy is delivered as served"}
+		}
+		return Decision{Action: ActSkip, Reason: "release requested, but the message is " + string(st)}
+	case RequestReplay:
+		if rec.Archived() {
+			return Decision{Action: ActDeliver, Resend: true, Reason: "replay requested: the archived copy is delivered again to every recipient"}
+		}
+		return Decision{Action: ActSkip, Reason: "replay requested, but the message was never archived"}
+	}
+	return Decision{Action: ActSkip, Reason: "unknown request " + string(s.Request)}
 }
 
 // decideHeld is Decide for a held message.

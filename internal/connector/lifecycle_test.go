@@ -167,6 +167,17 @@ func TestDecide(t *testing.T) {
 		{"too large under leave: wait", Situation{Record: recIn("due", rejectedWith(552, "5.3.4", "message too big", now)), Listing: Listed, Now: now, Policy: leave, Attempted: true}, ActWait, false, "", ""},
 		{"too large, limit raised since: deliver", Situation{Record: recIn("waiting", func(r *ledger.Record) { r.TooLargeLimit = 500 }), Listing: Listed, Now: now, Policy: leave, Budget: all, SizeLimit: 2000}, ActDeliver, false, "", ""},
 		{"too large, limit still too small: wait", Situation{Record: recIn("waiting", func(r *ledger.Record) { r.TooLargeLimit = 500 }), Listing: Listed, Now: now, Policy: leave, Budget: all, SizeLimit: 900}, ActWait, false, "", ""},
+		// An administrator's orders.
+		{"retry a waiting message: deliver now", Situation{Record: recIn("waiting"), Listing: Listed, Now: now, Policy: leave, Request: RequestRetry}, ActDeliver, false, "", "retry"},
+		{"retry a given-up message: deliver", Situation{Record: recIn("given-up"), Listing: Listed, Now: late, Policy: leave, Request: RequestRetry}, ActDeliver, false, "", "retry"},
+		{"retry a held message: fetch again now", Situation{Record: recIn("held"), Listing: Listed, Now: now, Policy: leave, Request: RequestRetry}, ActRefetch, false, "", ""},
+		{"retry a held message gone from the server: skip", Situation{Record: recIn("held"), Listing: Gone, Now: now, Policy: leave, Request: RequestRetry}, ActSkip, false, "", "held"},
+		{"retry a delivered message: skip", Situation{Record: recIn("delivered"), Listing: Listed, Now: now, Policy: leave, Request: RequestRetry}, ActSkip, false, "", "delivered"},
+		{"release a held message: deliver as served", Situation{Record: recIn("held"), Listing: Listed, Now: now, Policy: badOpt, Request: RequestRelease}, ActDeliver, false, "", "as served"},
+		{"release from badmail: deliver", Situation{Record: recIn("badmail"), Listing: Gone, Now: now, Policy: badOpt, Request: RequestRelease}, ActDeliver, false, "", ""},
+		{"release a due message: skip", Situation{Record: recIn("due"), Listing: Listed, Now: now, Policy: badOpt, Request: RequestRelease}, ActSkip, false, "", "due"},
+		{"replay a deleted message: deliver again to all", Situation{Record: recIn("deleted"), Listing: Gone, Now: now, Policy: leave, Request: RequestReplay}, ActDeliver, false, "", "every recipient"},
+		{"replay a message never archived: skip", Situation{Record: recIn("new"), Listing: Listed, Now: now, Policy: leave, Request: RequestReplay}, ActSkip, false, "", "never archived"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,6 +231,20 @@ func TestDecideInvariants(t *testing.T) {
 							}
 						}
 					}
+				}
+			}
+		}
+	}
+	// An administrator's order never deletes, and delivers only what is
+	// archived.
+	for _, st := range states {
+		for _, l := range listings {
+			for _, req := range []Request{RequestRetry, RequestRelease, RequestReplay} {
+				rec := recIn(st)
+				d := Decide(Situation{Record: rec, Listing: l, Now: t0.Add(time.Hour), Policy: badOpt, Budget: all, Request: req})
+				n++
+				if d.Action == ActDelete || (d.Action == ActDeliver && !rec.Archived()) {
+					t.Errorf("%s/%d/%s: %s", st, l, req, d.Action)
 				}
 			}
 		}

@@ -54,7 +54,14 @@ type Config struct {
 	// ParallelMailboxes bounds how many mailboxes are polled at once. Key:
 	// parallel_mailboxes. Default 4, 1..64.
 	ParallelMailboxes int
-	Retry             Retry
+	// DeliveriesInFlight is how many messages of one mailbox's poll are
+	// delivered at once, each over an SMTP connection of its own; it is
+	// also the declared reply window: at most this many messages per
+	// mailbox polled at once may be relayed again after a crash. Key:
+	// deliveries_in_flight. Default 1 (one at a time, in server order),
+	// 1..16.
+	DeliveriesInFlight int
+	Retry              Retry
 	// Delivery is the single smart host of the `delivery:` shorthand, or
 	// the first of Routes when `routes:` is used.
 	Delivery Delivery
@@ -439,6 +446,7 @@ const (
 
 	defaultPollInterval       = 5 * time.Minute
 	defaultParallelMailboxes  = 4
+	defaultDeliveriesInFlight = 1
 	defaultArchiveDir         = "./popconn-data/archive"
 	defaultLedgerPath         = "./popconn-data/ledger.db"
 	defaultMaxMessagesPerPoll = 500
@@ -552,19 +560,20 @@ func parseNode(data []byte) (*yaml.Node, *Errors) {
 // fileConfig and its parts mirror the YAML. Pointers distinguish a key
 // that is absent (take the default) from an explicit zero (validate it).
 type fileConfig struct {
-	Postmaster        string        `yaml:"postmaster"`
-	PollInterval      *Duration     `yaml:"poll_interval"`
-	ParallelMailboxes *intValue     `yaml:"parallel_mailboxes"`
-	Retry             fileRetry     `yaml:"retry"`
-	Delivery          *fileDelivery `yaml:"delivery"`
-	Routes            []fileRoute   `yaml:"routes"`
-	Notify            fileNotify    `yaml:"notify"`
-	LoopLimit         *intValue     `yaml:"loop_limit"`
-	DuplicateWindow   *Duration     `yaml:"duplicate_window"`
-	Archive           fileArchive   `yaml:"archive"`
-	Ledger            fileLedger    `yaml:"ledger"`
-	Log               fileLog       `yaml:"log"`
-	Mailboxes         []fileMailbox `yaml:"mailboxes"`
+	Postmaster         string        `yaml:"postmaster"`
+	PollInterval       *Duration     `yaml:"poll_interval"`
+	ParallelMailboxes  *intValue     `yaml:"parallel_mailboxes"`
+	DeliveriesInFlight *intValue     `yaml:"deliveries_in_flight"`
+	Retry              fileRetry     `yaml:"retry"`
+	Delivery           *fileDelivery `yaml:"delivery"`
+	Routes             []fileRoute   `yaml:"routes"`
+	Notify             fileNotify    `yaml:"notify"`
+	LoopLimit          *intValue     `yaml:"loop_limit"`
+	DuplicateWindow    *Duration     `yaml:"duplicate_window"`
+	Archive            fileArchive   `yaml:"archive"`
+	Ledger             fileLedger    `yaml:"ledger"`
+	Log                fileLog       `yaml:"log"`
+	Mailboxes          []fileMailbox `yaml:"mailboxes"`
 }
 
 type fileRetry struct {
@@ -716,9 +725,10 @@ func orStr(s, def string) string {
 // toConfig applies the defaults.
 func (f *fileConfig) toConfig() *Config {
 	c := &Config{
-		Postmaster:        f.Postmaster,
-		PollInterval:      orDur(f.PollInterval, defaultPollInterval),
-		ParallelMailboxes: orInt(f.ParallelMailboxes, defaultParallelMailboxes),
+		Postmaster:         f.Postmaster,
+		PollInterval:       orDur(f.PollInterval, defaultPollInterval),
+		ParallelMailboxes:  orInt(f.ParallelMailboxes, defaultParallelMailboxes),
+		DeliveriesInFlight: orInt(f.DeliveriesInFlight, defaultDeliveriesInFlight),
 		Retry: Retry{
 			Interval:    orDur(f.Retry.Interval, DefaultRetryInterval),
 			MaxInterval: orDur(f.Retry.MaxInterval, DefaultRetryMaxInterval),

@@ -100,8 +100,12 @@ const (
 	maxGiveUpAfter      = 90 * 24 * time.Hour
 	maxPollTimeout      = 24 * time.Hour
 	maxParallel         = 64
-	maxKeepDays         = 3650
-	maxDuplicateWindow  = 365 * 24 * time.Hour
+	// maxDeliveriesInFlight bounds the SMTP connections one poll opens
+	// per route: Exchange limits connections per source
+	// (MaxInboundConnectionPerSource, 20 by default) across every mailbox.
+	maxDeliveriesInFlight = 16
+	maxKeepDays           = 3650
+	maxDuplicateWindow    = 365 * 24 * time.Hour
 )
 
 var mailboxIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -151,6 +155,9 @@ func (c *Config) check() *validator {
 	v.duration("poll_interval", c.PollInterval, minTimeout, maxPollInterval)
 	if c.ParallelMailboxes < 1 || c.ParallelMailboxes > maxParallel {
 		v.fail("parallel_mailboxes", "must be between 1 and %d, got %d", maxParallel, c.ParallelMailboxes)
+	}
+	if c.DeliveriesInFlight < 1 || c.DeliveriesInFlight > maxDeliveriesInFlight {
+		v.fail("deliveries_in_flight", "must be between 1 and %d, got %d", maxDeliveriesInFlight, c.DeliveriesInFlight)
 	}
 
 	// Cross-field rules are checked only between values that are each in

@@ -64,6 +64,13 @@ type Settings struct {
 	// MaxTraceHops is how many of this connector's own Received fields a
 	// message may carry before it counts as a mail loop (required).
 	MaxTraceHops int
+	// DeliveriesInFlight is how many messages of one poll are delivered at
+	// once, each over an SMTP connection of its own (0 or 1: one at a
+	// time, in server order). It is also the poll's declared reply
+	// window: at most this many messages can be between their final "."
+	// and the record of the reply when the process dies, so a crash
+	// repeats at most this many (per mailbox polled in parallel).
+	DeliveriesInFlight int
 	// Notify selects the notices sent to the postmaster.
 	Notify NotifySettings
 }
@@ -182,6 +189,9 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}
 	}
 	p := &poll{c: c, mb: mb, log: c.log().With("mailbox", mb.ID), tally: newTally(c.Events)}
+	p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
+	p.outcomes.messageIDs = map[string]int{}
+	p.outcomes.done.L = &p.outcomes.mu
 	defer func() {
 		if rerr := lease.Release(context.WithoutCancel(ctx)); rerr != nil {
 			p.log.Warn("lease release failed", "err", rerr)
@@ -222,10 +232,11 @@ type poll struct {
 	// outcomes are the ledger writes of delivered messages running in
 	// the background (see recordLater).
 	outcomes struct {
-		wg  sync.WaitGroup
-		sem chan struct{} // bounds how many run at once
-		mu  sync.Mutex    // guards err and messageIDs
-		err error         // the first failure
+		sem     chan struct{} // bounds how many run at once
+		mu      sync.Mutex    // guards pending, err and messageIDs
+		done    sync.Cond     // on mu: pending reached zero
+		pending int           // writes running
+		err     error         // the first failure
 		// messageIDs counts the writes in flight per Message-ID, so that
 		// a copy of the same message waits for them before its duplicate
 		// lookup.
@@ -417,15 +428,11 @@ func (p *poll) waitForCopies(rec *ledger.Record) error {
 // failed write leaves at most the one accepted message unrecorded, as a
 // synchronous write would.
 func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) {
-	if p.outcomes.sem == nil {
-		p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
-		p.outcomes.messageIDs = map[string]int{}
-	}
 	p.outcomes.sem <- struct{}{}
 	p.outcomes.mu.Lock()
 	p.outcomes.messageIDs[rec.MessageID]++
+	p.outcomes.pending++
 	p.outcomes.mu.Unlock()
-	p.outcomes.wg.Add(1)
 	go func() {
 		var err error
 		defer func() {
@@ -436,9 +443,11 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) 
 			if err != nil && p.outcomes.err == nil {
 				p.outcomes.err = err
 			}
+			if p.outcomes.pending--; p.outcomes.pending == 0 {
+				p.outcomes.done.Broadcast()
+			}
 			p.outcomes.mu.Unlock()
 			<-p.outcomes.sem
-			p.outcomes.wg.Done()
 		}()
 		defer recovered(&err, "while recording "+rec.UIDL)
 		// The SMTP server has answered: record it even if the poll's
@@ -452,11 +461,16 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) 
 	}()
 }
 
-// waitOutcomes waits for every background outcome write and returns the
-// first failure.
+// waitOutcomes waits until no background outcome write is running and
+// returns the first failure. Deliveries in flight may call it at once,
+// while others start writes.
 func (p *poll) waitOutcomes() error {
-	p.outcomes.wg.Wait()
-	return p.outcomeErr()
+	p.outcomes.mu.Lock()
+	defer p.outcomes.mu.Unlock()
+	for p.outcomes.pending > 0 {
+		p.outcomes.done.Wait()
+	}
+	return p.outcomes.err
 }
 
 // withoutDuplicateUIDs drops every message whose UIDL the listing gives

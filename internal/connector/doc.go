@@ -70,7 +70,9 @@
 //     suppresses by itself.
 //   - A crash at any point loses nothing. The only duplicate possible (a
 //     reply-window duplicate) is a crash (or lost reply) between the final
-//     "." of DATA and recording the reply in the ledger. A message with a
+//     "." of DATA and recording the reply in the ledger: at most
+//     Settings.DeliveriesInFlight messages of a poll (default one) are in
+//     that window. A message with a
 //     reused Message-ID but other content is a second message, delivered on
 //     purpose.
 //   - A second run over an unchanged mailbox relays nothing.

@@ -31,7 +31,9 @@ type fakeRig struct {
 	clock *fakeClock
 	crash *connectortest.Crash
 	mb    connector.Mailbox
-	evs   []connector.Event
+	// inFlight is Settings.DeliveriesInFlight (0: one at a time).
+	inFlight int
+	evs      []connector.Event
 }
 
 func newFakeRig(t *testing.T, msgs ...connectortest.Message) *fakeRig {
@@ -55,7 +57,8 @@ func (r *fakeRig) pollWith(l ledger.Ledger) connector.Result {
 	mb.Dial = r.box.Dial()
 	c := &connector.Connector{Settings: connector.Settings{
 		Postmaster: "postmaster@corp.example", Hostname: "popconn.test", RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour,
-		GiveUpAfter: 120 * time.Hour, DeliveryTimeout: 10 * time.Second, LeaseOwner: "fake/1", MaxTraceHops: 3},
+		GiveUpAfter: 120 * time.Hour, DeliveryTimeout: 10 * time.Second, LeaseOwner: "fake/1", MaxTraceHops: 3,
+		DeliveriesInFlight: r.inFlight},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: r.clock.Now,
 		Events: func(ev connector.Event) { r.evs = append(r.evs, ev) }}
 	c.Archive = r.arc
@@ -256,5 +259,57 @@ func TestFakeSupersededRecordNeverListedAgain(t *testing.T) {
 	}
 	if !found {
 		t.Error("the third message was not relayed")
+	}
+}
+
+// Several deliveries in flight: every message delivered once and deleted;
+// after a crash, the repeats are at most the deliveries in flight, each a
+// reply the crashed run could not record.
+func TestFakeDeliveriesInFlight(t *testing.T) {
+	const n, inFlight = 20, 4
+	msgs := make([]connectortest.Message, n)
+	for i := range msgs {
+		msgs[i] = fakeMsg(i + 1)
+	}
+	t.Run("all delivered once", func(t *testing.T) {
+		r := newFakeRig(t, msgs...)
+		r.inFlight = inFlight
+		res := r.poll()
+		if res.Err != nil || res.Delivered != n || res.Deleted != n || r.box.Len() != 0 || len(r.smtp.Messages()) != n {
+			t.Fatalf("result %+v, %d relayed, %d left", res, len(r.smtp.Messages()), r.box.Len())
+		}
+	})
+	for _, at := range []connectortest.Point{connectortest.AfterRelayReply, connectortest.BeforeDeliveryRecorded, connectortest.AfterDeliveryRecorded} {
+		for _, nth := range []int{3, 10} {
+			t.Run(fmt.Sprintf("crash %s #%d", at, nth), func(t *testing.T) {
+				r := newFakeRig(t, msgs...)
+				r.inFlight = inFlight
+				r.crash = connectortest.NewCrash(connectortest.Trigger{At: at, Nth: nth})
+				crashed := r.poll()
+				r.crash, r.led = nil, r.led.Reopen()
+				r.clock.Advance(3 * time.Minute)
+				if res := r.poll(); res.Err != nil || r.box.Len() != 0 {
+					t.Fatalf("run after the crash: %+v, %d left", res, r.box.Len())
+				}
+				seen := map[string]int{}
+				for _, m := range r.smtp.Messages() {
+					for i := 1; i <= n; i++ {
+						if bytes.Contains(m.Data, []byte(fmt.Sprintf("<m%d@isp.example>", i))) {
+							seen[fmt.Sprint(i)]++
+						}
+					}
+				}
+				dups := 0
+				for i := 1; i <= n; i++ {
+					if seen[fmt.Sprint(i)] == 0 {
+						t.Errorf("message %d lost", i)
+					}
+					dups += max(seen[fmt.Sprint(i)]-1, 0)
+				}
+				if dups > crashed.UnrecordedReplies || dups > inFlight {
+					t.Errorf("%d repeats; the crashed run reported %d unrecorded replies; the declared window is %d", dups, crashed.UnrecordedReplies, inFlight)
+				}
+			})
+		}
 	}
 }

@@ -3,6 +3,8 @@ package connector
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/popconnector/popconnector/internal/ledger"
 )
@@ -177,18 +179,33 @@ func (p *poll) fetch(ctx context.Context, m ServerMessage, rec *ledger.Record) (
 }
 
 // deliverStage takes the queued messages in server order, each once its
-// seal succeeded, and delivers (or sets aside) what Decide says. After a
-// failure it only drains the queue.
+// seal succeeded, and delivers (or sets aside) what Decide says, with up
+// to Settings.DeliveriesInFlight deliveries at once (each on a connection
+// of its own); one at a time keeps server order. After a failure it
+// starts nothing more and only drains the queue.
 func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []deletion, skipped string, err error) {
 	defer recovered(&err, "while delivering")
+	var (
+		mu       sync.Mutex // guards dels and err once deliveries run on their own goroutines
+		inFlight sync.WaitGroup
+		slots    = make(chan struct{}, max(p.c.Settings.DeliveriesInFlight, 1))
+	)
+	failed := func() error { mu.Lock(); defer mu.Unlock(); return err }
+	fail := func(e error) {
+		mu.Lock()
+		if err == nil {
+			err = e
+		}
+		mu.Unlock()
+		q.cancel()
+	}
 	for w := range q.out() {
 		if w.sealed != nil {
-			if serr := <-w.sealed; serr != nil && err == nil {
-				err = serr // later messages wait for the next poll, which resumes from the ledger
+			if serr := <-w.sealed; serr != nil {
+				fail(serr) // later messages wait for the next poll, which resumes from the ledger
 			}
 		}
-		if err != nil {
-			q.cancel()
+		if failed() != nil {
 			continue
 		}
 		// Near the deadline, or stopping on a signal: what is queued is
@@ -197,14 +214,30 @@ func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []dele
 			skipped = why
 			continue
 		}
-		if err = p.deliverIfDecided(ctx, w.rec, Listed, w.sealed != nil); err != nil {
-			q.cancel()
-			continue
-		}
-		if Decide(p.situation(w.rec, Listed, Budget{})).Action == ActDelete {
-			dels = append(dels, deletion{w.m.Num, w.rec})
-		}
+		slots <- struct{}{}
+		inFlight.Add(1)
+		go func() {
+			var derr error
+			defer func() {
+				if derr != nil {
+					fail(derr)
+				}
+				<-slots
+				inFlight.Done()
+			}()
+			defer recovered(&derr, "while delivering "+w.rec.UIDL)
+			if derr = p.deliverIfDecided(ctx, w.rec, Listed, w.sealed != nil); derr != nil {
+				return
+			}
+			if Decide(p.situation(w.rec, Listed, Budget{})).Action == ActDelete {
+				mu.Lock()
+				dels = append(dels, deletion{w.m.Num, w.rec})
+				mu.Unlock()
+			}
+		}()
 	}
+	inFlight.Wait()
+	slices.SortFunc(dels, func(a, b deletion) int { return a.num - b.num })
 	return dels, skipped, err
 }
 

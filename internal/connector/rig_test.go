@@ -36,19 +36,20 @@ const popPassword = "Sekr1t-pop-pass-9f3c"
 // rig is one mailbox on a real Dovecot, an SMTP server, a local archive
 // folder and a bbolt ledger file: everything a poll touches.
 type rig struct {
-	t       *testing.T
-	dovecot *testenv.Dovecot
-	smtp    string // address of the SMTP server in use
-	sink    *testenv.SMTPSink
-	script  *testenv.ScriptedSMTP
-	dir     string
-	arc     *fsarchive.Archive
-	led     *boltledger.Ledger
-	clock   *fakeClock
-	mailbox connector.Mailbox
-	crash   *connectortest.Crash // when set, every store and connection of a poll goes through it
-	logs    *syncBuffer
-	owner   string // lease owner: one per simulated process
+	t        *testing.T
+	dovecot  *testenv.Dovecot
+	smtp     string // address of the SMTP server in use
+	sink     *testenv.SMTPSink
+	script   *testenv.ScriptedSMTP
+	dir      string
+	arc      *fsarchive.Archive
+	led      *boltledger.Ledger
+	clock    *fakeClock
+	mailbox  connector.Mailbox
+	crash    *connectortest.Crash // when set, every store and connection of a poll goes through it
+	inFlight int                  // Settings.DeliveriesInFlight
+	logs     *syncBuffer
+	owner    string // lease owner: one per simulated process
 }
 
 type rigOptions struct {
@@ -166,6 +167,7 @@ func (r *rig) connector() *connector.Connector {
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
 			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner, MaxTraceHops: config.DefaultLoopLimit,
+			DeliveriesInFlight: r.inFlight,
 		},
 		Logger: testLogger(r.logs),
 		Now:    r.clock.Now,

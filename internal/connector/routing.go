@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/popconnector/popconnector/internal/ledger"
@@ -15,48 +18,59 @@ import (
 // RouteDialer opens an SMTP connection to one route's endpoint.
 type RouteDialer func(ctx context.Context, r route.Route) (Relay, error)
 
-// routing is one poll's view of the routes: at most one open connection
-// per route, and the routes found unreachable in this poll (route.Down),
-// which later messages of the poll do not try again. Only the delivering
-// goroutine uses it.
+// routing is one poll's view of the routes: the open connections of each
+// route (idle ones reused, one per delivery in flight), and the routes
+// found unreachable in this poll (route.Down), which later messages of the
+// poll do not try again. Any goroutine of the poll may use it.
 type routing struct {
-	table   *route.Table
-	dial    RouteDialer
-	rels    map[string]Relay        // by lower-cased route name
+	table *route.Table
+	dial  RouteDialer
+
+	mu      sync.Mutex
+	idle    map[string][]Relay      // open and not in use, by lower-cased route name
+	open    []Relay                 // every open connection, for a stable close order
 	down    route.Down              // routes that could not be reached
 	downErr map[string]*relay.Error // why, by lower-cased route name
-	order   []string                // names in rels, for a stable close order
 	// limit is the smallest SIZE limit (RFC 1870) a connection of this
 	// poll advertised, 0 when none is known; the fetching side reads it.
 	limit atomic.Int64
 }
 
 func (c *Connector) newRouting() (*routing, error) {
-	rt := &routing{table: c.Routes, dial: c.DialRoute, rels: map[string]Relay{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
+	rt := &routing{table: c.Routes, dial: c.DialRoute, idle: map[string][]Relay{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
 	if rt.table == nil || rt.dial == nil {
 		return nil, errors.New("connector: no routes or no route dialer configured")
 	}
 	return rt, nil
 }
 
-// relayFor returns the open connection of r, dialling it once per poll.
-func (rt *routing) relayFor(ctx context.Context, r route.Route) (Relay, error) {
+// acquire returns a connection of r for the caller alone: an idle one, or
+// a new one (a route that cannot be reached is marked down for the poll).
+// The caller gives it back with release, or drops it.
+func (rt *routing) acquire(ctx context.Context, r route.Route) (Relay, error) {
 	key := strings.ToLower(r.Name)
+	rt.mu.Lock()
 	if e := rt.downErr[key]; e != nil {
+		rt.mu.Unlock()
 		return nil, e
 	}
-	if c := rt.rels[key]; c != nil {
+	if n := len(rt.idle[key]); n > 0 {
+		c := rt.idle[key][n-1]
+		rt.idle[key] = rt.idle[key][:n-1]
+		rt.mu.Unlock()
 		return c, nil
 	}
+	rt.mu.Unlock()
 	c, err := rt.dial(ctx, r)
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if err != nil {
 		e := relay.AsError(err)
 		rt.down[key] = true
 		rt.downErr[key] = e
 		return nil, e
 	}
-	rt.rels[key] = c
-	rt.order = append(rt.order, key)
+	rt.open = append(rt.open, c)
 	if s, ok := c.(interface{ MaxSize() int64 }); ok {
 		if n := s.MaxSize(); n > 0 && (rt.limit.Load() == 0 || n < rt.limit.Load()) {
 			rt.limit.Store(n)
@@ -65,23 +79,38 @@ func (rt *routing) relayFor(ctx context.Context, r route.Route) (Relay, error) {
 	return c, nil
 }
 
-// drop forgets a connection that became unusable; a later message redials.
-func (rt *routing) drop(r route.Route) {
+// release gives back a connection that is still usable.
+func (rt *routing) release(r route.Route, c Relay) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	key := strings.ToLower(r.Name)
-	if c := rt.rels[key]; c != nil {
-		c.Close()
-		delete(rt.rels, key)
-	}
+	rt.idle[key] = append(rt.idle[key], c)
+}
+
+// drop closes a connection that became unusable; a later message dials
+// another.
+func (rt *routing) drop(c Relay) {
+	c.Close()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.open = slices.DeleteFunc(rt.open, func(o Relay) bool { return o == c })
+}
+
+// downNow is a copy of the routes found down so far.
+func (rt *routing) downNow() route.Down {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return maps.Clone(rt.down)
 }
 
 // closeAll ends every connection: QUIT, or a plain close when QUIT fails.
+// Nothing may use the routing after it.
 func (rt *routing) closeAll() {
-	for _, key := range rt.order {
-		c := rt.rels[key]
-		if c == nil {
-			continue
-		}
-		delete(rt.rels, key)
+	rt.mu.Lock()
+	open := rt.open
+	rt.open, rt.idle = nil, map[string][]Relay{}
+	rt.mu.Unlock()
+	for _, c := range open {
 		if err := c.Quit(); err != nil {
 			c.Close()
 		}
@@ -98,6 +127,8 @@ func remoteName(r route.Route) string { return r.Host }
 // unroutable explains why addr has no route left: the failure of the best
 // route that serves it and was found down, or that no route serves it.
 func (rt *routing) unroutable(addr string) *relay.Error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	for _, r := range rt.table.Candidates(addr) {
 		if e := rt.downErr[strings.ToLower(r.Name)]; e != nil {
 			return e
@@ -127,7 +158,7 @@ func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env re
 		}
 	}
 	lastErr := map[string]*relay.Error{}
-	queue := rt.table.PlanAvoiding(env.To, rt.down)
+	queue := rt.table.PlanAvoiding(env.To, rt.downNow())
 	for len(queue) > 0 {
 		g := queue[0]
 		queue = queue[1:]
@@ -142,22 +173,23 @@ func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env re
 			continue
 		}
 		r := *g.Route
-		c, err := rt.relayFor(ctx, r)
+		c, err := rt.acquire(ctx, r)
 		if err != nil {
 			e := relay.AsError(err)
 			for _, a := range g.Recipients {
 				lastErr[a] = e
 			}
 			p.log.Warn("route unreachable; failing over", "route", r.Name, "host", r.Addr(), "err", e)
-			queue = append(queue, rt.table.Failover(g, rt.down)...)
+			queue = append(queue, rt.table.Failover(g, rt.downNow())...)
 			continue
 		}
 		genv := env
 		genv.To = g.Recipients
 		outs, serr := p.sendVia(ctx, c, rec, genv)
 		if serr != nil {
-			// The connection is unusable; a later message redials.
-			rt.drop(r)
+			rt.drop(c) // unusable; a later message dials another
+		} else {
+			rt.release(r, c)
 		}
 		for j, a := range g.Recipients {
 			o := relay.Outcome{Address: a, Err: relay.AsError(orUnknown(serr))}
@@ -174,7 +206,7 @@ func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env re
 // (RFC 3464 §2) over the route that serves the postmaster's address,
 // failing over like a message.
 func (rt *routing) sendNotice(ctx context.Context, to string, body []byte) error {
-	queue := rt.table.PlanAvoiding([]string{to}, rt.down)
+	queue := rt.table.PlanAvoiding([]string{to}, rt.downNow())
 	var last error = rt.unroutable(to)
 	for len(queue) > 0 {
 		g := queue[0]
@@ -182,15 +214,17 @@ func (rt *routing) sendNotice(ctx context.Context, to string, body []byte) error
 		if g.Unroutable() {
 			continue
 		}
-		c, err := rt.relayFor(ctx, *g.Route)
+		c, err := rt.acquire(ctx, *g.Route)
 		if err != nil {
 			last = err
-			queue = append(queue, rt.table.Failover(g, rt.down)...)
+			queue = append(queue, rt.table.Failover(g, rt.downNow())...)
 			continue
 		}
 		outs, err := c.Send(ctx, relay.Envelope{From: "", To: []string{to}, Size: int64(len(body))}, strings.NewReader(string(body)))
 		if err != nil {
-			rt.drop(*g.Route)
+			rt.drop(c)
+		} else {
+			rt.release(*g.Route, c)
 		}
 		if len(outs) == 1 && outs[0].Err == nil && err == nil {
 			return nil

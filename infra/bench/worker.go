@@ -523,10 +523,18 @@ func popconnConfig(popAddr, sinkAddr string, useTLS bool, caFile, passFile, arch
 
 // popconnGlobalConfig is everything of a local-mode configuration but the
 // mailbox entries, which follow it (popconnMailboxConfig).
+//
+// POPCONN_BENCH_DELIVERIES_IN_FLIGHT sets deliveries_in_flight (default 1,
+// popconn's own default), so that the same run can compare settings.
 func popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath string, parallel int) string {
 	sinkHost, sinkPort := splitHostPort(sinkAddr)
+	inFlight := "1"
+	if v := os.Getenv("POPCONN_BENCH_DELIVERIES_IN_FLIGHT"); v != "" {
+		inFlight = v
+	}
 	return fmt.Sprintf(`postmaster: postmaster@corp.example
 parallel_mailboxes: %d
+deliveries_in_flight: %s
 delivery:
   host: %s
   port: %s
@@ -541,7 +549,7 @@ log:
   level: info
   format: json
 mailboxes:
-`, parallel, sinkHost, sinkPort, archiveDir, ledgerPath)
+`, parallel, inFlight, sinkHost, sinkPort, archiveDir, ledgerPath)
 }
 
 // popconnMailboxConfig is one entry of the mailboxes list: everything

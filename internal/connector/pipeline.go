@@ -208,13 +208,17 @@ func (p *poll) deliverStage(ctx context.Context, q *ordered[*work]) (dels []dele
 		if failed() != nil {
 			continue
 		}
+		slots <- struct{}{} // a delivery's turn: the budget is checked when it can start
 		// Near the deadline, or stopping on a signal: what is queued is
 		// archived and recorded; the next poll delivers it.
-		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
-			skipped = why
+		why := p.budgetExhausted(ctx, 0, 0, ServerMessage{})
+		if stop := why == "deadline" || why == "stopping"; stop || failed() != nil {
+			if stop {
+				skipped = why
+			}
+			<-slots
 			continue
 		}
-		slots <- struct{}{}
 		inFlight.Add(1)
 		go func() {
 			var derr error

@@ -29,6 +29,9 @@ func (s popSource) ListAll(ctx context.Context) ([]connector.ServerMessage, erro
 func (s popSource) Retr(ctx context.Context, num int) (io.ReadCloser, error) {
 	return s.c.Retr(ctx, num)
 }
+func (s popSource) RetrPipelined(ctx context.Context, nums []int, depth int) connector.RetrQueue {
+	return s.c.RetrPipelined(ctx, nums, depth)
+}
 func (s popSource) Dele(ctx context.Context, nums ...int) error { return s.c.Dele(ctx, nums...) }
 func (s popSource) Quit(ctx context.Context) error              { return s.c.Quit(ctx) }
 func (s popSource) Close() error                                { return s.c.Close() }

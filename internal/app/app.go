@@ -137,6 +137,7 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 			LeaseOwner:         host + "/" + strconv.Itoa(os.Getpid()),
 			MaxTraceHops:       cfg.LoopLimit,
 			DeliveriesInFlight: cfg.DeliveriesInFlight,
+			RetrPipelineDepth:  cfg.POP3PipelineDepth,
 			Notify: connector.NotifySettings{
 				To: notifyTo, Spam: cfg.Notify.Spam, UnknownRecipient: cfg.Notify.UnknownRecipient,
 				Badmail: cfg.Notify.Badmail, RelayDenied: cfg.Notify.RelayDenied, TooLarge: cfg.Notify.TooLarge,

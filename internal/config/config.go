@@ -61,7 +61,13 @@ type Config struct {
 	// deliveries_in_flight. Default 1 (one at a time, in server order),
 	// 1..16.
 	DeliveriesInFlight int
-	Retry              Retry
+	// POP3PipelineDepth is how many RETRs a poll sends ahead of the
+	// message it reads when the server offers PIPELINING (RFC 2449); the
+	// messages wait in the socket, not in memory. Key:
+	// pop3_pipeline_depth. Default DefaultPOP3PipelineDepth, 1 (one at a
+	// time) to 64.
+	POP3PipelineDepth int
+	Retry             Retry
 	// Delivery is the single smart host of the `delivery:` shorthand, or
 	// the first of Routes when `routes:` is used.
 	Delivery Delivery
@@ -431,6 +437,9 @@ const (
 	DefaultRetryMaxInterval = 2 * time.Hour
 	// DefaultGiveUpAfter ends automatic retries (retry.give_up_after).
 	DefaultGiveUpAfter = 5 * 24 * time.Hour
+	// DefaultPOP3PipelineDepth is how many RETRs a poll keeps ahead
+	// (pop3_pipeline_depth) when the server offers PIPELINING.
+	DefaultPOP3PipelineDepth = 8
 	// DefaultPollTimeout bounds a whole poll of a mailbox (poll_timeout).
 	DefaultPollTimeout = 10 * time.Minute
 	// DefaultLoopLimit is how many own Received fields mark a mail loop
@@ -564,6 +573,7 @@ type fileConfig struct {
 	PollInterval       *Duration     `yaml:"poll_interval"`
 	ParallelMailboxes  *intValue     `yaml:"parallel_mailboxes"`
 	DeliveriesInFlight *intValue     `yaml:"deliveries_in_flight"`
+	POP3PipelineDepth  *intValue     `yaml:"pop3_pipeline_depth"`
 	Retry              fileRetry     `yaml:"retry"`
 	Delivery           *fileDelivery `yaml:"delivery"`
 	Routes             []fileRoute   `yaml:"routes"`
@@ -729,6 +739,7 @@ func (f *fileConfig) toConfig() *Config {
 		PollInterval:       orDur(f.PollInterval, defaultPollInterval),
 		ParallelMailboxes:  orInt(f.ParallelMailboxes, defaultParallelMailboxes),
 		DeliveriesInFlight: orInt(f.DeliveriesInFlight, defaultDeliveriesInFlight),
+		POP3PipelineDepth:  orInt(f.POP3PipelineDepth, DefaultPOP3PipelineDepth),
 		Retry: Retry{
 			Interval:    orDur(f.Retry.Interval, DefaultRetryInterval),
 			MaxInterval: orDur(f.Retry.MaxInterval, DefaultRetryMaxInterval),

@@ -222,7 +222,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 	want := &Config{
 		Postmaster:        "postmaster@corp.example",
 		PollInterval:      5 * time.Minute,
-		ParallelMailboxes: 4, DeliveriesInFlight: 1,
+		ParallelMailboxes: 4, DeliveriesInFlight: 1, POP3PipelineDepth: 8,
 		Retry: Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour},
 		Delivery: Delivery{
 			Host: "exchange.corp.example", Port: 25, TLS: tlsmode.StartTLS,
@@ -269,7 +269,7 @@ func TestParseValidFull(t *testing.T) {
 	want := &Config{
 		Postmaster:        "postmaster@corp.example",
 		PollInterval:      90 * time.Second,
-		ParallelMailboxes: 64, DeliveriesInFlight: 8,
+		ParallelMailboxes: 64, DeliveriesInFlight: 8, POP3PipelineDepth: 16,
 		Retry: Retry{Interval: time.Minute, MaxInterval: 24 * time.Hour, GiveUpAfter: 36 * time.Hour},
 		Delivery: Delivery{
 			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: tlsmode.Implicit,
@@ -383,7 +383,7 @@ func TestValidateZeroConfig(t *testing.T) {
 		t.Fatalf("Validate() = %v, want *Errors", err)
 	}
 	want := []string{
-		"postmaster", "poll_interval", "parallel_mailboxes", "deliveries_in_flight",
+		"postmaster", "poll_interval", "parallel_mailboxes", "deliveries_in_flight", "pop3_pipeline_depth",
 		"retry.interval", "retry.max_interval", "retry.give_up_after",
 		"delivery.host", "delivery.port", "delivery.tls", "delivery.timeout",
 		"archive.dir", "ledger.path", "log.level", "log.format", "mailboxes",

@@ -104,6 +104,7 @@ const (
 	// per route: Exchange limits connections per source
 	// (MaxInboundConnectionPerSource, 20 by default) across every mailbox.
 	maxDeliveriesInFlight = 16
+	maxPOP3PipelineDepth  = 64 // the POP3 client\'s own cap
 	maxKeepDays           = 3650
 	maxDuplicateWindow    = 365 * 24 * time.Hour
 )
@@ -158,6 +159,9 @@ func (c *Config) check() *validator {
 	}
 	if c.DeliveriesInFlight < 1 || c.DeliveriesInFlight > maxDeliveriesInFlight {
 		v.fail("deliveries_in_flight", "must be between 1 and %d, got %d", maxDeliveriesInFlight, c.DeliveriesInFlight)
+	}
+	if c.POP3PipelineDepth < 1 || c.POP3PipelineDepth > maxPOP3PipelineDepth {
+		v.fail("pop3_pipeline_depth", "must be between 1 and %d, got %d", maxPOP3PipelineDepth, c.POP3PipelineDepth)
 	}
 
 	// Cross-field rules are checked only between values that are each in

@@ -71,6 +71,10 @@ type Settings struct {
 	// and the record of the reply when the process dies, so a crash
 	// repeats at most this many (per mailbox polled in parallel).
 	DeliveriesInFlight int
+	// RetrPipelineDepth is how many RETRs a poll keeps ahead of the message
+	// it reads when the POP3 server offers PIPELINING (RFC 2449); 0 or 1:
+	// one at a time. The messages wait in the socket, not in memory.
+	RetrPipelineDepth int
 	// Notify selects the notices sent to the postmaster.
 	Notify NotifySettings
 }

@@ -28,6 +28,11 @@ func (p *poll) receive(ctx context.Context, m ServerMessage, rec *ledger.Record)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
 	}
+	return p.receiveBody(ctx, m, rec, body)
+}
+
+// receiveBody is receive of a body already asked for (a pipelined RETR).
+func (p *poll) receiveBody(ctx context.Context, m ServerMessage, rec *ledger.Record, body io.ReadCloser) (seal func(context.Context) error, size int64, err error) {
 	insp := message.NewInspector()
 	// The ledger key, not the bare UIDL: a reused UIDL's message gets its
 	// own archive object.

@@ -28,6 +28,22 @@ type Source interface {
 	Close() error
 }
 
+// Pipeliner is a Source that can send several RETRs ahead and read the
+// messages in order (RFC 2449 PIPELINING); a session whose server does
+// not offer it degrades to one at a time. While a queue is open the
+// session takes no other command.
+type Pipeliner interface {
+	RetrPipelined(ctx context.Context, nums []int, depth int) RetrQueue
+}
+
+// RetrQueue streams the messages of a pipelined RETR in the order asked
+// for. Each body must be read to its end or closed before the next Next;
+// Close reads and discards what was asked for and not taken.
+type RetrQueue interface {
+	Next(ctx context.Context) (num int, body io.ReadCloser, err error)
+	Close(ctx context.Context) error
+}
+
 // Relay is one SMTP connection to the delivery endpoint (package relay).
 type Relay interface {
 	Send(ctx context.Context, env relay.Envelope, body io.Reader) ([]relay.Outcome, error)

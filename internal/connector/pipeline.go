@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -72,13 +73,19 @@ func (p *poll) fetchAndDeliver(ctx context.Context, msgs []ServerMessage, byUID 
 	return mergeByNum(fetched, dels), nil
 }
 
-// fetchStage decides each listed message in server order and carries
-// out what belongs to the fetching side: RETR into the archive (the seal
-// then runs on its own goroutine), starting a UIDL's new generation,
-// giving up a held message, noting the held ones due for a refetch, and
-// listing the settled ones to delete. What is to be delivered is queued.
-func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record, q *ordered[*work]) ([]deletion, error) {
-	var dels []deletion
+// step is one listed message's decision on the fetching side.
+type step struct {
+	m   ServerMessage
+	rec *ledger.Record
+	d   Decision
+}
+
+// planFetch decides each listed message in server order, with the fetch
+// budget (count, bytes) counted over the messages to fetch; the first
+// reason the budget gives is the poll's Stopped. Decide is pure, so
+// carrying the plan out later meets the same decisions.
+func (p *poll) planFetch(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record) []step {
+	plan := make([]step, 0, len(msgs))
 	n, bytes := 0, int64(0)
 	stopped := ""
 	for _, m := range msgs {
@@ -95,6 +102,28 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 			listing = ListedOtherSize
 		}
 		d := Decide(p.situation(rec, listing, Budget{Fetch: stopped == "", Deliver: stopped == ""}))
+		if d.Action == ActFetch {
+			n, bytes = n+1, bytes+m.Size
+		}
+		plan = append(plan, step{m, rec, d})
+	}
+	return plan
+}
+
+// fetchStage carries out the plan's decisions that belong to the
+// fetching side, in server order: RETR into the archive (several ahead
+// when the server offers PIPELINING; the seal then runs on its own
+// goroutine), starting a UIDL's new generation, giving up a held message,
+// noting the held ones due for a refetch, and listing the settled ones to
+// delete. What is to be delivered is queued.
+func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record, q *ordered[*work]) ([]deletion, error) {
+	plan := p.planFetch(ctx, msgs, byUID)
+	retr, done := p.retrieval(ctx, plan)
+	untrusting := false
+	defer func() { done(untrusting) }()
+	var dels []deletion
+	for _, st := range plan {
+		m, rec, d := st.m, st.rec, st.d
 		switch d.Action {
 		case ActDelete:
 			dels = append(dels, deletion{m.Num, rec})
@@ -120,6 +149,13 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 				return dels, nil
 			}
 		case ActFetch:
+			if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why == "deadline" || why == "stopping" {
+				p.stop(why)
+				return dels, nil
+			}
+			if q.cancelled() {
+				return dels, nil // the delivery side stopped: fetch no more
+			}
 			if d.NewGeneration {
 				var err error
 				if rec, err = p.startGeneration(ctx, m, rec); err != nil {
@@ -129,17 +165,14 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 				rec = &ledger.Record{Mailbox: p.mb.ID, UIDL: m.UID, FirstSeen: p.c.now().UTC()}
 			}
 			byUID[m.UID] = rec
-			n, bytes = n+1, bytes+m.Size
-			if q.cancelled() {
-				return dels, nil // the delivery side stopped: fetch no more
-			}
-			w, err := p.fetch(ctx, m, rec)
+			w, err := p.fetch(ctx, m, rec, retr)
 			if err != nil {
 				if rec.Version == 0 {
 					delete(byUID, m.UID) // nothing was recorded
 				}
 				return dels, err
 			}
+			untrusting = w.untrusting
 			if !q.push(w) || w.untrusting {
 				return dels, nil
 			}
@@ -148,9 +181,50 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 	return dels, nil
 }
 
-// fetch receives m into the archive and starts its seal.
-func (p *poll) fetch(ctx context.Context, m ServerMessage, rec *ledger.Record) (*work, error) {
-	seal, size, err := p.receive(ctx, m, rec)
+// retrieval returns how the fetch stage gets each message's body: from
+// a pipelined RETR of every message the plan fetches, when the session
+// can pipeline and Settings.RetrPipelineDepth asks for it, else one RETR
+// at a time. done ends the queue: it reads what was asked for and not
+// taken, unless the session is out of step (then it is dropped whole).
+func (p *poll) retrieval(ctx context.Context, plan []step) (retr func(ServerMessage) (io.ReadCloser, error), done func(untrusting bool)) {
+	one := func(m ServerMessage) (io.ReadCloser, error) { return p.src.Retr(ctx, m.Num) }
+	var nums []int
+	for _, st := range plan {
+		if st.d.Action == ActFetch {
+			nums = append(nums, st.m.Num)
+		}
+	}
+	pl, ok := p.src.(Pipeliner)
+	depth := p.c.Settings.RetrPipelineDepth
+	if !ok || depth < 2 || len(nums) < 2 {
+		return one, func(bool) {}
+	}
+	rq := pl.RetrPipelined(ctx, nums, depth)
+	retr = func(m ServerMessage) (io.ReadCloser, error) {
+		num, body, err := rq.Next(ctx)
+		if err == nil && num != m.Num {
+			body.Close()
+			return nil, fmt.Errorf("pipelined RETR out of order: got message %d, want %d", num, m.Num)
+		}
+		return body, err
+	}
+	return retr, func(untrusting bool) {
+		if !untrusting {
+			if err := rq.Close(context.WithoutCancel(ctx)); err != nil {
+				p.log.Warn("pipelined RETR: could not read the rest of the queue", "err", err)
+			}
+		}
+	}
+}
+
+// fetch receives m (its body from retr) into the archive and starts its
+// seal.
+func (p *poll) fetch(ctx context.Context, m ServerMessage, rec *ledger.Record, retr func(ServerMessage) (io.ReadCloser, error)) (*work, error) {
+	body, err := retr(m)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox %s: RETR %s: %w", p.mb.ID, m.UID, err)
+	}
+	seal, size, err := p.receiveBody(ctx, m, rec, body)
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,7 @@ func (r *rig) connector() *connector.Connector {
 		Settings: connector.Settings{
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
-			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner, MaxTraceHops: config.DefaultLoopLimit,
+			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner, MaxTraceHops: config.DefaultLoopLimit, RetrPipelineDepth: config.DefaultPOP3PipelineDepth,
 			DeliveriesInFlight: r.inFlight,
 		},
 		Logger: testLogger(r.logs),

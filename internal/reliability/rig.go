@@ -169,7 +169,7 @@ func NewRig(t T, o *Options, ro RigOptions) *Rig {
 	r.Settings = connector.Settings{
 		Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 		RetryInterval: time.Minute, MaxRetryInterval: 4 * time.Minute, GiveUpAfter: 120 * time.Hour,
-		DeliveryTimeout: 5 * time.Second, LeaseOwner: "reliability/1", MaxTraceHops: config.DefaultLoopLimit,
+		DeliveryTimeout: 5 * time.Second, LeaseOwner: "reliability/1", MaxTraceHops: config.DefaultLoopLimit, RetrPipelineDepth: config.DefaultPOP3PipelineDepth,
 	}
 	r.ArchiveDir = filepath.Join(r.Dir, "archive")
 	var err error

@@ -27,6 +27,7 @@ var exchange = &testenv.SharedPostfix{Options: testenv.PostfixOptions{
 	Listeners: []testenv.PostfixListener{
 		{Name: "small", MessageSizeLimit: 20000},
 		{Name: "small-nosize", MessageSizeLimit: 20000, HideSize: true},
+		{Name: "spam-filter", RejectSubject: `\[SPAM\]`},
 	},
 }}
 
@@ -352,5 +353,38 @@ func TestPostfixRefusedNoticeReportedOnce(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "550 5.1.1 <unknown-admin@admin.example>: Recipient address rejected") {
 		t.Error("Postfix's refusal is not in the log")
+	}
+}
+
+// A Subject-based content filter (Postfix header_checks) refuses a message
+// as spam; the notice about it reaches the postmaster through the same
+// filter, since its Subject names the cause and the archived copy, never
+// the original Subject, which the notice carries only in its
+// text/rfc822-headers part.
+func TestPostfixSpamNoticePassesTheSameFilter(t *testing.T) {
+	pf := exchange.Get(t)
+	box := noticeBox(7)
+	r := newRig(t, rigOptions{smtpAddr: pf.Addr})
+	r.dovecot.Deliver(t, "sales", []byte("From: promo@bulk.example\r\nTo: sales@isp.example\r\nSubject: [SPAM] buy now\r\n"+
+		"Message-ID: <spam-1@bulk.example>\r\n\r\nbody\r\n"))
+	c := routedConnector(r, []route.Route{addrRoute(t, "exchange", pf.ListenerAddr(t, "spam-filter"))})
+	c.Settings.Notify.To = box
+	res := pollWith(t, c, r.mailbox)
+	rec := onlyRecord(t, r)
+	if res.Rejected != 1 || recipientOf(t, rec, "sales@corp.example").Code != 550 {
+		t.Fatalf("result %+v, recipient %+v: want the filter's 550", res, rec.Recipients)
+	}
+	ns := postfixNotices(t, pf, box)
+	if len(ns) != 1 || ns[0].cause() != "spam" {
+		t.Fatalf("notices %v, want one spam notice through the filter", causesOf(ns))
+	}
+	if subj := ns[0].header.Get("Subject"); strings.Contains(subj, "SPAM") || strings.Contains(subj, "buy now") {
+		t.Errorf("notice Subject %q repeats the original", subj)
+	}
+	if !strings.Contains(ns[0].original, "Subject: [SPAM] buy now") {
+		t.Errorf("the original header is not in the notice:\n%s", ns[0].original)
+	}
+	if !equalStrings(rec.Notified, []string{"spam"}) {
+		t.Errorf("ledger notified %v, want [spam]", rec.Notified)
 	}
 }

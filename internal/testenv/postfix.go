@@ -63,6 +63,11 @@ type PostfixListener struct {
 	// MessageSizeLimit overrides message_size_limit for this port's smtpd
 	// (0 = the instance's).
 	MessageSizeLimit int64
+	// RejectSubject, when set, is a content filter on this port: a message
+	// whose Subject matches this POSIX regular expression is refused at
+	// the end of DATA with "550 5.7.1 Message rejected as spam by Content
+	// Filtering" (header_checks in a cleanup service of its own).
+	RejectSubject string
 	// HideSize drops SIZE from the EHLO reply (smtpd_discard_ehlo_keywords):
 	// a client then learns of the limit only from the 552 reply to the
 	// final "." of DATA.
@@ -270,8 +275,19 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 	}
 	// Per-listener overrides, rendered as master.cf "-o" options.
 	overrides := make([][]string, len(opts.Listeners))
+	var services []string // extra master.cf services the overrides name
 	for i, l := range opts.Listeners {
 		var o []string
+		if l.RejectSubject != "" {
+			checks := filepath.Join(confDir, fmt.Sprintf("header_checks.%d", i))
+			rule := fmt.Sprintf("/^Subject:.*%s/ REJECT Message rejected as spam by Content Filtering\n", l.RejectSubject)
+			if err := os.WriteFile(checks, []byte(rule), 0o644); err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			name := fmt.Sprintf("cleanup-%d", i)
+			services = append(services, name+" unix n - n - 0 cleanup\n  -o header_checks=regexp:"+checks)
+			o = append(o, "cleanup_service_name="+name)
+		}
 		if l.RequireTLS {
 			o = append(o, "smtpd_tls_security_level=encrypt")
 		}
@@ -296,7 +312,7 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(confDir, "master.cf"), []byte(postfixMasterCf(ports, overrides)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(confDir, "master.cf"), []byte(postfixMasterCf(ports, overrides, services)), 0o644); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
 		if attempt == 0 {
@@ -341,8 +357,9 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 }
 
 // postfixMasterCf is the services the instance needs, none chrooted; the
-// first port is the main smtpd, the others carry their overrides.
-func postfixMasterCf(ports []int, overrides [][]string) string {
+// first port is the main smtpd, the others carry their overrides; extra
+// are more services (lines) the overrides name.
+func postfixMasterCf(ports []int, overrides [][]string, extra []string) string {
 	var b strings.Builder
 	b.WriteString("# service type  private unpriv chroot wakeup maxproc command\n")
 	for i, port := range ports {
@@ -372,6 +389,9 @@ anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 `)
+	for _, e := range extra {
+		b.WriteString(e + "\n")
+	}
 	return b.String()
 }
 

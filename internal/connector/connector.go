@@ -307,16 +307,32 @@ func (p *poll) run(ctx context.Context) (err error) {
 // endSession ends the main POP3 session without deleting anything: QUIT
 // when it can be trusted (no DELE is outstanding on this path), a
 // dropped connection otherwise.
-func (p *poll) endSession(ctx context.Context) {
-	if p.untrusted != "" {
-		p.src.Close()
+func (p *poll) endSession(ctx context.Context) { endWithoutDele(ctx, p.src, p.untrusted == "") }
+
+// endWithoutDele ends a POP3 session on which nothing is marked for
+// deletion: QUIT when it is in step, a dropped connection otherwise (or
+// when QUIT fails).
+func endWithoutDele(ctx context.Context, src Source, inStep bool) {
+	if !inStep {
+		src.Close()
 		return
 	}
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := p.src.Quit(qctx); err != nil {
-		p.src.Close()
+	if err := src.Quit(qctx); err != nil {
+		src.Close()
 	}
+}
+
+// putRecord writes rec even when the poll's context has ended: what it
+// records has already happened.
+func (p *poll) putRecord(ctx context.Context, rec *ledger.Record) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := p.c.Ledger.Put(wctx, rec); err != nil {
+		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+	}
+	return nil
 }
 
 // list reads the server's listing (without the UIDLs it gives to several
@@ -379,21 +395,15 @@ func (p *poll) recordGone(ctx context.Context, gone []*ledger.Record) error {
 // request do.
 func (p *poll) deliverGone(ctx context.Context, gone []*ledger.Record) error {
 	for _, r := range gone {
-		switch Decide(p.situation(r, Gone, Budget{Deliver: true})).Action {
-		case ActDeliver, ActSetAside:
-		case ActWait:
-			if r.Held == "" {
-				p.emit(EventNotDue, r.UIDL)
+		d := Decide(p.situation(r, Gone, Budget{Deliver: true}))
+		if d.Action == ActDeliver || d.Action == ActSetAside {
+			// Work to start: only then does the budget matter.
+			if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
+				p.stop(why)
+				return nil
 			}
-			continue
-		default:
-			continue // nothing to do: no budget needed
 		}
-		if why := p.budgetExhausted(ctx, 0, 0, ServerMessage{}); why != "" {
-			p.stop(why)
-			return nil
-		}
-		if err := p.deliverIfDecided(ctx, r, Gone, false); err != nil {
+		if err := p.carryOut(ctx, r, d, false); err != nil {
 			return err
 		}
 	}

@@ -18,7 +18,11 @@ import (
 func (p *poll) deliverIfDecided(ctx context.Context, rec *ledger.Record, listing Listing, fetched bool) error {
 	s := p.situation(rec, listing, Budget{Deliver: true})
 	s.Fetched, s.FetchEnded = fetched, true
-	d := Decide(s)
+	return p.carryOut(ctx, rec, Decide(s), fetched)
+}
+
+// carryOut does what the delivering side does with decision d on rec.
+func (p *poll) carryOut(ctx context.Context, rec *ledger.Record, d Decision, fetched bool) error {
 	log := p.log.With("uidl", rec.UIDL)
 	switch d.Action {
 	case ActDeliver:

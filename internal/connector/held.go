@@ -108,15 +108,7 @@ func (s *refetchSession) end(ctx context.Context) {
 	}
 	src := s.src
 	s.src = nil
-	if !s.inStep {
-		src.Close()
-		return
-	}
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := src.Quit(qctx); err != nil {
-		src.Close()
-	}
+	endWithoutDele(ctx, src, s.inStep)
 }
 
 // refetchOne fetches one held message on s. A message whose fetch now
@@ -226,16 +218,5 @@ func (p *poll) giveUpHeld(ctx context.Context, rec *ledger.Record, d Decision) e
 	}
 	p.emit(EventGaveUp, rec.UIDL)
 	p.log.Error("gave up: the server never sent this message as listed; left on the POP3 server", "uidl", rec.UIDL, "reason", d.Reason)
-	return nil
-}
-
-// putRecord writes rec even when the poll's context has ended: what it
-// records has already happened.
-func (p *poll) putRecord(ctx context.Context, rec *ledger.Record) error {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := p.c.Ledger.Put(wctx, rec); err != nil {
-		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
-	}
 	return nil
 }

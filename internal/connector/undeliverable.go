@@ -399,12 +399,7 @@ func (p *poll) scheduleNotices(ctx context.Context, rec *ledger.Record, sent, fa
 	if !changed {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := p.c.Ledger.Put(wctx, rec); err != nil {
-		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
-	}
-	return nil
+	return p.putRecord(ctx, rec)
 }
 
 // noticeOnlyRecord reports whether rec is a message no delivery attempt

@@ -54,6 +54,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -261,6 +262,16 @@ func (r *Record) Delivered() bool {
 
 // Deleted reports whether the POP3 server confirmed the deletion.
 func (r *Record) Deleted() bool { return !r.DeletedAt.IsZero() }
+
+// SortRecords puts recs in List's order: by FirstSeen, then UIDL.
+func SortRecords(recs []*Record) {
+	slices.SortFunc(recs, func(a, b *Record) int {
+		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
+			return c
+		}
+		return strings.Compare(a.UIDL, b.UIDL)
+	})
+}
 
 // Lease is one poller's exclusive hold on a mailbox.
 type Lease interface {

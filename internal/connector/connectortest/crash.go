@@ -405,35 +405,28 @@ func (w *crashLedger) List(ctx context.Context, mailbox string) ([]*ledger.Recor
 }
 
 func (w *crashLedger) Put(ctx context.Context, recs ...*ledger.Record) error {
-	if w.c.Crashed() {
-		return dead("ledger put")
-	}
-	prev := w.stored(ctx, recs)
-	if fired := w.c.record(beforeEvents(prev, recs)...); fired != nil {
-		return crashed(fired, nil)
-	}
-	err := w.l.Put(ctx, recs...)
-	var fired *Event
-	if err == nil {
-		w.c.labelRecords(recs...)
-		fired = w.c.record(writeEvents(prev, recs)...)
-	}
-	return w.c.finish(fired, "ledger put", err)
+	return w.write(ctx, recs, func() error { return w.l.Put(ctx, recs...) })
 }
 
 func (w *crashLedger) PutAccepted(ctx context.Context, rec *ledger.Record, accepted []ledger.Acceptance) error {
+	return w.write(ctx, []*ledger.Record{rec}, func() error { return w.l.PutAccepted(ctx, rec, accepted) })
+}
+
+// write is a ledger write of recs (put) as a crash point: before it (the
+// write then does not happen) and after it.
+func (w *crashLedger) write(ctx context.Context, recs []*ledger.Record, put func() error) error {
 	if w.c.Crashed() {
 		return dead("ledger put")
 	}
-	prev := w.stored(ctx, []*ledger.Record{rec})
-	if fired := w.c.record(beforeEvents(prev, []*ledger.Record{rec})...); fired != nil {
+	before, after := writeSteps(w.stored(ctx, recs), recs)
+	if fired := w.c.record(before...); fired != nil {
 		return crashed(fired, nil)
 	}
-	err := w.l.PutAccepted(ctx, rec, accepted)
+	err := put()
 	var fired *Event
 	if err == nil || errors.Is(err, ledger.ErrIndexNotWritten) { // the record was written either way
-		w.c.labelRecords(rec)
-		fired = w.c.record(writeEvents(prev, []*ledger.Record{rec})...)
+		w.c.labelRecords(recs...)
+		fired = w.c.record(after...)
 	}
 	return w.c.finish(fired, "ledger put", err)
 }
@@ -463,47 +456,28 @@ func (w *crashLedger) stored(ctx context.Context, recs []*ledger.Record) map[rec
 
 type recID struct{ mailbox, uidl string }
 
-// writeEvents are the steps a successful write of recs over prev took.
-func writeEvents(prev map[recID]*ledger.Record, recs []*ledger.Record) []Event {
-	var evs []Event
+// writeSteps are the steps a write of recs over prev is about to take
+// that a crash can forestall (before), and those it took once it
+// succeeded (after).
+func writeSteps(prev map[recID]*ledger.Record, recs []*ledger.Record) (before, after []Event) {
 	for _, r := range recs {
 		if r == nil {
 			continue
 		}
 		p := prev[recID{r.Mailbox, r.UIDL}]
-		ev := Event{Mailbox: r.Mailbox, UIDL: r.UIDL, Key: r.ArchiveKey}
+		ev := func(pt Point) Event { return Event{Point: pt, Mailbox: r.Mailbox, UIDL: r.UIDL, Key: r.ArchiveKey} }
 		if r.Archived() && (p == nil || p.ArchiveKey != r.ArchiveKey || p.SHA256 != r.SHA256 || !p.ArchivedAt.Equal(r.ArchivedAt)) {
-			ev.Point = AfterArchiveRecorded
-			evs = append(evs, ev)
+			after = append(after, ev(AfterArchiveRecorded))
 		}
 		if newlyAccepted(p, r) {
-			ev.Point = AfterDeliveryRecorded
-			evs = append(evs, ev)
-		}
-	}
-	return evs
-}
-
-// beforeEvents are the steps a write of recs over prev is about to take
-// that a crash can forestall.
-func beforeEvents(prev map[recID]*ledger.Record, recs []*ledger.Record) []Event {
-	var evs []Event
-	for _, r := range recs {
-		if r == nil {
-			continue
-		}
-		p := prev[recID{r.Mailbox, r.UIDL}]
-		ev := Event{Mailbox: r.Mailbox, UIDL: r.UIDL, Key: r.ArchiveKey}
-		if newlyAccepted(p, r) {
-			ev.Point = BeforeDeliveryRecorded
-			evs = append(evs, ev)
+			before = append(before, ev(BeforeDeliveryRecorded))
+			after = append(after, ev(AfterDeliveryRecorded))
 		}
 		if r.Deleted() && (p == nil || !p.Deleted()) {
-			ev.Point = BeforeDeletionRecorded
-			evs = append(evs, ev)
+			before = append(before, ev(BeforeDeletionRecorded))
 		}
 	}
-	return evs
+	return before, after
 }
 
 // newlyAccepted reports whether r holds an accepted recipient that p did

@@ -99,9 +99,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -398,12 +396,7 @@ func (l *Ledger) List(ctx context.Context, mailbox string) ([]*ledger.Record, er
 	if err != nil {
 		return nil, fmt.Errorf("boltledger: list %s: %w", mailbox, err)
 	}
-	slices.SortFunc(out, func(a, b *ledger.Record) int {
-		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
-			return c
-		}
-		return strings.Compare(a.UIDL, b.UIDL)
-	})
+	ledger.SortRecords(out)
 	return out, nil
 }
 

@@ -334,12 +334,7 @@ func (l *Ledger) List(ctx context.Context, mailbox string) ([]*ledger.Record, er
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b *ledger.Record) int {
-		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
-			return c
-		}
-		return strings.Compare(a.UIDL, b.UIDL)
-	})
+	ledger.SortRecords(out)
 	return out, nil
 }
 

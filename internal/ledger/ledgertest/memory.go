@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,12 +161,7 @@ func (m *Memory) List(ctx context.Context, mailbox string) ([]*ledger.Record, er
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b *ledger.Record) int {
-		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
-			return c
-		}
-		return strings.Compare(a.UIDL, b.UIDL)
-	})
+	ledger.SortRecords(out)
 	return out, nil
 }
 

@@ -137,6 +137,7 @@ func Build(cfg *config.Config, stores Stores, secrets *config.Secrets) (*App, er
 			LeaseOwner:         host + "/" + strconv.Itoa(os.Getpid()),
 			MaxTraceHops:       cfg.LoopLimit,
 			DeliveriesInFlight: cfg.DeliveriesInFlight,
+			ReplyWindow:        cfg.ReplyWindow,
 			RetrPipelineDepth:  cfg.POP3PipelineDepth,
 			Notify: connector.NotifySettings{
 				To: notifyTo, Spam: cfg.Notify.Spam, UnknownRecipient: cfg.Notify.UnknownRecipient,
@@ -331,7 +332,7 @@ func NewRouting(cfg *config.Config, secrets *config.Secrets) (*Routing, error) {
 			sec := cr.Auth.Password
 			r.pass[key] = func(ctx context.Context) (string, error) { return secrets.Resolve(ctx, sec) }
 		}
-		rs = append(rs, route.Route{Name: cr.Name, Host: cr.Host, Port: cr.Port, AddressSpaces: cr.AddressSpaces, Cost: cr.Cost})
+		rs = append(rs, route.Route{Name: cr.Name, Host: cr.Host, Port: cr.Port, AddressSpaces: cr.AddressSpaces, Cost: cr.Cost, MaxConnections: cr.MaxConnections})
 	}
 	t, err := route.New(rs)
 	if err != nil {

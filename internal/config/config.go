@@ -58,9 +58,15 @@ type Config struct {
 	// delivered at once, each over an SMTP connection of its own; it is
 	// also the declared reply window: at most this many messages per
 	// mailbox polled at once may be relayed again after a crash. Key:
-	// deliveries_in_flight. Default 1 (one at a time, in server order),
-	// 1..16.
+	// deliveries_in_flight. Default defaultDeliveriesInFlight, 1..16
+	// (1: one at a time, in server order).
 	DeliveriesInFlight int
+	// ReplyWindow is the declared reply window of the process: at most
+	// this many messages, over every mailbox, are between their final "."
+	// (or BDAT LAST) and the durable record of the SMTP server's reply.
+	// A crash relays at most this many messages a second time; 1 is the
+	// strictest. Key: reply_window. Default DefaultReplyWindow, 1..64.
+	ReplyWindow int
 	// POP3PipelineDepth is how many RETRs a poll sends ahead of the
 	// message it reads when the server offers PIPELINING (RFC 2449); the
 	// messages wait in the socket, not in memory. Key:
@@ -135,6 +141,13 @@ type Delivery struct {
 	HELODomain string
 	// Timeout bounds each SMTP command. Key: timeout. Default 60s.
 	Timeout time.Duration
+	// MaxConnections bounds the SMTP connections open to this endpoint at
+	// once, over every mailbox the process polls. Exchange limits
+	// connections per source (the receive connector's
+	// MaxInboundConnectionPerSource, 20 by default); the default stays
+	// under it with room for test-relay and a second process. Key:
+	// max_connections. Default DefaultMaxConnections, 1..100.
+	MaxConnections int
 	// Auth is nil when the receive connector needs no authentication.
 	Auth *Auth
 }
@@ -437,6 +450,13 @@ const (
 	DefaultRetryMaxInterval = 2 * time.Hour
 	// DefaultGiveUpAfter ends automatic retries (retry.give_up_after).
 	DefaultGiveUpAfter = 5 * 24 * time.Hour
+	// DefaultReplyWindow is reply_window: how many messages of the
+	// process may be committed and not yet recorded (the duplicates a
+	// crash can cause).
+	DefaultReplyWindow = 16
+	// DefaultMaxConnections is max_connections of delivery and each
+	// route.
+	DefaultMaxConnections = 16
 	// DefaultPOP3PipelineDepth is how many RETRs a poll keeps ahead
 	// (pop3_pipeline_depth) when the server offers PIPELINING.
 	DefaultPOP3PipelineDepth = 8
@@ -573,6 +593,7 @@ type fileConfig struct {
 	PollInterval       *Duration     `yaml:"poll_interval"`
 	ParallelMailboxes  *intValue     `yaml:"parallel_mailboxes"`
 	DeliveriesInFlight *intValue     `yaml:"deliveries_in_flight"`
+	ReplyWindow        *intValue     `yaml:"reply_window"`
 	POP3PipelineDepth  *intValue     `yaml:"pop3_pipeline_depth"`
 	Retry              fileRetry     `yaml:"retry"`
 	Delivery           *fileDelivery `yaml:"delivery"`
@@ -601,6 +622,7 @@ type fileDelivery struct {
 	ServerName        string    `yaml:"server_name"`
 	HELODomain        string    `yaml:"helo_domain"`
 	Timeout           *Duration `yaml:"timeout"`
+	MaxConnections    *intValue `yaml:"max_connections"`
 	Auth              *fileAuth `yaml:"auth"`
 }
 
@@ -739,6 +761,7 @@ func (f *fileConfig) toConfig() *Config {
 		PollInterval:       orDur(f.PollInterval, defaultPollInterval),
 		ParallelMailboxes:  orInt(f.ParallelMailboxes, defaultParallelMailboxes),
 		DeliveriesInFlight: orInt(f.DeliveriesInFlight, defaultDeliveriesInFlight),
+		ReplyWindow:        orInt(f.ReplyWindow, DefaultReplyWindow),
 		POP3PipelineDepth:  orInt(f.POP3PipelineDepth, DefaultPOP3PipelineDepth),
 		Retry: Retry{
 			Interval:    orDur(f.Retry.Interval, DefaultRetryInterval),
@@ -830,6 +853,7 @@ func (d fileDelivery) toDelivery() Delivery {
 		ServerName:        d.ServerName,
 		HELODomain:        d.HELODomain,
 		Timeout:           orDur(d.Timeout, DefaultTimeout),
+		MaxConnections:    orInt(d.MaxConnections, DefaultMaxConnections),
 	}
 	if a := d.Auth; a != nil {
 		out.Auth = &Auth{

@@ -222,11 +222,11 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 	want := &Config{
 		Postmaster:        "postmaster@corp.example",
 		PollInterval:      5 * time.Minute,
-		ParallelMailboxes: 4, DeliveriesInFlight: 1, POP3PipelineDepth: 8,
+		ParallelMailboxes: 4, DeliveriesInFlight: 1, ReplyWindow: DefaultReplyWindow, POP3PipelineDepth: 8,
 		Retry: Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour},
 		Delivery: Delivery{
 			Host: "exchange.corp.example", Port: 25, TLS: tlsmode.StartTLS,
-			VerifyCertificate: true, Timeout: 60 * time.Second,
+			VerifyCertificate: true, Timeout: 60 * time.Second, MaxConnections: DefaultMaxConnections,
 		},
 		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true, TooLarge: true},
 		LoopLimit:       3,
@@ -269,14 +269,14 @@ func TestParseValidFull(t *testing.T) {
 	want := &Config{
 		Postmaster:        "postmaster@corp.example",
 		PollInterval:      90 * time.Second,
-		ParallelMailboxes: 64, DeliveriesInFlight: 8, POP3PipelineDepth: 16,
+		ParallelMailboxes: 64, DeliveriesInFlight: 8, ReplyWindow: 4, POP3PipelineDepth: 16,
 		Retry: Retry{Interval: time.Minute, MaxInterval: 24 * time.Hour, GiveUpAfter: 36 * time.Hour},
 		Delivery: Delivery{
 			Host: "[IPv6:2001:db8::25]", Port: 465, TLS: tlsmode.Implicit,
 			VerifyCertificate: false, CAFile: "testdata/ca.pem",
 			ServerName: "exchange.corp.example", HELODomain: "popconn.corp.example",
-			Timeout: 10 * time.Minute,
-			Auth:    &Auth{Mechanism: AuthLogin, Username: "relay@corp.example", Password: SecretRef("file:/run/secrets/relay")},
+			Timeout: 10 * time.Minute, MaxConnections: 8,
+			Auth: &Auth{Mechanism: AuthLogin, Username: "relay@corp.example", Password: SecretRef("file:/run/secrets/relay")},
 		},
 		Notify:          Notify{To: "postmaster@corp.example", Badmail: true, RelayDenied: true, TooLarge: true},
 		LoopLimit:       3,
@@ -383,9 +383,9 @@ func TestValidateZeroConfig(t *testing.T) {
 		t.Fatalf("Validate() = %v, want *Errors", err)
 	}
 	want := []string{
-		"postmaster", "poll_interval", "parallel_mailboxes", "deliveries_in_flight", "pop3_pipeline_depth",
+		"postmaster", "poll_interval", "parallel_mailboxes", "deliveries_in_flight", "reply_window", "pop3_pipeline_depth",
 		"retry.interval", "retry.max_interval", "retry.give_up_after",
-		"delivery.host", "delivery.port", "delivery.tls", "delivery.timeout",
+		"delivery.host", "delivery.port", "delivery.tls", "delivery.timeout", "delivery.max_connections",
 		"archive.dir", "ledger.path", "log.level", "log.format", "mailboxes",
 	}
 	if got := errs.Paths(); !reflect.DeepEqual(got, want) {

@@ -38,9 +38,9 @@ func TestExchangeOptions(t *testing.T) {
     address_spaces: ["*.net", contoso.com]
 ` + exchangeMailbox + "    deliver_to: [sales@corp.example]\n", func(t *testing.T, c *Config) {
 			want := []Route{
-				{Name: "primary", Delivery: Delivery{Host: "exchange1.corp.example", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*"}, Cost: 1},
-				{Name: "backup", Delivery: Delivery{Host: "[192.0.2.10]", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*"}, Cost: 2},
-				{Name: "partners", Delivery: Delivery{Host: "relay.corp.example", Port: 587, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout}, AddressSpaces: []string{"*.net", "contoso.com"}, Cost: 1},
+				{Name: "primary", Delivery: Delivery{Host: "exchange1.corp.example", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout, MaxConnections: DefaultMaxConnections}, AddressSpaces: []string{"*"}, Cost: 1},
+				{Name: "backup", Delivery: Delivery{Host: "[192.0.2.10]", Port: 25, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout, MaxConnections: DefaultMaxConnections}, AddressSpaces: []string{"*"}, Cost: 2},
+				{Name: "partners", Delivery: Delivery{Host: "relay.corp.example", Port: 587, TLS: tlsmode.StartTLS, VerifyCertificate: true, Timeout: DefaultTimeout, MaxConnections: DefaultMaxConnections}, AddressSpaces: []string{"*.net", "contoso.com"}, Cost: 1},
 			}
 			if !reflect.DeepEqual(c.Routes, want) {
 				t.Errorf("routes = %+v\nwant %+v", c.Routes, want)

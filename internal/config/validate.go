@@ -104,6 +104,8 @@ const (
 	// per route: Exchange limits connections per source
 	// (MaxInboundConnectionPerSource, 20 by default) across every mailbox.
 	maxDeliveriesInFlight = 16
+	maxReplyWindow        = 64
+	maxConnections        = 100
 	maxPOP3PipelineDepth  = 64 // the POP3 client\'s own cap
 	maxKeepDays           = 3650
 	maxDuplicateWindow    = 365 * 24 * time.Hour
@@ -159,6 +161,9 @@ func (c *Config) check() *validator {
 	}
 	if c.DeliveriesInFlight < 1 || c.DeliveriesInFlight > maxDeliveriesInFlight {
 		v.fail("deliveries_in_flight", "must be between 1 and %d, got %d", maxDeliveriesInFlight, c.DeliveriesInFlight)
+	}
+	if c.ReplyWindow < 1 || c.ReplyWindow > maxReplyWindow {
+		v.fail("reply_window", "must be between 1 and %d, got %d", maxReplyWindow, c.ReplyWindow)
 	}
 	if c.POP3PipelineDepth < 1 || c.POP3PipelineDepth > maxPOP3PipelineDepth {
 		v.fail("pop3_pipeline_depth", "must be between 1 and %d, got %d", maxPOP3PipelineDepth, c.POP3PipelineDepth)
@@ -290,6 +295,9 @@ func (v *validator) delivery(p string, d *Delivery) {
 		v.fail(p+".helo_domain", "must be a domain name or an address literal like [192.0.2.1], got %q", d.HELODomain)
 	}
 	v.duration(p+".timeout", d.Timeout, minTimeout, maxTimeout)
+	if d.MaxConnections < 1 || d.MaxConnections > maxConnections {
+		v.fail(p+".max_connections", "must be between 1 and %d, got %d", maxConnections, d.MaxConnections)
+	}
 	if a := d.Auth; a != nil {
 		switch a.Mechanism {
 		case AuthPlain, AuthLogin, AuthXOAUTH2, AuthOAuthBearer:

@@ -66,11 +66,13 @@ type Settings struct {
 	MaxTraceHops int
 	// DeliveriesInFlight is how many messages of one poll are delivered at
 	// once, each over an SMTP connection of its own (0 or 1: one at a
-	// time, in server order). It is also the poll's declared reply
-	// window: at most this many messages can be between their final "."
-	// and the record of the reply when the process dies, so a crash
-	// repeats at most this many (per mailbox polled in parallel).
+	// time, in server order).
 	DeliveriesInFlight int
+	// ReplyWindow is the declared reply window of the process: at most
+	// this many messages, over every poll of the Connector, are between
+	// their final "." (or BDAT LAST) and the durable record of the reply.
+	// A crash relays at most this many again. 0 or 1: one (strict).
+	ReplyWindow int
 	// RetrPipelineDepth is how many RETRs a poll keeps ahead of the message
 	// it reads when the POP3 server offers PIPELINING (RFC 2449); 0 or 1:
 	// one at a time. The messages wait in the socket, not in memory.
@@ -97,6 +99,9 @@ type Connector struct {
 	// message in flight finishes (a graceful stop on SIGTERM: cancelling the
 	// context instead would cut DATA and widen the duplicate window).
 	Drain <-chan struct{}
+
+	gatesOnce sync.Once
+	shared    *gates // the process-wide limits (gates.go)
 }
 
 // Result summarises one poll of one mailbox.
@@ -425,23 +430,23 @@ func (p *poll) outcomeErr() error {
 // writes in flight of a copy of the same message: the lookup must see them.
 func (p *poll) waitForCopies(rec *ledger.Record) error {
 	p.outcomes.mu.Lock()
-	pending := p.outcomes.messageIDs[rec.MessageID] > 0
-	p.outcomes.mu.Unlock()
-	if !pending {
-		return nil
+	defer p.outcomes.mu.Unlock()
+	for p.outcomes.messageIDs[rec.MessageID] > 0 {
+		p.outcomes.done.Wait()
 	}
-	return p.waitOutcomes()
+	return p.outcomes.err
 }
 
 // recordLater writes a delivered message's outcome to the ledger in the
-// background, so that the next message's SMTP transaction overlaps the
-// write. Only a message with nothing else to do (every recipient accepted,
-// no notice) goes this way, and nothing that depends on the record (DELE,
-// the end of the poll, the next message's final ".") happens before
-// waitOutcomes. So the duplicate window of rule 3 is unchanged: a crash or
-// failed write leaves at most the one accepted message unrecorded, as a
-// synchronous write would.
-func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) {
+// background, so that the SMTP transactions of the messages after it
+// overlap the write, and then gives back the message's place in the reply
+// window (slot). Only a message with nothing else to do (every recipient
+// accepted, no notice) goes this way, and nothing that depends on the
+// record (DELE, the end of the poll, a copy's duplicate lookup) happens
+// before the write ended. So a crash or a failed write leaves at most the
+// messages holding a place in the window unrecorded (rule 3's declared
+// bound, Settings.ReplyWindow).
+func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int, slot *replySlot) {
 	p.outcomes.sem <- struct{}{}
 	p.outcomes.mu.Lock()
 	p.outcomes.messageIDs[rec.MessageID]++
@@ -457,10 +462,10 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) 
 			if err != nil && p.outcomes.err == nil {
 				p.outcomes.err = err
 			}
-			if p.outcomes.pending--; p.outcomes.pending == 0 {
-				p.outcomes.done.Broadcast()
-			}
+			p.outcomes.pending--
+			p.outcomes.done.Broadcast() // waitOutcomes and waitForCopies check their own condition
 			p.outcomes.mu.Unlock()
+			slot.release()
 			<-p.outcomes.sem
 		}()
 		defer recovered(&err, "while recording "+rec.UIDL)
@@ -473,6 +478,16 @@ func (p *poll) recordLater(ctx context.Context, rec *ledger.Record, sent []int) 
 			err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
 		}
 	}()
+}
+
+// noteOutcomeErr notes that an outcome could not be recorded: no further
+// message of the poll is committed (send's BeforeEnd).
+func (p *poll) noteOutcomeErr(err error) {
+	p.outcomes.mu.Lock()
+	defer p.outcomes.mu.Unlock()
+	if p.outcomes.err == nil {
+		p.outcomes.err = err
+	}
 }
 
 // waitOutcomes waits until no background outcome write is running and

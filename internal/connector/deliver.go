@@ -61,7 +61,8 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		return p.recordCopies(ctx, rec, d, held, log) // every recipient has it, or another copy is in flight
 	}
 	now := p.c.now().UTC()
-	sent, outcomes, remote := p.send(ctx, rec)
+	slot := p.c.gates().replySlot()
+	sent, outcomes, remote := p.send(ctx, rec, slot)
 	accepted := false
 	for _, o := range outcomes {
 		accepted = accepted || o.Err == nil
@@ -70,15 +71,17 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		// Abandoned before its "." because an earlier outcome could not
 		// be recorded: not an attempt of this message, so nothing about
 		// it changes (no retry delay, no give-up, no notice).
+		slot.release()
 		return err
 	}
 	att := applyReplies(rec, sent, outcomes, remote, now, p.pace(), p.routing.sizeLimit())
 	if rec.Delivered() {
 		p.emit(EventDelivered, rec.UIDL)
 		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(sent), "reply", firstReply(rec))
-		p.recordLater(ctx, rec, sent)
+		p.recordLater(ctx, rec, sent, slot)
 		return nil
 	}
+	defer slot.release() // once the outcome is recorded, in settle
 	s.Attempted = true
 	return p.settle(ctx, rec, Decide(s), &att, sent, log)
 }
@@ -120,21 +123,36 @@ func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *
 		if accepted {
 			p.emit(EventUnrecorded, rec.UIDL)
 		}
-		return fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+		err = fmt.Errorf("mailbox %s: ledger: %w", p.mb.ID, err)
+		p.noteOutcomeErr(err) // before its place in the window is given back: no later "." follows
+		return err
 	}
 	return p.sendNotices(ctx, rec, att, log)
 }
 
 // send relays rec over the route of each recipient that does not have it
-// yet. It returns the indexes in rec.Recipients sent to, each one's
-// outcome and the host that answered.
-func (p *poll) send(ctx context.Context, rec *ledger.Record) (sent []int, outcomes []relay.Outcome, remote []string) {
+// yet, its final "." (or BDAT LAST) only once it holds slot, its place in
+// the reply window. It returns the indexes in rec.Recipients sent to,
+// each one's outcome and the host that answered.
+func (p *poll) send(ctx context.Context, rec *ledger.Record, slot *replySlot) (sent []int, outcomes []relay.Outcome, remote []string) {
 	var env relay.Envelope
-	// Commit (the final ".") only once every earlier outcome is recorded,
-	// so a failed write stops the poll before another message is taken:
-	// the duplicate window stays one message wide, as with synchronous
-	// writes, while the write still overlaps this message's transfer.
-	env.BeforeEnd = p.waitOutcomes
+	// Commit only while no earlier outcome failed to be recorded (a
+	// failed write stops the poll before another message is committed)
+	// and with a place in the window, so that at most ReplyWindow
+	// messages of the process are committed and not yet recorded; the
+	// records still overlap the transfers of the messages after them.
+	env.BeforeEnd = func() error {
+		if err := slot.acquire(ctx); err != nil {
+			return err
+		}
+		// Checked with the place held: the message that held it before
+		// has had its write's outcome noted.
+		if err := p.outcomeErr(); err != nil {
+			slot.release()
+			return err
+		}
+		return nil
+	}
 	env.From = rec.Sender
 	env.Size = rec.Size
 	env.Needs8BitMIME = rec.Needs8BitMIME

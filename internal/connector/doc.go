@@ -61,20 +61,25 @@
 //     messages are received into the archive while earlier ones are made
 //     durable and recorded (several flushes share one fsync), relayed in
 //     server order once their own archive record is written, and a fully
-//     accepted message's outcome is written in the background, the next
-//     message's final "." waiting for it (relay.Envelope.BeforeEnd); DELE
-//     waits for every outcome write of the poll.
+//     accepted message's outcome is written in the background while later
+//     messages are sent; DELE waits for every outcome write of the poll.
+//   - Up to Settings.DeliveriesInFlight messages of a poll are sent at
+//     once, each on an SMTP connection of its own; a route's connections
+//     over every poll of the process stay within its MaxConnections
+//     (gates.go).
 //   - Before DATA a copy takes a delivery claim for its Message-ID and
 //     fingerprint: a copy in another mailbox polled at the same moment
 //     waits for the next poll instead of being relayed too. A claim never
 //     suppresses by itself.
 //   - A crash at any point loses nothing. The only duplicate possible (a
 //     reply-window duplicate) is a crash (or lost reply) between the final
-//     "." of DATA and recording the reply in the ledger: at most
-//     Settings.DeliveriesInFlight messages of a poll (default one) are in
-//     that window. A message with a
-//     reused Message-ID but other content is a second message, delivered on
-//     purpose.
+//     "." of DATA (or BDAT LAST) and recording the reply in the ledger.
+//     That window is declared: a message takes a place in it before its
+//     final "." (relay.Envelope.BeforeEnd) and gives it back once the
+//     reply is durably recorded, and at most Settings.ReplyWindow messages
+//     of the process hold one, so a crash relays at most that many again.
+//     A message with a reused Message-ID but other content is a second
+//     message, delivered on purpose.
 //   - A second run over an unchanged mailbox relays nothing.
 //   - Work per poll is bounded (messages, bytes, deadline) and the POP3
 //     session ends with QUIT whenever the connection still allows it.

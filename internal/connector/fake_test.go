@@ -31,9 +31,10 @@ type fakeRig struct {
 	clock *fakeClock
 	crash *connectortest.Crash
 	mb    connector.Mailbox
-	// inFlight is Settings.DeliveriesInFlight (0: one at a time).
-	inFlight int
-	evs      []connector.Event
+	// inFlight is Settings.DeliveriesInFlight (0: one at a time), window
+	// Settings.ReplyWindow (0: one).
+	inFlight, window int
+	evs              []connector.Event
 }
 
 func newFakeRig(t *testing.T, msgs ...connectortest.Message) *fakeRig {
@@ -49,16 +50,26 @@ func (r *fakeRig) poll() connector.Result { return r.pollWith(r.led) }
 // pollWith polls with the ledger l (r.led, or a wrapper of it).
 func (r *fakeRig) pollWith(l ledger.Ledger) connector.Result {
 	r.t.Helper()
+	mb := r.mb
+	c := r.connector(l, &mb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.Poll(ctx, mb)
+}
+
+// connector is the rig's connector over the ledger l, with mb's source
+// wrapped by the crash when there is one.
+func (r *fakeRig) connector(l ledger.Ledger, mb *connector.Mailbox) *connector.Connector {
+	r.t.Helper()
 	var (
 		led  ledger.Ledger = l
 		dial               = r.smtp.Dialer()
-		mb                 = r.mb
 	)
 	mb.Dial = r.box.Dial()
 	c := &connector.Connector{Settings: connector.Settings{
 		Postmaster: "postmaster@corp.example", Hostname: "popconn.test", RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour,
 		GiveUpAfter: 120 * time.Hour, DeliveryTimeout: 10 * time.Second, LeaseOwner: "fake/1", MaxTraceHops: 3,
-		DeliveriesInFlight: r.inFlight},
+		DeliveriesInFlight: r.inFlight, ReplyWindow: r.window},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: r.clock.Now,
 		Events: func(ev connector.Event) { r.evs = append(r.evs, ev) }}
 	c.Archive = r.arc
@@ -70,9 +81,7 @@ func (r *fakeRig) pollWith(l ledger.Ledger) connector.Result {
 	if c.Routes, c.DialRoute, err = connectortest.SingleRoute("127.0.0.1:25", dial); err != nil {
 		r.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return c.Poll(ctx, mb)
+	return c
 }
 
 func fakeMsg(i int) connectortest.Message {
@@ -263,10 +272,11 @@ func TestFakeSupersededRecordNeverListedAgain(t *testing.T) {
 }
 
 // Several deliveries in flight: every message delivered once and deleted;
-// after a crash, the repeats are at most the deliveries in flight, each a
-// reply the crashed run could not record.
+// after a crash, the repeats are at most the declared reply window (here
+// narrower than the deliveries in flight), each a reply the crashed run
+// could not record.
 func TestFakeDeliveriesInFlight(t *testing.T) {
-	const n, inFlight = 20, 4
+	const n, inFlight, window = 20, 4, 2
 	msgs := make([]connectortest.Message, n)
 	for i := range msgs {
 		msgs[i] = fakeMsg(i + 1)
@@ -283,7 +293,7 @@ func TestFakeDeliveriesInFlight(t *testing.T) {
 		for _, nth := range []int{3, 10} {
 			t.Run(fmt.Sprintf("crash %s #%d", at, nth), func(t *testing.T) {
 				r := newFakeRig(t, msgs...)
-				r.inFlight = inFlight
+				r.inFlight, r.window = inFlight, window
 				r.crash = connectortest.NewCrash(connectortest.Trigger{At: at, Nth: nth})
 				crashed := r.poll()
 				r.crash, r.led = nil, r.led.Reopen()
@@ -306,8 +316,8 @@ func TestFakeDeliveriesInFlight(t *testing.T) {
 					}
 					dups += max(seen[fmt.Sprint(i)]-1, 0)
 				}
-				if dups > crashed.UnrecordedReplies || dups > inFlight {
-					t.Errorf("%d repeats; the crashed run reported %d unrecorded replies; the declared window is %d", dups, crashed.UnrecordedReplies, inFlight)
+				if dups > crashed.UnrecordedReplies || dups > window {
+					t.Errorf("%d repeats; the crashed run reported %d unrecorded replies; the declared window is %d", dups, crashed.UnrecordedReplies, window)
 				}
 			})
 		}

@@ -10,10 +10,11 @@ import (
 
 // Several deliveries in flight against Dovecot and smtp-sink: each
 // message arrives once and leaves the server; a crash with replies in
-// flight repeats at most the declared window (Settings.DeliveriesInFlight),
-// each a reply the crashed run could not record.
+// flight repeats at most the declared window (Settings.ReplyWindow, here
+// narrower than the deliveries in flight), each a reply the crashed run
+// could not record.
 func TestDeliveriesInFlight(t *testing.T) {
-	const n, inFlight = 12, 4
+	const n, inFlight, window = 12, 4, 3
 	seed := func(r *rig) map[string][]byte {
 		sent := map[string][]byte{}
 		for i := 0; i < n; i++ {
@@ -25,7 +26,7 @@ func TestDeliveriesInFlight(t *testing.T) {
 	}
 	t.Run("each once", func(t *testing.T) {
 		r := newRig(t, rigOptions{})
-		r.inFlight = inFlight
+		r.inFlight, r.window = inFlight, window
 		seed(r)
 		res := r.poll()
 		if res.Err != nil || res.Delivered != n || res.Deleted != n {
@@ -37,7 +38,7 @@ func TestDeliveriesInFlight(t *testing.T) {
 	})
 	t.Run("crash with replies in flight", func(t *testing.T) {
 		r := newRig(t, rigOptions{})
-		r.inFlight = inFlight
+		r.inFlight, r.window = inFlight, window
 		sent := seed(r)
 		r.crash = connectortest.NewCrash(connectortest.Trigger{At: connectortest.AfterRelayReply, Nth: 5})
 		crashed := r.poll()
@@ -59,12 +60,12 @@ func TestDeliveriesInFlight(t *testing.T) {
 			}
 			dups += max(c-1, 0)
 		}
-		if dups != crashed.UnrecordedReplies || dups > inFlight {
-			t.Errorf("%d repeats, %d unrecorded replies reported, declared window %d", dups, crashed.UnrecordedReplies, inFlight)
+		if dups != crashed.UnrecordedReplies || dups > window {
+			t.Errorf("%d repeats, %d unrecorded replies reported, declared window %d", dups, crashed.UnrecordedReplies, window)
 		}
 		if left := r.dovecot.Count(t, "sales"); left != 0 {
 			t.Errorf("%d left on the server", left)
 		}
-		t.Logf("crash with %d deliveries in flight: %d repeat(s)", inFlight, dups)
+		t.Logf("crash with %d deliveries in flight, window %d: %d repeat(s)", inFlight, window, dups)
 	})
 }

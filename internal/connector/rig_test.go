@@ -48,6 +48,7 @@ type rig struct {
 	mailbox  connector.Mailbox
 	crash    *connectortest.Crash // when set, every store and connection of a poll goes through it
 	inFlight int                  // Settings.DeliveriesInFlight
+	window   int                  // Settings.ReplyWindow
 	logs     *syncBuffer
 	owner    string // lease owner: one per simulated process
 }
@@ -167,7 +168,7 @@ func (r *rig) connector() *connector.Connector {
 			Postmaster: "postmaster@corp.example", Hostname: "popconn.test",
 			RetryInterval: 10 * time.Minute, MaxRetryInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour,
 			DeliveryTimeout: 10 * time.Second, LeaseOwner: r.owner, MaxTraceHops: config.DefaultLoopLimit, RetrPipelineDepth: config.DefaultPOP3PipelineDepth,
-			DeliveriesInFlight: r.inFlight,
+			DeliveriesInFlight: r.inFlight, ReplyWindow: r.window,
 		},
 		Logger: testLogger(r.logs),
 		Now:    r.clock.Now,

@@ -25,10 +25,11 @@ type RouteDialer func(ctx context.Context, r route.Route) (Relay, error)
 type routing struct {
 	table *route.Table
 	dial  RouteDialer
+	gates *gates // the process-wide connection limit of each route
 
 	mu      sync.Mutex
-	idle    map[string][]Relay      // open and not in use, by lower-cased route name
-	open    []Relay                 // every open connection, for a stable close order
+	idle    map[string][]*pooled    // open and not in use, by lower-cased route name
+	open    []*pooled               // every open connection, for a stable close order
 	down    route.Down              // routes that could not be reached
 	downErr map[string]*relay.Error // why, by lower-cased route name
 	// limit is the smallest SIZE limit (RFC 1870) a connection of this
@@ -37,17 +38,26 @@ type routing struct {
 }
 
 func (c *Connector) newRouting() (*routing, error) {
-	rt := &routing{table: c.Routes, dial: c.DialRoute, idle: map[string][]Relay{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
+	rt := &routing{table: c.Routes, dial: c.DialRoute, gates: c.gates(), idle: map[string][]*pooled{},
+		down: route.Down{}, downErr: map[string]*relay.Error{}}
 	if rt.table == nil || rt.dial == nil {
 		return nil, errors.New("connector: no routes or no route dialer configured")
 	}
 	return rt, nil
 }
 
+// pooled is an open connection of the poll and the route limit it counts
+// against. A pointer of its own, because a Relay need not be comparable.
+type pooled struct {
+	Relay
+	gate *routeGate
+}
+
 // acquire returns a connection of r for the caller alone: an idle one, or
-// a new one (a route that cannot be reached is marked down for the poll).
-// The caller gives it back with release, or drops it.
-func (rt *routing) acquire(ctx context.Context, r route.Route) (Relay, error) {
+// a new one within the route's process-wide limit (a route that cannot be
+// reached is marked down for the poll). The caller gives it back with
+// release, or drops it.
+func (rt *routing) acquire(ctx context.Context, r route.Route) (*pooled, error) {
 	key := strings.ToLower(r.Name)
 	rt.mu.Lock()
 	if e := rt.downErr[key]; e != nil {
@@ -61,17 +71,29 @@ func (rt *routing) acquire(ctx context.Context, r route.Route) (Relay, error) {
 		return c, nil
 	}
 	rt.mu.Unlock()
-	c, err := rt.dial(ctx, r)
+	gate := rt.gates.route(r.Name, r.MaxConnections)
+	if !gate.tryTake() {
+		// Another poll may wait for a connection this one keeps idle:
+		// close them before waiting, so that no two polls wait on each
+		// other.
+		rt.closeIdle()
+		if err := gate.take(ctx); err != nil {
+			return nil, &relay.Error{Op: "connect", Message: err.Error(), Temporary: true, Local: true, Err: err}
+		}
+	}
+	conn, err := rt.dial(ctx, r)
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if err != nil {
+		gate.give()
 		e := relay.AsError(err)
 		rt.down[key] = true
 		rt.downErr[key] = e
 		return nil, e
 	}
+	c := &pooled{Relay: conn, gate: gate}
 	rt.open = append(rt.open, c)
-	if s, ok := c.(interface{ MaxSize() int64 }); ok {
+	if s, ok := conn.(interface{ MaxSize() int64 }); ok {
 		if n := s.MaxSize(); n > 0 && (rt.limit.Load() == 0 || n < rt.limit.Load()) {
 			rt.limit.Store(n)
 		}
@@ -79,8 +101,14 @@ func (rt *routing) acquire(ctx context.Context, r route.Route) (Relay, error) {
 	return c, nil
 }
 
-// release gives back a connection that is still usable.
-func (rt *routing) release(r route.Route, c Relay) {
+// release gives back a connection that is still usable: kept idle for
+// the poll's next message, or ended when another poll waits for a
+// connection of the route.
+func (rt *routing) release(r route.Route, c *pooled) {
+	if c.gate.contended() {
+		rt.end(c, true)
+		return
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	key := strings.ToLower(r.Name)
@@ -89,11 +117,35 @@ func (rt *routing) release(r route.Route, c Relay) {
 
 // drop closes a connection that became unusable; a later message dials
 // another.
-func (rt *routing) drop(c Relay) {
-	c.Close()
+func (rt *routing) drop(c *pooled) { rt.end(c, false) }
+
+// end closes c (after QUIT when polite) and gives its place back.
+func (rt *routing) end(c *pooled, polite bool) {
+	if !polite || c.Quit() != nil {
+		c.Close()
+	}
 	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	rt.open = slices.DeleteFunc(rt.open, func(o Relay) bool { return o == c })
+	n := len(rt.open)
+	rt.open = slices.DeleteFunc(rt.open, func(o *pooled) bool { return o == c })
+	ended := len(rt.open) < n
+	rt.mu.Unlock()
+	if ended {
+		c.gate.give() // once, however often it is ended
+	}
+}
+
+// closeIdle ends the poll's idle connections.
+func (rt *routing) closeIdle() {
+	rt.mu.Lock()
+	var idle []*pooled
+	for _, cs := range rt.idle {
+		idle = append(idle, cs...)
+	}
+	rt.idle = map[string][]*pooled{}
+	rt.mu.Unlock()
+	for _, c := range idle {
+		rt.end(c, true)
+	}
 }
 
 // downNow is a copy of the routes found down so far.
@@ -107,13 +159,11 @@ func (rt *routing) downNow() route.Down {
 // Nothing may use the routing after it.
 func (rt *routing) closeAll() {
 	rt.mu.Lock()
-	open := rt.open
-	rt.open, rt.idle = nil, map[string][]Relay{}
+	open := slices.Clone(rt.open)
+	rt.idle = map[string][]*pooled{}
 	rt.mu.Unlock()
 	for _, c := range open {
-		if err := c.Quit(); err != nil {
-			c.Close()
-		}
+		rt.end(c, true)
 	}
 }
 

@@ -201,6 +201,9 @@ type ConfigParams struct {
 	PollTimeout        string
 	DeliveryTimeout    string
 	MaxMessagesPerPoll int
+	// DeliveriesInFlight and ReplyWindow set deliveries_in_flight and
+	// reply_window when positive (else popconn's defaults).
+	DeliveriesInFlight, ReplyWindow int
 }
 
 // WriteConfig writes p as a popconn YAML file and returns its path.
@@ -214,6 +217,12 @@ func WriteConfig(t T, p ConfigParams) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "postmaster: postmaster@corp.example\npoll_interval: 1s\nparallel_mailboxes: 1\n")
+	if p.DeliveriesInFlight > 0 {
+		fmt.Fprintf(&b, "deliveries_in_flight: %d\n", p.DeliveriesInFlight)
+	}
+	if p.ReplyWindow > 0 {
+		fmt.Fprintf(&b, "reply_window: %d\n", p.ReplyWindow)
+	}
 	fmt.Fprintf(&b, "retry:\n  interval: 1s\n  max_interval: 2s\n  give_up_after: 24h\n")
 	host, port, _ := strings.Cut(p.SMTPAddr, ":")
 	fmt.Fprintf(&b, "delivery:\n  host: %s\n  port: %s\n  tls: %s\n  helo_domain: popconn.test\n  timeout: %s\n", host, port, def(p.SMTPTLS, "none"), def(p.DeliveryTimeout, "5s"))

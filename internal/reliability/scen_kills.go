@@ -56,6 +56,11 @@ func killScript() testenv.SMTPScript {
 	}
 }
 
+// killsInFlight and killsWindow are the kill runs' deliveries_in_flight
+// and reply_window: a kill repeats at most killsWindow messages, each to
+// every recipient.
+const killsInFlight, killsWindow = 4, 2
+
 func runKills(t T, o *Options) Row {
 	bin := PopconnBinary(t, o)
 	seed := seedOf(o)
@@ -71,9 +76,12 @@ func runKills(t T, o *Options) Row {
 		Dir: dir, POPAddr: r.Dovecot.TLSAddr, POPTLS: "implicit", POPCAFile: r.Dovecot.CA.CertFile,
 		POPPasswordFile: writeSecret(t, dir, "pop.pass", popPassword),
 		SMTPAddr:        r.SMTP.Addr, DeliverTo: r.Recipients,
-		// Five new messages per run: every run reaches its DELE and QUIT
-		// after a dozen log lines, so kills land in every phase.
-		MaxMessagesPerPoll: 5,
+		// Eight new messages per run: every run reaches its DELE and QUIT
+		// after a score of log lines, so kills land in every phase.
+		MaxMessagesPerPoll: 8,
+		// Several deliveries in flight, and a reply window narrower than
+		// them: the window, not the deliveries, must bound the repeats.
+		DeliveriesInFlight: killsInFlight, ReplyWindow: killsWindow,
 	})
 	p := &ProcRig{Rig: r, Bin: bin, Dir: dir, Config: cfg}
 
@@ -99,12 +107,16 @@ func runKills(t T, o *Options) Row {
 		note(res)
 		// Between runs too: nothing gone from the server without its
 		// recorded delivery, and the archive equal to the source.
-		if mid := Check(t.Context(), p.Observe(false)); mid.DeletedUndelivered > 0 || mid.ArchiveMismatches > 0 {
-			t.Errorf("after run %d (killed %v at %d lines + %s): deleted-undelivered %d, archive mismatches %d: %v",
-				p.Runs, res.Killed, plan.AfterLines, plan.Delay, mid.DeletedUndelivered, mid.ArchiveMismatches, sortedProblems(mid.Problems, 5))
-		}
 		if res.Killed {
 			kills++
+		}
+		bound := kills * killsWindow * len(r.Recipients)
+		if mid := Check(t.Context(), p.Observe(false)); mid.DeletedUndelivered > 0 || mid.ArchiveMismatches > 0 || mid.Duplicates > bound {
+			t.Errorf("after run %d (killed %v at %d lines + %s): deleted-undelivered %d, archive mismatches %d, duplicates %d (bound %d after %d kills): %v",
+				p.Runs, res.Killed, plan.AfterLines, plan.Delay, mid.DeletedUndelivered, mid.ArchiveMismatches, mid.Duplicates, bound, kills,
+				sortedProblems(mid.Problems, 5))
+		}
+		if res.Killed {
 			moments = append(moments, fmt.Sprintf("%d+%s", plan.AfterLines, plan.Delay.Round(time.Millisecond)))
 		} else {
 			exits++
@@ -131,9 +143,9 @@ func runKills(t T, o *Options) Row {
 	if n := r.Dovecot.Count(t, popUser); n != 0 {
 		t.Errorf("%d messages still on the server after %d runs; last output:\n%s", n, p.Runs, tail(last.Output, 15))
 	}
-	// A kill cuts at most one DATA, whose transaction may carry every
-	// recipient.
-	row := p.Row("kills/sigkill-popconn", kills*len(r.Recipients), false)
+	// A kill leaves at most the reply window's messages committed and
+	// unrecorded, each of whose transactions may carry every recipient.
+	row := p.Row("kills/sigkill-popconn", kills*killsWindow*len(r.Recipients), false)
 	row.Kills = kills
 	row.Notes = append(row.Notes,
 		fmt.Sprintf("seed %d; %d runs: %d killed, %d ended on their own before the kill, then completion runs", seed, p.Runs, kills, exits),

@@ -144,7 +144,7 @@ func POP3FaultCases() []Case {
 		{
 			name: "no-uidl",
 			setup: func(r *Rig, mb *pop3test.Mailbox) {
-				mb.Capa = []string{"USER", "RESP-CODES", "PIPELINING"}
+				mb.SetCapa([]string{"USER", "RESP-CODES", "PIPELINING"})
 			},
 			fault: func(r *Rig, armed *atomic.Bool) func(*pop3test.Session, string) bool {
 				return func(s *pop3test.Session, cmd string) bool {

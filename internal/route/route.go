@@ -66,6 +66,10 @@ type Route struct {
 	// Cost orders routes whose address spaces match equally well, lowest
 	// first: 1..100, 0 means DefaultCost.
 	Cost int
+	// MaxConnections bounds the SMTP connections open to the route at
+	// once, over every poll of the process (Exchange counts connections
+	// per source: MaxInboundConnectionPerSource); 0 means no bound.
+	MaxConnections int
 }
 
 // Addr returns Host and Port in the form net.Dial takes, with an address

@@ -32,6 +32,7 @@ type Received struct {
 type RelayStats struct {
 	Dials        int // connections opened
 	Open         int // connections not yet closed
+	MaxOpen      int // the most connections open at once
 	Transactions int // Sends that reached MAIL FROM
 	Quits        int // QUITs
 }
@@ -187,6 +188,7 @@ func (r *Relay) dial(ctx context.Context, routeName string) (connector.Relay, er
 	}
 	r.stats.Dials++
 	r.stats.Open++
+	r.stats.MaxOpen = max(r.stats.MaxOpen, r.stats.Open)
 	return &relayConn{r: r, route: routeName}, nil
 }
 

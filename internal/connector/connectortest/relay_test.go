@@ -233,7 +233,7 @@ func TestRelayDialers(t *testing.T) {
 	if got := b.Messages(); len(got) != 2 || got[0].Route != "BACKUP" || got[1].Route != "any" {
 		t.Fatalf("relay b kept %+v", got)
 	}
-	if st := b.Stats(); st != (connectortest.RelayStats{Dials: 2, Open: 0, Transactions: 2, Quits: 2}) {
+	if st := b.Stats(); st != (connectortest.RelayStats{Dials: 2, Open: 0, MaxOpen: 1, Transactions: 2, Quits: 2}) {
 		t.Fatalf("relay b stats %+v", st)
 	}
 

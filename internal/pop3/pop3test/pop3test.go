@@ -257,21 +257,28 @@ func (m *Mailbox) Prepare() {
 	}
 }
 
+// SetCapa sets Capa while sessions may run: the next session answers
+// CAPA with lines.
+func (m *Mailbox) SetCapa(lines []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Capa = lines
+}
+
 // Serve runs one session; pass it to NewServer.
 func (m *Mailbox) Serve(s *Session) {
 	m.mu.Lock()
 	m.init()
 	snapshot := append([]int(nil), m.live...) // message numbers are fixed per session
+	greeting, capa := m.Greeting, m.Capa
 	m.mu.Unlock()
 
-	greeting := m.Greeting
 	if greeting == "" {
 		greeting = "+OK pop3test ready <1896.697170952@pop3test>"
 	}
 	if s.Send(greeting) != nil {
 		return
 	}
-	capa := m.Capa
 	if capa == nil {
 		capa = DefaultCapa
 	}

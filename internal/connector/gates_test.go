@@ -1,0 +1,140 @@
+package connector_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/popconnector/popconnector/internal/connector"
+	"github.com/popconnector/popconnector/internal/connector/connectortest"
+	"github.com/popconnector/popconnector/internal/ledger"
+	"github.com/popconnector/popconnector/internal/route"
+)
+
+// heldOutcomes is a ledger whose writes of accepted outcomes wait until
+// released: while they wait, every committed message stays in the reply
+// window.
+type heldOutcomes struct {
+	ledger.Ledger
+	release chan struct{}
+}
+
+func (h *heldOutcomes) Put(ctx context.Context, recs ...*ledger.Record) error {
+	for _, r := range recs {
+		for _, rc := range r.Recipients {
+			if rc.Status == ledger.Accepted {
+				<-h.release
+				return h.Ledger.Put(ctx, recs...)
+			}
+		}
+	}
+	return h.Ledger.Put(ctx, recs...)
+}
+
+// The reply window bounds how many messages are committed (final ".")
+// and not yet recorded, whatever the deliveries in flight: with the
+// outcome writes held, exactly the window's worth of messages reach the
+// SMTP server, and the rest follow once the writes go through.
+func TestReplyWindowBoundsUnrecordedReplies(t *testing.T) {
+	const n = 12
+	for _, tc := range []struct{ inFlight, window int }{{4, 1}, {4, 2}, {8, 3}, {2, 4}} {
+		t.Run(fmt.Sprintf("in flight %d window %d", tc.inFlight, tc.window), func(t *testing.T) {
+			msgs := make([]connectortest.Message, n)
+			for i := range msgs {
+				msgs[i] = fakeMsg(i + 1)
+			}
+			r := newFakeRig(t, msgs...)
+			r.inFlight, r.window = tc.inFlight, tc.window
+			held := &heldOutcomes{Ledger: r.led, release: make(chan struct{})}
+			done := make(chan connector.Result, 1)
+			go func() { done <- r.pollWith(held) }()
+
+			// A delivery whose outcome is written in the background
+			// frees its turn, not its place in the window: the window
+			// alone is the bound, whatever the deliveries in flight.
+			want := tc.window
+			waitUntil(t, func() bool { return len(r.smtp.Messages()) >= want })
+			time.Sleep(50 * time.Millisecond) // time for a message past the bound to get through, if it could
+			if got := len(r.smtp.Messages()); got != want {
+				t.Fatalf("%d messages committed with their outcomes unrecorded; the window is %d", got, want)
+			}
+			close(held.release)
+			res := <-done
+			if res.Err != nil || res.Delivered != n || res.Deleted != n || len(r.smtp.Messages()) != n {
+				t.Fatalf("after the writes went through: %+v, %d relayed", res, len(r.smtp.Messages()))
+			}
+		})
+	}
+}
+
+// A route's connection limit holds over every poll of the process: three
+// mailboxes polled at once, each with four deliveries in flight, never
+// open more than the route allows, and every message gets through.
+func TestRouteConnectionsSharedAcrossPolls(t *testing.T) {
+	const perBox, boxes, limit = 10, 3, 2
+	smtp := connectortest.NewRelay()
+	var mbs []connector.Mailbox
+	var first *fakeRig
+	var rigs []*fakeRig
+	for b := 0; b < boxes; b++ {
+		msgs := make([]connectortest.Message, perBox)
+		for i := range msgs {
+			msgs[i] = fakeMsg(b*perBox + i + 1)
+		}
+		r := newFakeRig(t, msgs...)
+		r.smtp, r.inFlight, r.window = smtp, 4, 8
+		if first == nil {
+			first = r
+		} else {
+			r.led, r.arc, r.clock = first.led, first.arc, first.clock
+		}
+		mb := r.mb
+		mb.ID = fmt.Sprintf("box%d", b)
+		mb.Dial = r.box.Dial()
+		mbs = append(mbs, mb)
+		rigs = append(rigs, r)
+	}
+	var scratch connector.Mailbox
+	c := first.connector(first.led, &scratch)
+	table, err := route.New([]route.Route{{Name: "delivery", Host: "127.0.0.1", Port: 25, MaxConnections: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Routes = table
+	c.Events = nil // three polls at once: the rig's event list is not for concurrent use
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, res := range c.PollAll(ctx, mbs, boxes) {
+		if res.Err != nil || res.Delivered != perBox || res.Deleted != perBox {
+			t.Errorf("%s: %+v", res.Mailbox, res)
+		}
+	}
+	st := smtp.Stats()
+	if st.MaxOpen > limit || st.MaxOpen < 1 {
+		t.Errorf("%d connections open at once, the route allows %d", st.MaxOpen, limit)
+	}
+	if st.Open != 0 {
+		t.Errorf("%d connections left open", st.Open)
+	}
+	for _, r := range rigs {
+		if r.box.Len() != 0 {
+			t.Errorf("%d messages left on a server", r.box.Len())
+		}
+	}
+	if got := len(smtp.Messages()); got != perBox*boxes {
+		t.Errorf("%d relayed, want %d", got, perBox*boxes)
+	}
+}
+
+// waitUntil polls cond for up to ten seconds.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -180,6 +181,7 @@ type transcript struct {
 
 	redact    bool  // inside AUTH: client lines are not shown
 	inData    bool  // inside DATA: client bytes are counted, not shown
+	chunkLeft int64 // bytes of a BDAT chunk still to come: counted, not shown
 	dataBytes int64 // bytes of the body sent, dot-stuffing and terminator included
 
 	cbuf, sbuf []byte // partial lines
@@ -195,11 +197,30 @@ func (t *transcript) client(p []byte) {
 	if !t.on {
 		return
 	}
-	if t.inData {
-		t.dataBytes += int64(len(p))
-		return
+	for len(p) > 0 {
+		switch {
+		case t.inData:
+			t.dataBytes += int64(len(p))
+			return
+		case t.chunkLeft > 0:
+			n := min(t.chunkLeft, int64(len(p)))
+			t.chunkLeft -= n
+			t.dataBytes += n
+			p = p[n:]
+			if t.chunkLeft == 0 {
+				t.summarise()
+			}
+		default:
+			// One line at a time: a BDAT line says how many bytes of data
+			// follow it (see emit).
+			i := bytes.IndexByte(p, '\n') + 1
+			if i == 0 {
+				i = len(p)
+			}
+			t.cbuf = t.lines(t.cbuf, p[:i], "C")
+			p = p[i:]
+		}
 	}
-	t.cbuf = t.lines(t.cbuf, p, "C")
 }
 
 func (t *transcript) server(p []byte) {
@@ -240,6 +261,9 @@ func (t *transcript) emit(dir, line string) {
 	} else {
 		line = t.secrets.scrub(line)
 	}
+	if n, ok := bdatSize(dir, line); ok && n > 0 {
+		t.chunkLeft, t.dataBytes = n, 0
+	}
 	if len(line) > maxLogLine {
 		line = line[:maxLogLine] + "..."
 	}
@@ -262,5 +286,21 @@ func (t *transcript) endData() {
 		return
 	}
 	t.inData = false
+	t.summarise()
+}
+
+// summarise logs the count of body bytes in place of the bytes.
+func (t *transcript) summarise() {
 	t.note("smtp", slog.String("dir", "C"), slog.String("line", fmt.Sprintf("[message data, %d bytes]", t.dataBytes)))
+}
+
+// bdatSize reads the chunk size of a client's "BDAT n [LAST]" line
+// (RFC 3030 §2).
+func bdatSize(dir, line string) (int64, bool) {
+	f := strings.Fields(line)
+	if dir != "C" || len(f) < 2 || !strings.EqualFold(f[0], "BDAT") {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	return n, err == nil
 }

@@ -1,6 +1,7 @@
 // Package relay delivers messages over SMTP (RFC 5321) to the Exchange
-// endpoint. It is a thin, careful layer over github.com/emersion/go-smtp's
-// client that adds the policies the connector depends on: TLS that is never
+// endpoint. It uses github.com/emersion/go-smtp's client for the greeting,
+// EHLO, AUTH and QUIT, and its own writer for transactions when the server
+// offers PIPELINING, and adds the policies the connector depends on: TLS that is never
 // silently downgraded, per-recipient outcomes, a deadline on every network
 // read and write, streaming of the body in constant memory, a transcript at
 // debug level that never contains credentials, and error values that say
@@ -17,10 +18,16 @@
 //     §3.8), an unreadable body. Every recipient without a final outcome then
 //     carries a temporary *Error describing it. The caller must Close and
 //     redial.
-//   - The body is copied through one fixed buffer: memory does not grow with
-//     the message size. If reading the body fails part-way, the connection is
-//     closed without sending the terminating "." so that no truncated message
-//     can be delivered (SMTP has no way to abort DATA, RFC 5321 §4.1.1.4).
+//   - The body is copied through fixed buffers (32 KiB, and one 128 KiB
+//     chunk with CHUNKING): memory does not grow with the message size, and
+//     at most 4 BDAT replies are left unread at any time. If reading the
+//     body fails part-way, or Envelope.BeforeEnd returns an error, the
+//     connection is closed without sending the terminating "." (or
+//     "BDAT 0 LAST") so that no truncated message can be delivered (SMTP has
+//     no way to abort DATA, RFC 5321 §4.1.1.4).
+//   - Every reply owed is read before Send returns: no reply is left
+//     unread between transactions, whichever path sent them. A reply that is
+//     not a valid SMTP reply makes the connection unusable.
 //   - Every read and write on the connection gets a fresh deadline of
 //     Options.Timeout (and never later than the context's deadline), including
 //     each write of the body and the wait for the reply to the final "."
@@ -48,20 +55,23 @@
 //
 // The body is sent through the package's own streaming dot-stuffer (RFC 5321
 // §4.5.2: a line starting with "." is sent with an extra "." that the server
-// removes), then go-smtp appends the terminating CRLF "." CRLF. CRLF line
+// removes), then the terminating CRLF "." CRLF is appended. CRLF line
 // endings and bare CRs pass unchanged, so a message arrives byte for byte; a
 // bare LF is sent as CRLF (RFC 5321 §2.3.8 forbids bare LF). go-smtp's own
 // writer (net/textproto's DotWriter) is not used for the body because it turns
 // CR CR LF into CR CR CR LF. A body that does not end in CRLF gets one, as the
-// terminator requires.
+// terminator requires. With CHUNKING the same rules apply without the
+// dot-stuffing (BDAT counts bytes; each chunk's size is counted after bare
+// LFs became CRLF), so the server receives the same message either way.
 //
 // # Supported extensions
 //
 //   - SIZE (RFC 1870): SIZE= is sent on MAIL FROM when the envelope knows the
 //     size; a message larger than the advertised limit is refused locally with a
 //     permanent 552 5.3.4 *Error, without any transaction (RFC 1870 §6).
-//   - 8BITMIME (RFC 6152): go-smtp sends BODY=8BITMIME whenever the server
-//     advertises it. A message that needs it is still sent when it is not
+//   - 8BITMIME (RFC 6152): BODY=8BITMIME is sent on MAIL FROM (by go-smtp,
+//     and alike by the pipelined path) whenever the server advertises it. A
+//     message that needs it is still sent when it is not
 //     advertised (Exchange accepts 8-bit data) and Outcome.Warning says so.
 //   - SMTPUTF8 (RFC 6531): requested when the envelope needs it or an address
 //     is not ASCII; if the server does not advertise it the message is refused
@@ -72,16 +82,38 @@
 //     RFC 4954.
 //   - ENHANCEDSTATUSCODES (RFC 2034, codes per RFC 3463): parsed into
 //     Error.Enhanced whenever the server gives one.
-//   - PIPELINING (RFC 2920) is not used: go-smtp sends one command and waits
-//     for its reply, which RFC 2920 permits; it costs round trips, not
-//     correctness.
+//   - PIPELINING (RFC 2920), when advertised: RSET (when an earlier
+//     transaction may be open), MAIL, every RCPT and DATA go in one write,
+//     and their replies are read in order; then the body and the final ".":
+//     two round trips per message instead of four or more. Per RFC 2920
+//     §3.1: after a refused MAIL every recipient gets MAIL's reply (the 503s
+//     that follow are not reported); if DATA is answered 354 although no
+//     RCPT was accepted, only the terminating "." is sent, never the body; a
+//     refused DATA goes to the recipients accepted at RCPT. Verify sends
+//     MAIL, the RCPTs and RSET in one write. Options.NoPipelining turns it
+//     off (one command at a time through go-smtp, for servers with broken
+//     pipelining); Client.Pipelining reports the path in use.
+//   - CHUNKING (RFC 3030), when advertised together with PIPELINING: the
+//     body goes in "BDAT n" chunks of at most 128 KiB instead of DATA, up to
+//     4 chunks ahead of their replies, and ends with a separate
+//     "BDAT 0 LAST" written only after Envelope.BeforeEnd returned nil; its
+//     reply is the message's outcome. No chunk is sent before the replies
+//     to MAIL and RCPT show MAIL and at least one recipient accepted: a
+//     server that does not discard the data of a BDAT it refuses (go-smtp's
+//     server answers 502 and reads that data as commands) would otherwise
+//     execute message content. So a message costs two round trips, as with
+//     DATA. A refused chunk ends the sending (RFC 3030 §2): the replies to
+//     the chunks already sent are read, the first refusal goes to the
+//     accepted recipients, and the next transaction starts with RSET.
+//     BINARYMIME is not used. Options.NoChunking keeps DATA.
 //
 // # What it cannot do
 //
 // It does not queue, retry or bounce: that is the caller's policy. It does not
-// use CHUNKING/BDAT, DSN or REQUIRETLS. The reply text of an accepted RCPT is
-// not exposed by go-smtp, so Verify reports acceptance without text. A
-// connection interrupted after the final "." and before the reply leaves the
-// outcome unknown; it is reported as temporary, so a retry may deliver the
+// use BINARYMIME, DSN or REQUIRETLS, and it does not send BDAT data before the
+// envelope is accepted (which would save a round trip, see CHUNKING). The
+// reply text of an accepted RCPT is not kept, so Verify reports acceptance
+// without text. A connection interrupted after the final "." (or
+// "BDAT 0 LAST") and before the reply leaves the outcome unknown; it is reported as temporary, so a retry may deliver the
 // message twice (the duplicate window of RFC 5321 §4.5.3.2.6 and RFC 1047).
 package relay

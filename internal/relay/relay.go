@@ -67,6 +67,14 @@ type Options struct {
 	// Logger receives the transcript at debug level (never the AUTH payload
 	// or password) and nothing at other levels. Nil discards.
 	Logger *slog.Logger
+	// NoPipelining sends one command at a time and waits for its reply,
+	// even when the server offers PIPELINING (RFC 2920) or CHUNKING
+	// (RFC 3030): for servers whose pipelining is broken. Off by default:
+	// both are used when offered (see Client.Pipelining).
+	NoPipelining bool
+	// NoChunking sends the message with DATA even when the server offers
+	// CHUNKING; PIPELINING is still used when offered.
+	NoChunking bool
 }
 
 // Envelope is the SMTP envelope of one message (RFC 5321 §2.3.1).
@@ -125,6 +133,14 @@ type Client struct {
 	broken *Error // set when the connection can no longer be used
 	dirty  bool   // a transaction may be open: RSET before the next MAIL
 	buf    []byte // body copy buffer, reused
+	chunk  []byte // BDAT chunk buffer, reused
+
+	// The pipelined path (pipeline.go) writes through bw and reads replies
+	// through tp, both on wc; go-smtp's client keeps its own reader, but
+	// SMTP is lockstep between transactions, so neither holds bytes then.
+	mode string // modeChunking, modePipelining or modeNone
+	bw   *bufio.Writer
+	tp   *textproto.Reader
 }
 
 const copyBufferSize = 32 << 10
@@ -239,6 +255,9 @@ func (c *Client) hello() *Error {
 		return classify(op, err)
 	}
 	c.ext = parseEHLO(captured)
+	c.mode = pickMode(c.ext, c.opts)
+	c.bw = bufio.NewWriter(c.wc)
+	c.tp = textproto.NewReader(bufio.NewReader(c.wc))
 	c.maxSize = 0
 	if v, ok := c.ext["SIZE"]; ok {
 		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
@@ -435,6 +454,11 @@ func (c *Client) MaxSize() int64 { return c.maxSize }
 // TLS reports whether the connection is encrypted.
 func (c *Client) TLS() bool { return c.tls }
 
+// Pipelining reports how transactions are sent: "chunking" (PIPELINING
+// and CHUNKING, the body in BDAT chunks), "pipelining" (PIPELINING, the
+// body after DATA) or "none" (one command at a time, through go-smtp).
+func (c *Client) Pipelining() string { return c.mode }
+
 // Send runs one transaction (RFC 5321 §3.3): MAIL FROM, one RCPT per
 // recipient, DATA with body streamed through a fixed buffer, and the reply to
 // the final ".". It returns one Outcome per env.To, in order: recipients
@@ -459,184 +483,246 @@ func (c *Client) Verify(ctx context.Context, from string, to []string) ([]Outcom
 	return c.transaction(ctx, Envelope{From: from, To: to}, nil, true)
 }
 
-func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, verify bool) (out []Outcome, _ error) {
-	out = make([]Outcome, len(env.To))
+// txn is one transaction in progress.
+type txn struct {
+	env    Envelope
+	body   io.Reader
+	verify bool
+	utf8   bool   // SMTPUTF8 needed
+	valid  []bool // env.To[i] passed the local checks
+	out    []Outcome
+
+	steps    []step // pipelined replies still owed, in order
+	mailErr  *Error // MAIL refused
+	accepted []int  // indexes in out accepted at RCPT
+	dataErr  *Error // DATA or a BDAT chunk refused
+	final    string // text of the last reply read for the message
+}
+
+func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, verify bool) ([]Outcome, error) {
+	t := &txn{env: env, body: body, verify: verify, out: make([]Outcome, len(env.To))}
 	for i, a := range env.To {
-		out[i].Address = a
+		t.out[i].Address = a
 	}
 	if c.broken != nil {
 		e := &Error{Op: c.broken.Op, Message: "connection already unusable: " + c.broken.Error(), Temporary: true, Local: true, Err: c.broken}
-		return fill(out, e), e
+		return fill(t.out, e), e
 	}
 	if len(env.To) == 0 {
-		return out, nil
+		return t.out, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return out, c.lose(out, classify("mail", err))
+		return t.out, c.lose(t.out, classify("mail", err))
+	}
+	if !c.localChecks(t) {
+		return t.out, nil
 	}
 
-	// Local checks: nothing goes on the wire for a message that cannot go.
+	unbind := c.wc.bind(ctx)
+	defer unbind()
+	var e *Error
+	if c.mode == modeNone {
+		e = c.lockstep(t)
+	} else {
+		e = c.pipelined(t)
+	}
+	if e != nil {
+		return t.out, e
+	}
+	return t.out, nil
+}
+
+// localChecks refuses what cannot go before anything is written: bad
+// addresses, SMTPUTF8 not offered, SIZE over the limit. It reports whether
+// any recipient is left to try.
+func (c *Client) localChecks(t *txn) bool {
+	env, out := t.env, t.out
 	if err := checkAddress(env.From, true); err != nil {
-		return fill(out, &Error{Op: "mail", Code: 501, Enhanced: "5.1.7", Message: "invalid sender address: " + err.Error(), Local: true}), nil
+		fill(out, &Error{Op: "mail", Code: 501, Enhanced: "5.1.7", Message: "invalid sender address: " + err.Error(), Local: true})
+		return false
 	}
-	needsUTF8 := env.NeedsSMTPUTF8 || !isASCII(env.From)
-	for _, a := range env.To {
-		needsUTF8 = needsUTF8 || !isASCII(a)
-	}
-	if needsUTF8 {
-		if _, ok := c.ext["SMTPUTF8"]; !ok {
-			e := &Error{Op: "mail", Code: 554, Enhanced: "5.6.9", Message: "message needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent", Local: true}
-			if !isASCII(env.From) || !allASCII(env.To) {
-				e.Code, e.Enhanced = 553, "5.6.7"
-				e.Message = "non-ASCII address needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent"
-			}
-			return fill(out, e), nil
+	t.utf8 = env.NeedsSMTPUTF8 || NeedsSMTPUTF8(env.From, env.To)
+	if _, ok := c.ext["SMTPUTF8"]; t.utf8 && !ok {
+		e := &Error{Op: "mail", Code: 554, Enhanced: "5.6.9", Message: "message needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent", Local: true}
+		if NeedsSMTPUTF8(env.From, env.To) {
+			e.Code, e.Enhanced = 553, "5.6.7"
+			e.Message = "non-ASCII address needs SMTPUTF8 (RFC 6531) but the server does not advertise it; not sent"
 		}
+		fill(out, e)
+		return false
 	}
-	if !verify && c.maxSize > 0 && env.Size > c.maxSize {
-		return fill(out, &Error{Op: "mail", Code: 552, Enhanced: "5.3.4",
-			Message: fmt.Sprintf("message size %d exceeds the server's limit of %d (RFC 1870); not sent", env.Size, c.maxSize), Local: true}), nil
+	if !t.verify && c.maxSize > 0 && env.Size > c.maxSize {
+		fill(out, &Error{Op: "mail", Code: 552, Enhanced: "5.3.4",
+			Message: fmt.Sprintf("message size %d exceeds the server's limit of %d (RFC 1870); not sent", env.Size, c.maxSize), Local: true})
+		return false
 	}
-	valid := make([]bool, len(env.To))
+	t.valid = make([]bool, len(env.To))
 	anyValid := false
 	for i, a := range env.To {
 		if err := checkAddress(a, false); err != nil {
 			out[i].Err = &Error{Op: "rcpt", Code: 501, Enhanced: "5.1.3", Message: "invalid recipient address: " + err.Error(), Local: true}
 			continue
 		}
-		valid[i], anyValid = true, true
+		t.valid[i], anyValid = true, true
 	}
-	if !anyValid {
-		return out, nil
-	}
+	return anyValid
+}
 
-	unbind := c.wc.bind(ctx)
-	defer unbind()
-
+// lockstep runs the transaction through go-smtp, one command and one
+// reply at a time.
+func (c *Client) lockstep(t *txn) *Error {
+	out := t.out
 	if c.dirty {
 		if err := c.sc.Reset(); err != nil {
-			return out, c.lose(out, c.classify("rset", err))
+			return c.lose(out, c.classify("rset", err))
 		}
 		c.dirty = false
 	}
-
 	var mailOpts *smtp.MailOptions
-	if env.Size > 0 || needsUTF8 {
-		mailOpts = &smtp.MailOptions{Size: env.Size, UTF8: needsUTF8}
+	if t.env.Size > 0 || t.utf8 {
+		mailOpts = &smtp.MailOptions{Size: t.env.Size, UTF8: t.utf8}
 	}
-	if err := c.sc.Mail(env.From, mailOpts); err != nil {
+	if err := c.sc.Mail(t.env.From, mailOpts); err != nil {
 		e := c.classify("mail", err)
 		if connectionLost(e) {
-			return out, c.lose(out, e)
+			return c.lose(out, e)
 		}
-		for i := range out {
-			if out[i].Err == nil {
-				out[i].Err = e
-			}
-		}
-		return out, nil
+		fill(out, e)
+		return nil
 	}
 	c.dirty = true
-
-	var accepted []int
-	for i, a := range env.To {
-		if !valid[i] {
+	for i, a := range t.env.To {
+		if !t.valid[i] {
 			continue
 		}
 		if err := c.sc.Rcpt(a, nil); err != nil {
 			e := c.classify("rcpt", err)
 			out[i].Err = e
 			if connectionLost(e) {
-				return out, c.lose(out, e)
+				return c.lose(out, e)
 			}
 			continue
 		}
-		accepted = append(accepted, i)
+		t.accepted = append(t.accepted, i)
 	}
-
-	if verify || len(accepted) == 0 {
+	if t.verify || len(t.accepted) == 0 {
 		if err := c.sc.Reset(); err != nil {
-			e := c.classify("rset", err)
-			return out, c.lose(out, e)
+			return c.lose(out, c.classify("rset", err))
 		}
 		c.dirty = false
-		return out, nil
+		return nil
 	}
+	return c.lockstepData(t)
+}
 
+// lockstepData sends DATA, the body and the final "." through go-smtp.
+func (c *Client) lockstepData(t *txn) *Error {
 	dc, err := c.sc.Data()
 	if err != nil {
 		e := c.classify("data", err)
-		for _, i := range accepted {
-			out[i].Err = e
-		}
+		t.refuse(e)
 		if connectionLost(e) {
-			return out, c.lose(out, e)
+			return c.lose(t.out, e)
 		}
-		return out, nil
+		return nil
 	}
-
-	if c.buf == nil {
-		c.buf = make([]byte, copyBufferSize)
-	}
-	src := &bodyReader{r: body}
-	c.tr.beginData()
 	// go-smtp's Data has flushed "DATA" and read 354; until Close writes the
-	// terminator the connection is ours. The body goes through our own
-	// stuffer (see dotStuffer for why not go-smtp's) straight to the wire
-	// connection go-smtp itself writes to, and Close ends it with
-	// "\r\n.\r\n" as if its own writer had seen nothing.
-	stuffer := newDotStuffer(c.wc)
-	_, err = io.CopyBuffer(stuffer, src, c.buf)
-	if err == nil {
-		err = stuffer.Finish()
-	}
-	var abandoned error
-	if err == nil && env.BeforeEnd != nil {
-		if abandoned = env.BeforeEnd(); abandoned != nil {
-			err = abandoned
-		}
-	}
-	if err != nil {
-		c.tr.endData()
-		// Never send the final "." after a failure: the server would take a
-		// truncated message. Closing the connection is the only abort.
-		var e *Error
-		if abandoned != nil {
-			e = &Error{Op: "data", Message: "message abandoned before the final \".\"; connection closed: " + abandoned.Error(), Temporary: true, Local: true, Err: abandoned}
-		} else if src.err != nil {
-			e = &Error{Op: "data", Message: "reading the message body failed; connection closed without ending DATA", Temporary: true, Local: true, Err: src.err}
-		} else {
-			e = c.classify("data", err)
-			e.Temporary = true
-		}
-		return out, c.lose(out, e)
+	// terminator the connection is ours. Close ends it with "\r\n.\r\n" as
+	// if its own writer had seen nothing.
+	if e := c.writeBody(t); e != nil {
+		return c.lose(t.out, e)
 	}
 	resp, err := dc.CloseWithResponse()
 	c.tr.endData()
 	if err != nil {
 		e := c.classify("data", err)
-		for _, i := range accepted {
-			out[i].Err = e
-		}
+		t.refuse(e)
 		if connectionLost(e) {
 			// Also the duplicate window: the server may have taken it.
-			return out, c.lose(out, e)
+			return c.lose(t.out, e)
 		}
 		c.dirty = false
-		return out, nil
+		return nil
 	}
 	c.dirty = false
+	c.deliver(t, resp.StatusText)
+	return nil
+}
+
+// writeBody streams the body through the dot-stuffer (see dotStuffer for
+// why not go-smtp's writer) straight to the wire, then runs BeforeEnd:
+// all of DATA but the terminator. A non-nil error means the terminator
+// must never be sent.
+func (c *Client) writeBody(t *txn) *Error {
+	src := &bodyReader{r: t.body}
+	c.tr.beginData()
+	stuffer := newDotStuffer(c.wc)
+	_, err := io.CopyBuffer(stuffer, src, c.copyBuf())
+	if err == nil {
+		err = stuffer.Finish()
+	}
+	if err != nil {
+		return c.abandon(src, nil, err)
+	}
+	return c.beforeEnd(t, src)
+}
+
+// beforeEnd runs env.BeforeEnd, the caller's last word before the commit.
+func (c *Client) beforeEnd(t *txn, src *bodyReader) *Error {
+	if t.env.BeforeEnd == nil {
+		return nil
+	}
+	if err := t.env.BeforeEnd(); err != nil {
+		return c.abandon(src, err, err)
+	}
+	return nil
+}
+
+// abandon is the error for a message given up before its commit: the
+// caller's BeforeEnd refused (abandoned), the body could not be read, or
+// the write failed. Closing the connection is then the only abort (SMTP
+// has no way to cancel DATA, RFC 5321 §4.1.1.4).
+func (c *Client) abandon(src *bodyReader, abandoned, err error) *Error {
+	c.tr.endData()
+	switch {
+	case abandoned != nil:
+		return &Error{Op: "data", Message: "message abandoned before the final \".\"; connection closed: " + abandoned.Error(), Temporary: true, Local: true, Err: abandoned}
+	case src.err != nil:
+		return &Error{Op: "data", Message: "reading the message body failed; connection closed without ending DATA", Temporary: true, Local: true, Err: src.err}
+	}
+	e := c.classify("data", err)
+	e.Temporary = true
+	return e
+}
+
+func (c *Client) copyBuf() []byte {
+	if c.buf == nil {
+		c.buf = make([]byte, copyBufferSize)
+	}
+	return c.buf
+}
+
+// refuse gives e, the refusal of the message, to every recipient accepted
+// at RCPT.
+func (t *txn) refuse(e *Error) {
+	for _, i := range t.accepted {
+		t.out[i].Err = e
+	}
+}
+
+// deliver records the server's acceptance, reply text, for every
+// recipient accepted at RCPT.
+func (c *Client) deliver(t *txn, reply string) {
 	var warning string
-	if env.Needs8BitMIME {
+	if t.env.Needs8BitMIME {
 		if _, ok := c.ext["8BITMIME"]; !ok {
 			warning = "server does not advertise 8BITMIME (RFC 6152); 8-bit message sent as is"
 		}
 	}
-	for _, i := range accepted {
-		out[i].Reply = c.secrets.scrub(resp.StatusText)
-		out[i].Warning = warning
+	for _, i := range t.accepted {
+		t.out[i].Reply = c.secrets.scrub(reply)
+		t.out[i].Warning = warning
 	}
-	return out, nil
 }
 
 // bodyReader remembers a read error, to tell a failing source from a failing

@@ -20,19 +20,30 @@
 #   make bench-scale                          popconn over 10, 100 and 1,000 mailboxes (3 × 20 kB each)
 #                                             at parallel_mailboxes 1, 4, 16, 64; ~15 min with 3 repetitions
 #   make bench-scale BENCH_SCALE_FLAGS='--mailboxes 10,100 --reps 1'
+#   make bench-lambda                         the Lambda handler (S3 on versitygw, DynamoDB Local, each behind
+#                                             a 4 ms RTT proxy; POP3 and SMTP at 20 ms) beside local mode on
+#                                             50 × 20 kB: wall time and the AWS requests in series per message
+#                                             (infra/bench/lambda.go, series.go); 3 repetitions, ~2 min
+#   make bench-lambda BENCH_LAMBDA_FLAGS='--reps 1 --aws-rtt 10ms'
+#   POPCONN_BENCH_DELIVERIES_IN_FLIGHT=8 make bench-lambda
+#                                             deliveries_in_flight (and POPCONN_BENCH_POP3_PIPELINE_DEPTH:
+#                                             pop3_pipeline_depth) for both modes; also read by the other targets
 #   make bench-profile                        CPU profile + execution trace of popconn on workload (a),
 #                                             written under bin/bench-profile/
 #
 # Results: bench-results.md (bench-results-quick.md with --quick) and a .json
-# of every run beside it. Needs root for unshare -n (the quick-ACK rows);
-# pass BENCH_FLAGS=--netns-tools= to skip those.
+# of every run beside it; bench-lambda writes bench-results-lambda.md (it
+# needs versitygw and DynamoDB Local: infra/install-deps.sh). Needs root for
+# unshare -n (the quick-ACK rows); pass BENCH_FLAGS=--netns-tools= to skip
+# those.
 
 BENCH_FLAGS ?=
 BENCH_RTT ?= 20ms
 BENCH_SCALE_FLAGS ?= --reps 3
+BENCH_LAMBDA_FLAGS ?= --reps 3
 BENCH_PROFILE ?= $(BIN)/bench-profile/popconn-a.pprof
 
-.PHONY: bench-compare bench-rtt bench-profile bench-tools bench-scale
+.PHONY: bench-compare bench-rtt bench-profile bench-tools bench-scale bench-lambda
 
 bench-tools: deps build
 	bash infra/bench/install.sh
@@ -51,6 +62,10 @@ bench-rtt: bench-tools
 # Results: bench-results-scale.md and .json (see infra/bench/scale.go).
 bench-scale: bench-tools
 	$(BIN)/popconn-bench scale --popconn $(BIN)/popconn $(BENCH_SCALE_FLAGS)
+
+# Results: bench-results-lambda.md and .json (see infra/bench/lambda.go).
+bench-lambda: bench-tools
+	$(BIN)/popconn-bench lambda --popconn $(BIN)/popconn --out bench-results-lambda.md $(BENCH_LAMBDA_FLAGS)
 
 bench-profile: bench-tools
 	mkdir -p $(dir $(BENCH_PROFILE))

@@ -19,6 +19,10 @@ package main
 // needs round trips to open its window, which favours the bench's figures
 // for large messages. The bandwidth is that of loopback, bounded only by
 // maxQueuedChunks×delayChunkSize in flight per direction.
+//
+// An observer (SetObserver) sees every chunk once it has been delivered:
+// its connection, direction, bytes, and when it was read and written. The
+// Lambda mode (lambda.go) uses it to see when the mail links carry data.
 
 import (
 	"errors"
@@ -48,6 +52,9 @@ type DelayProxy struct {
 	target string
 	ln     net.Listener
 	oneWay atomic.Int64 // nanoseconds; read when a chunk is queued
+	// observer, if set, is called with every chunk after its write.
+	observer atomic.Pointer[func(ChunkEvent)]
+	connSeq  atomic.Uint64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -78,6 +85,28 @@ func (p *DelayProxy) SetRTT(rtt time.Duration) { p.oneWay.Store(int64(rtt / 2)) 
 
 // RTT is the round-trip time the proxy adds.
 func (p *DelayProxy) RTT() time.Duration { return 2 * time.Duration(p.oneWay.Load()) }
+
+// ChunkEvent is one chunk the proxy forwarded. The chunk was on the
+// delayed link from Read (the proxy took it from its sender) to Written
+// (the proxy handed it to its receiver, RTT/2 later).
+type ChunkEvent struct {
+	Conn     uint64 // the connection's number, from 1, in accept order
+	Upstream bool   // client to server; false: server to client
+	Data     []byte // the chunk; valid only during the call
+	Read     time.Time
+	Written  time.Time
+}
+
+// SetObserver makes f see every chunk delivered from now on (nil: none).
+// f runs on the delivering goroutine, after the write: it must be quick,
+// and it may run concurrently for different connections and directions.
+func (p *DelayProxy) SetObserver(f func(ChunkEvent)) {
+	if f == nil {
+		p.observer.Store(nil)
+		return
+	}
+	p.observer.Store(&f)
+}
 
 // Close stops accepting, closes every connection it forwards and waits for
 // all its goroutines.
@@ -159,21 +188,23 @@ func (p *DelayProxy) serve(client *net.TCPConn) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(server, client, fail) }()
-	go func() { defer wg.Done(); p.pipe(client, server, fail) }()
+	conn := p.connSeq.Add(1)
+	go func() { defer wg.Done(); p.pipe(server, client, conn, true, fail) }()
+	go func() { defer wg.Done(); p.pipe(client, server, conn, false, fail) }()
 	wg.Wait()
 }
 
 type delayedChunk struct {
-	buf *[]byte
-	n   int
-	due time.Time
+	buf  *[]byte
+	n    int
+	read time.Time
+	due  time.Time
 }
 
 // pipe copies src to dst through a queue of timestamped chunks: this
 // goroutine reads and stamps, a second one delivers each chunk when it is
-// due, in order.
-func (p *DelayProxy) pipe(dst, src *net.TCPConn, fail func()) {
+// due, in order. conn and upstream are what the observer is told.
+func (p *DelayProxy) pipe(dst, src *net.TCPConn, conn uint64, upstream bool, fail func()) {
 	q := make(chan delayedChunk, maxQueuedChunks)
 	done := make(chan struct{})
 	go func() {
@@ -187,6 +218,8 @@ func (p *DelayProxy) pipe(dst, src *net.TCPConn, fail func()) {
 				if _, err := dst.Write((*ch.buf)[:ch.n]); err != nil {
 					broken = true
 					fail() // unblocks the reader; keep draining to return the buffers
+				} else if f := p.observer.Load(); f != nil {
+					(*f)(ChunkEvent{Conn: conn, Upstream: upstream, Data: (*ch.buf)[:ch.n], Read: ch.read, Written: time.Now()})
 				}
 			}
 			chunkPool.Put(ch.buf)
@@ -198,7 +231,8 @@ func (p *DelayProxy) pipe(dst, src *net.TCPConn, fail func()) {
 		buf := chunkPool.Get().(*[]byte)
 		n, err := src.Read(*buf)
 		if n > 0 {
-			q <- delayedChunk{buf: buf, n: n, due: time.Now().Add(time.Duration(p.oneWay.Load()))}
+			now := time.Now()
+			q <- delayedChunk{buf: buf, n: n, read: now, due: now.Add(time.Duration(p.oneWay.Load()))}
 		} else {
 			chunkPool.Put(buf)
 		}

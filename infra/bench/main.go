@@ -60,6 +60,8 @@ func main() {
 			os.Exit(workerCmd(os.Args[2:]))
 		case "scale":
 			os.Exit(scaleMain(os.Args[2:]))
+		case "lambda":
+			os.Exit(lambdaMain(os.Args[2:]))
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))

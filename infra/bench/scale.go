@@ -262,17 +262,8 @@ func (e *scaleEnv) run(runDir string, runID, n, p int) (res ScaleResult) {
 	if err != nil {
 		return fail("popconn: %v%s", err, tail())
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, err := e.sink.Messages()
-		if err != nil {
-			return fail("smtp-sink counter: %v", err)
-		}
-		res.SinkGot = got - sinkBefore
-		if res.SinkGot >= res.Messages || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if res.SinkGot, err = sinkReceived(e.sink, sinkBefore, res.Messages); err != nil {
+		return fail("smtp-sink counter: %v", err)
 	}
 	for _, u := range e.users[:n] {
 		left, err := maildirCount(e.dove.Maildir(u))
@@ -408,17 +399,26 @@ func (r *scaleReport) write(path string) {
 	var failed []string
 	for _, res := range r.Results {
 		if res.Err != "" {
-			failed = append(failed, fmt.Sprintf("- FAILED: %d mailboxes, parallel %d: %s", res.Mailboxes, res.Parallel, strings.SplitN(res.Err, "\n", 2)[0]))
+			failed = append(failed, fmt.Sprintf("%d mailboxes, parallel %d: %s", res.Mailboxes, res.Parallel, res.Err))
 		}
 	}
+	writeResults("bench scale", path, &b, failed, r)
+}
+
+// writeResults ends the markdown report b with a line per failure (the
+// first line of each), writes it to path and v as JSON beside it.
+func writeResults(who, path string, b *strings.Builder, failed []string, v any) {
 	if len(failed) > 0 {
-		b.WriteString("\n" + strings.Join(failed, "\n") + "\n")
+		b.WriteString("\n")
+		for _, f := range failed {
+			fmt.Fprintf(b, "- FAILED: %s\n", strings.SplitN(f, "\n", 2)[0])
+		}
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		fmt.Fprintf(os.Stderr, "bench scale: write %s: %v\n", path, err)
+		fmt.Fprintf(os.Stderr, "%s: write %s: %v\n", who, path, err)
 	}
-	data, _ := json.MarshalIndent(r, "", "  ")
+	data, _ := json.MarshalIndent(v, "", "  ")
 	if err := os.WriteFile(jsonName(path), data, 0o644); err != nil {
-		fmt.Fprintf(os.Stderr, "bench scale: write %s: %v\n", jsonName(path), err)
+		fmt.Fprintf(os.Stderr, "%s: write %s: %v\n", who, jsonName(path), err)
 	}
 }

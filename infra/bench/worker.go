@@ -535,29 +535,32 @@ func popconnConfig(popAddr, sinkAddr string, useTLS bool, caFile, passFile, arch
 // popconnGlobalConfig is everything of a local-mode configuration but the
 // mailbox entries, which follow it (popconnMailboxConfig).
 //
-// POPCONN_BENCH_DELIVERIES_IN_FLIGHT sets deliveries_in_flight (default 1,
-// popconn's own default), so that the same run can compare settings;
-// POPCONN_BENCH_POP3_PIPELINE_DEPTH likewise sets pop3_pipeline_depth
-// (unset: popconn's default).
+// Settings that the environment may set, so that one build compares
+// them; unset, popconn's own defaults hold:
+// POPCONN_BENCH_DELIVERIES_IN_FLIGHT (deliveries_in_flight),
+// POPCONN_BENCH_POP3_PIPELINE_DEPTH (pop3_pipeline_depth),
+// POPCONN_BENCH_REPLY_WINDOW (reply_window) and
+// POPCONN_BENCH_MAX_CONNECTIONS (delivery.max_connections).
 func popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath string, parallel int) string {
 	sinkHost, sinkPort := splitHostPort(sinkAddr)
-	inFlight := "1"
-	if v := os.Getenv("POPCONN_BENCH_DELIVERIES_IN_FLIGHT"); v != "" {
-		inFlight = v
+	opt := func(env, key, indent string) string {
+		if v := os.Getenv(env); v != "" {
+			return indent + key + ": " + v + "\n"
+		}
+		return ""
 	}
-	depth := ""
-	if v := os.Getenv("POPCONN_BENCH_POP3_PIPELINE_DEPTH"); v != "" {
-		depth = "pop3_pipeline_depth: " + v + "\n"
-	}
+	top := opt("POPCONN_BENCH_DELIVERIES_IN_FLIGHT", "deliveries_in_flight", "") +
+		opt("POPCONN_BENCH_POP3_PIPELINE_DEPTH", "pop3_pipeline_depth", "") +
+		opt("POPCONN_BENCH_REPLY_WINDOW", "reply_window", "")
+	conns := opt("POPCONN_BENCH_MAX_CONNECTIONS", "max_connections", "  ")
 	return fmt.Sprintf(`postmaster: postmaster@corp.example
 parallel_mailboxes: %d
-deliveries_in_flight: %s
 %sdelivery:
   host: %s
   port: %s
   tls: none
   helo_domain: bench.example
-  timeout: 120s
+%s  timeout: 120s
 archive:
   dir: %s
 ledger:
@@ -566,7 +569,7 @@ log:
   level: info
   format: json
 mailboxes:
-`, parallel, inFlight, depth, sinkHost, sinkPort, archiveDir, ledgerPath)
+`, parallel, top, sinkHost, sinkPort, conns, archiveDir, ledgerPath)
 }
 
 // popconnMailboxConfig is one entry of the mailboxes list: everything

@@ -127,7 +127,7 @@ func testRoute(routing *app.Routing, rt route.Route, opts relay.Options, postmas
 	if n := c.MaxSize(); n > 0 {
 		size = fmt.Sprintf(", message size limit %d bytes", n)
 	}
-	fmt.Fprintf(w, "  connect, EHLO: OK (%s; %s%s)\n", tlsState, auth, size)
+	fmt.Fprintf(w, "  connect, EHLO: OK (%s; %s%s; transactions: %s)\n", tlsState, auth, size, transactionMode(c.Pipelining()))
 	if len(to) == 0 {
 		fmt.Fprintln(w, "  no configured Exchange address is routed here; nothing to check")
 		return 0
@@ -288,4 +288,16 @@ func orNoOutcome(err error) error {
 		return errors.New("no outcome from the SMTP server")
 	}
 	return err
+}
+
+// transactionMode says in words how messages are sent on a connection
+// (relay.Client.Pipelining).
+func transactionMode(mode string) string {
+	switch mode {
+	case "chunking":
+		return "PIPELINING with CHUNKING (BDAT)"
+	case "pipelining":
+		return "PIPELINING"
+	}
+	return "one command at a time"
 }

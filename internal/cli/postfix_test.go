@@ -80,7 +80,7 @@ func TestTestRelayPostfixRefusals(t *testing.T) {
 	cfg := relayConfig(t, pf.Addr, ca, "", "sales@corp.example", "orders@other.example", "nobody@corp.example")
 	out := runCLI(t, 1, "test-relay", "--config", cfg)
 	wantLines(t, out,
-		"connect, EHLO: OK (TLS verified; no AUTH configured, message size limit 10240000 bytes)",
+		"connect, EHLO: OK (TLS verified; no AUTH configured, message size limit 10240000 bytes; transactions: PIPELINING with CHUNKING (BDAT))",
 		"RCPT TO:<sales@corp.example>: OK",
 		"RCPT TO:<orders@other.example>: FAILED: smtp rcpt: 554 5.7.1 <orders@other.example>: Relay access denied",
 		"cause: Exchange will not accept mail for orders@other.example from this connector: other.example is not an accepted domain",
@@ -127,7 +127,8 @@ func TestTestNotifyPostfix(t *testing.T) {
 	ca := fmt.Sprintf("tls: starttls, ca_file: %s", pf.CA.CertFile)
 	cfg := relayConfig(t, pf.Addr, ca, "notify: {to: mailadmin@corp.example}\n", "sales@corp.example")
 	out := runCLI(t, 0, "test-notify", "--config", cfg)
-	wantLines(t, out, "test notification to mailadmin@corp.example accepted by route delivery", ": 2.0.0 Ok: queued as ")
+	// Postfix's reply names the queue id ("queued as", and the size over BDAT).
+	wantLines(t, out, "test notification to mailadmin@corp.example accepted by route delivery", ": 2.0.0 Ok: ", " queued as ")
 	got := pf.Messages(t, "mailadmin@corp.example")
 	if len(got) != 1 {
 		t.Fatalf("%d messages in the Maildir of mailadmin@corp.example, want 1", len(got))

@@ -55,9 +55,8 @@ type Config struct {
 	// parallel_mailboxes. Default 4, 1..64.
 	ParallelMailboxes int
 	// DeliveriesInFlight is how many messages of one mailbox's poll are
-	// delivered at once, each over an SMTP connection of its own; it is
-	// also the declared reply window: at most this many messages per
-	// mailbox polled at once may be relayed again after a crash. Key:
+	// delivered at once, each over an SMTP connection of its own (within
+	// the route's max_connections, shared by every mailbox). Key:
 	// deliveries_in_flight. Default defaultDeliveriesInFlight, 1..16
 	// (1: one at a time, in server order).
 	DeliveriesInFlight int
@@ -475,7 +474,7 @@ const (
 
 	defaultPollInterval       = 5 * time.Minute
 	defaultParallelMailboxes  = 4
-	defaultDeliveriesInFlight = 1
+	defaultDeliveriesInFlight = 16
 	defaultArchiveDir         = "./popconn-data/archive"
 	defaultLedgerPath         = "./popconn-data/ledger.db"
 	defaultMaxMessagesPerPoll = 500

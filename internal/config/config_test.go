@@ -222,7 +222,7 @@ func TestParseValidMinimalAppliesDefaults(t *testing.T) {
 	want := &Config{
 		Postmaster:        "postmaster@corp.example",
 		PollInterval:      5 * time.Minute,
-		ParallelMailboxes: 4, DeliveriesInFlight: 1, ReplyWindow: DefaultReplyWindow, POP3PipelineDepth: 8,
+		ParallelMailboxes: 4, DeliveriesInFlight: 16, ReplyWindow: DefaultReplyWindow, POP3PipelineDepth: 8,
 		Retry: Retry{Interval: 10 * time.Minute, MaxInterval: 2 * time.Hour, GiveUpAfter: 120 * time.Hour},
 		Delivery: Delivery{
 			Host: "exchange.corp.example", Port: 25, TLS: tlsmode.StartTLS,

@@ -100,8 +100,7 @@ type Connector struct {
 	// context instead would cut DATA and widen the duplicate window).
 	Drain <-chan struct{}
 
-	gatesOnce sync.Once
-	shared    *gates // the process-wide limits (gates.go)
+	shared *gates // the process-wide limits (gates.go), shared by copies made with ForPoller
 }
 
 // Result summarises one poll of one mailbox.
@@ -213,6 +212,7 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		res.Err = fmt.Errorf("mailbox %s: %w", mb.ID, res.Err)
 		return res
 	}
+	p.routing.log = p.log
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res.Err = p.run(pctx)
@@ -291,6 +291,10 @@ func (p *poll) run(ctx context.Context) (err error) {
 	if err := p.retryNotices(ctx, recs); err != nil {
 		return err
 	}
+	// Nothing of the main session needs SMTP any more: its connections
+	// say QUIT while the POP3 side deletes (the held refetch dials again
+	// if it must notify).
+	p.routing.closeIdleAsync()
 	p.oldest = p.oldestUndelivered(byUID)
 	if err := p.waitOutcomes(); err != nil { // deletion needs every delivery recorded (rule 1)
 		return err

@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,11 +28,28 @@ type gates struct {
 	routes map[string]*routeGate // by lower-cased route name
 }
 
+// gatesMu guards the first use of every Connector's shared limits: a
+// lock of the package, so that a Connector stays a plain value to copy.
+var gatesMu sync.Mutex
+
 func (c *Connector) gates() *gates {
-	c.gatesOnce.Do(func() {
+	gatesMu.Lock()
+	defer gatesMu.Unlock()
+	if c.shared == nil {
 		c.shared = &gates{window: make(chan struct{}, max(c.Settings.ReplyWindow, 1)), routes: map[string]*routeGate{}}
-	})
+	}
 	return c.shared
+}
+
+// ForPoller is a copy of c for one poller of the same process (a Lambda
+// invocation): its own logger and lease owner, the same process-wide
+// limits (reply window, route connections) as c and every other copy.
+func (c *Connector) ForPoller(log *slog.Logger, leaseOwner string) *Connector {
+	c.gates()
+	cp := *c
+	cp.Logger = log
+	cp.Settings.LeaseOwner = leaseOwner
+	return &cp
 }
 
 // replySlot is one message's place in the reply window. acquire takes it

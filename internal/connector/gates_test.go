@@ -138,3 +138,35 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The connections the first deliveries use are opened while their
+// messages are fetched, one per message up to the deliveries in flight,
+// and a poll with nothing to deliver opens none.
+func TestConnectionsOpenedAheadOfDeliveries(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		msgs, inFlight int
+		wantDials      int
+	}{
+		{"fewer messages than deliveries in flight", 3, 8, 3},
+		{"more messages than deliveries in flight", 12, 4, 4},
+		{"one at a time", 5, 1, 1},
+		{"nothing to deliver", 0, 8, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs := make([]connectortest.Message, tc.msgs)
+			for i := range msgs {
+				msgs[i] = fakeMsg(i + 1)
+			}
+			r := newFakeRig(t, msgs...)
+			r.inFlight, r.window = tc.inFlight, 4
+			res := r.poll()
+			if res.Err != nil || res.Delivered != tc.msgs || r.box.Len() != 0 {
+				t.Fatalf("result %+v, %d left", res, r.box.Len())
+			}
+			if st := r.smtp.Stats(); st.Dials != tc.wantDials || st.Open != 0 {
+				t.Errorf("stats %+v, want %d dials and none left open", st, tc.wantDials)
+			}
+		})
+	}
+}

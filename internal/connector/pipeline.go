@@ -118,6 +118,7 @@ func (p *poll) planFetch(ctx context.Context, msgs []ServerMessage, byUID map[st
 // delete. What is to be delivered is queued.
 func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[string]*ledger.Record, q *ordered[*work]) ([]deletion, error) {
 	plan := p.planFetch(ctx, msgs, byUID)
+	p.warmRoutes(ctx, plan)
 	retr, done := p.retrieval(ctx, plan)
 	untrusting := false
 	defer func() { done(untrusting) }()
@@ -179,6 +180,23 @@ func (p *poll) fetchStage(ctx context.Context, msgs []ServerMessage, byUID map[s
 		}
 	}
 	return dels, nil
+}
+
+// warmRoutes opens the SMTP connections the plan's first deliveries will
+// use while their messages are fetched (routing.warm): one per message to
+// deliver, up to Settings.DeliveriesInFlight. Only a mailbox with fixed
+// recipients knows its routes before a message is read.
+func (p *poll) warmRoutes(ctx context.Context, plan []step) {
+	if p.mb.Global != nil {
+		return
+	}
+	n := 0
+	for _, st := range plan {
+		if st.d.Action == ActFetch || st.d.Action == ActDeliver {
+			n++
+		}
+	}
+	p.routing.warm(ctx, p.mb.DeliverTo, min(n, max(p.c.Settings.DeliveriesInFlight, 1)))
 }
 
 // retrieval returns how the fetch stage gets each message's body: from

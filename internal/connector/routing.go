@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -26,10 +27,14 @@ type routing struct {
 	table *route.Table
 	dial  RouteDialer
 	gates *gates // the process-wide connection limit of each route
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	idle    map[string][]*pooled    // open and not in use, by lower-cased route name
 	open    []*pooled               // every open connection, for a stable close order
+	warming map[string]int          // connections being opened ahead (warm), by lower-cased route name
+	warmed  sync.Cond               // on mu: a connection opened ahead is ready, or failed
+	ahead   sync.WaitGroup          // the goroutines of warm and closeIdleAsync
 	down    route.Down              // routes that could not be reached
 	downErr map[string]*relay.Error // why, by lower-cased route name
 	// limit is the smallest SIZE limit (RFC 1870) a connection of this
@@ -38,8 +43,9 @@ type routing struct {
 }
 
 func (c *Connector) newRouting() (*routing, error) {
-	rt := &routing{table: c.Routes, dial: c.DialRoute, gates: c.gates(), idle: map[string][]*pooled{},
-		down: route.Down{}, downErr: map[string]*relay.Error{}}
+	rt := &routing{table: c.Routes, dial: c.DialRoute, gates: c.gates(), log: c.log(), idle: map[string][]*pooled{},
+		warming: map[string]int{}, down: route.Down{}, downErr: map[string]*relay.Error{}}
+	rt.warmed.L = &rt.mu
 	if rt.table == nil || rt.dial == nil {
 		return nil, errors.New("connector: no routes or no route dialer configured")
 	}
@@ -60,15 +66,21 @@ type pooled struct {
 func (rt *routing) acquire(ctx context.Context, r route.Route) (*pooled, error) {
 	key := strings.ToLower(r.Name)
 	rt.mu.Lock()
-	if e := rt.downErr[key]; e != nil {
-		rt.mu.Unlock()
-		return nil, e
-	}
-	if n := len(rt.idle[key]); n > 0 {
-		c := rt.idle[key][n-1]
-		rt.idle[key] = rt.idle[key][:n-1]
-		rt.mu.Unlock()
-		return c, nil
+	for {
+		if e := rt.downErr[key]; e != nil {
+			rt.mu.Unlock()
+			return nil, e
+		}
+		if n := len(rt.idle[key]); n > 0 {
+			c := rt.idle[key][n-1]
+			rt.idle[key] = rt.idle[key][:n-1]
+			rt.mu.Unlock()
+			return c, nil
+		}
+		if rt.warming[key] == 0 {
+			break
+		}
+		rt.warmed.Wait() // one being opened ahead is as near as a new one, and within the limit
 	}
 	rt.mu.Unlock()
 	gate := rt.gates.route(r.Name, r.MaxConnections)
@@ -81,6 +93,60 @@ func (rt *routing) acquire(ctx context.Context, r route.Route) (*pooled, error) 
 			return nil, &relay.Error{Op: "connect", Message: err.Error(), Temporary: true, Local: true, Err: err}
 		}
 	}
+	return rt.dialNew(ctx, r, gate)
+}
+
+// warm opens up to n connections of each route that to needs, ahead and
+// at once, so that the first deliveries find them ready: their connect,
+// greeting and EHLO overlap the first fetches instead of following them.
+// Only places free in the route's limit are taken; nothing waits. A route
+// that cannot be reached is marked down, as the first delivery would.
+func (rt *routing) warm(ctx context.Context, to []string, n int) {
+	if n <= 0 || len(to) == 0 {
+		return
+	}
+	for _, g := range rt.table.PlanAvoiding(to, rt.downNow()) {
+		if g.Unroutable() {
+			continue
+		}
+		r := *g.Route
+		key := strings.ToLower(r.Name)
+		gate := rt.gates.route(r.Name, r.MaxConnections)
+		for range n {
+			if !gate.tryTake() {
+				break
+			}
+			rt.mu.Lock()
+			rt.warming[key]++
+			rt.mu.Unlock()
+			rt.ahead.Go(func() {
+				var err error
+				defer func() {
+					if err != nil {
+						rt.log.Error("opening an SMTP connection ahead", "route", r.Name, "err", err)
+					}
+				}()
+				defer recovered(&err, "while opening an SMTP connection ahead")
+				defer func() {
+					rt.mu.Lock()
+					rt.warming[key]--
+					rt.warmed.Broadcast()
+					rt.mu.Unlock()
+				}()
+				c, derr := rt.dialNew(ctx, r, gate)
+				if derr != nil {
+					rt.log.Warn("route unreachable; failing over", "route", r.Name, "host", r.Addr(), "err", derr)
+					return
+				}
+				rt.release(r, c)
+			})
+		}
+	}
+}
+
+// dialNew opens a connection of r in the place taken in gate.
+func (rt *routing) dialNew(ctx context.Context, r route.Route, gate *routeGate) (*pooled, error) {
+	key := strings.ToLower(r.Name)
 	conn, err := rt.dial(ctx, r)
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -134,6 +200,21 @@ func (rt *routing) end(c *pooled, polite bool) {
 	}
 }
 
+// closeIdleAsync ends the poll's idle connections on a goroutine of their
+// own; closeAll waits for it.
+func (rt *routing) closeIdleAsync() {
+	rt.ahead.Go(func() {
+		var err error
+		defer func() {
+			if err != nil {
+				rt.log.Error("closing SMTP connections", "err", err)
+			}
+		}()
+		defer recovered(&err, "while closing SMTP connections")
+		rt.closeIdle()
+	})
+}
+
 // closeIdle ends the poll's idle connections.
 func (rt *routing) closeIdle() {
 	rt.mu.Lock()
@@ -143,9 +224,7 @@ func (rt *routing) closeIdle() {
 	}
 	rt.idle = map[string][]*pooled{}
 	rt.mu.Unlock()
-	for _, c := range idle {
-		rt.end(c, true)
-	}
+	rt.endAll(idle)
 }
 
 // downNow is a copy of the routes found down so far.
@@ -158,13 +237,31 @@ func (rt *routing) downNow() route.Down {
 // closeAll ends every connection: QUIT, or a plain close when QUIT fails.
 // Nothing may use the routing after it.
 func (rt *routing) closeAll() {
+	rt.ahead.Wait()
 	rt.mu.Lock()
 	open := slices.Clone(rt.open)
 	rt.idle = map[string][]*pooled{}
 	rt.mu.Unlock()
-	for _, c := range open {
-		rt.end(c, true)
+	rt.endAll(open)
+}
+
+// endAll ends conns with their QUITs at once, so that closing costs one
+// round trip, not one per connection.
+func (rt *routing) endAll(conns []*pooled) {
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			var err error
+			defer func() {
+				if err != nil {
+					rt.log.Error("closing an SMTP connection", "err", err)
+				}
+			}()
+			defer recovered(&err, "while closing an SMTP connection")
+			rt.end(c, true)
+		})
 	}
+	wg.Wait()
 }
 
 // sizeLimit is the smallest SIZE limit (RFC 1870) a connection of this

@@ -309,8 +309,9 @@ func TestHandler(t *testing.T) {
 		// smtp-sink delays its 354 by 3s, so each delivery takes over 3s;
 		// the connector keeps 2×4s+5s = 13s in hand. With 1s reserve and a
 		// 16.5s deadline the first delivery starts (about 15s left) and
-		// the second does not (under 13s left).
-		r := newRig(t, srv, rigOptions{sinkArgs: []string{"-w", "3"}, deliveryTimeout: 4 * time.Second})
+		// the second does not (under 13s left). One delivery at a time,
+		// so that the second waits for the first.
+		r := newRig(t, srv, rigOptions{sinkArgs: []string{"-w", "3"}, deliveryTimeout: 4 * time.Second, inFlight: 1})
 		const n = 2
 		for i := 0; i < n; i++ {
 			r.dove.Deliver(t, "sales", message(i, "partial"))

@@ -215,9 +215,7 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 
 	// Each invocation is its own poller: a lease owner that no other
 	// invocation shares, even in the same container or process.
-	c := *a.Connector
-	c.Logger = logger
-	c.Settings.LeaseOwner = leaseOwner(reqID)
+	c := a.Connector.ForPoller(logger, leaseOwner(reqID))
 
 	pctx, cancel := f.pollContext(ctx)
 	defer cancel()

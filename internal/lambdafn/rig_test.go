@@ -70,6 +70,7 @@ type rig struct {
 type rigOptions struct {
 	sinkArgs        []string      // extra smtp-sink arguments (e.g. -w N)
 	deliveryTimeout time.Duration // default 10s
+	inFlight        int           // deliveries_in_flight; 0: popconn's default
 }
 
 var rigSeq struct {
@@ -102,14 +103,18 @@ func newRig(t testing.TB, srv *awsServers, o rigOptions) *rig {
 	}
 	// The archive and ledger sections point nowhere usable: AWS mode must
 	// ignore them.
+	inFlight := ""
+	if o.inFlight > 0 {
+		inFlight = fmt.Sprintf("deliveries_in_flight: %d\n", o.inFlight)
+	}
 	r.cfgYAML = fmt.Sprintf(`postmaster: postmaster@corp.example
 parallel_mailboxes: 2
-delivery: {host: localhost, port: %s, tls: starttls, ca_file: "%s", timeout: %s}
+%sdelivery: {host: localhost, port: %s, tls: starttls, ca_file: "%s", timeout: %s}
 archive: {dir: /nonexistent/popconn-archive}
 ledger: {path: /nonexistent/popconn-ledger.db}
 log: {level: debug}
 mailboxes:
-%s%s%s`, port, ca, o.deliveryTimeout,
+%s%s%s`, inFlight, port, ca, o.deliveryTimeout,
 		mbox("sales", "ssm:/popconn/sales", ""),
 		mbox("support", "secretsmanager:popconn/support#password", ""),
 		mbox("old", "ssm:/popconn/old", ", enabled: false"))

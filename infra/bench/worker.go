@@ -273,6 +273,7 @@ func (e *env) Run(job Job) (res Result) {
 	outFile := filepath.Join(runDir, "output.txt")
 	tail := func() string { return tailFile(outFile, 15) }
 	res.WallSec, res.TimeV, err = runTimed(argv, runDir, e.cfg.Timeout)
+	keepOutput(outFile, job)
 	if err != nil {
 		return fail("%s: %v%s", job.Tool, err, tail())
 	}
@@ -539,8 +540,10 @@ func popconnConfig(popAddr, sinkAddr string, useTLS bool, caFile, passFile, arch
 // them; unset, popconn's own defaults hold:
 // POPCONN_BENCH_DELIVERIES_IN_FLIGHT (deliveries_in_flight),
 // POPCONN_BENCH_POP3_PIPELINE_DEPTH (pop3_pipeline_depth),
-// POPCONN_BENCH_REPLY_WINDOW (reply_window) and
-// POPCONN_BENCH_MAX_CONNECTIONS (delivery.max_connections).
+// POPCONN_BENCH_REPLY_WINDOW (reply_window),
+// POPCONN_BENCH_MAX_CONNECTIONS (delivery.max_connections) and
+// POPCONN_BENCH_LOG_LEVEL (log.level, default info; debug shows the
+// protocol transcripts, with a timestamp per line).
 func popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath string, parallel int) string {
 	sinkHost, sinkPort := splitHostPort(sinkAddr)
 	opt := func(env, key, indent string) string {
@@ -553,6 +556,10 @@ func popconnGlobalConfig(sinkAddr, archiveDir, ledgerPath string, parallel int) 
 		opt("POPCONN_BENCH_POP3_PIPELINE_DEPTH", "pop3_pipeline_depth", "") +
 		opt("POPCONN_BENCH_REPLY_WINDOW", "reply_window", "")
 	conns := opt("POPCONN_BENCH_MAX_CONNECTIONS", "max_connections", "  ")
+	level := "info"
+	if v := os.Getenv("POPCONN_BENCH_LOG_LEVEL"); v != "" {
+		level = v
+	}
 	return fmt.Sprintf(`postmaster: postmaster@corp.example
 parallel_mailboxes: %d
 %sdelivery:
@@ -566,10 +573,10 @@ archive:
 ledger:
   path: %s
 log:
-  level: info
+  level: %s
   format: json
 mailboxes:
-`, parallel, top, sinkHost, sinkPort, conns, archiveDir, ledgerPath)
+`, parallel, top, sinkHost, sinkPort, conns, archiveDir, ledgerPath, level)
 }
 
 // popconnMailboxConfig is one entry of the mailboxes list: everything
@@ -821,4 +828,20 @@ func workerMain(cfg workerConfig, quickack bool) int {
 			return 1
 		}
 	}
+}
+
+// keepOutput copies a run's output (popconn's JSON log, with a timestamp
+// per line) into the directory POPCONN_BENCH_KEEP_OUTPUT names, if set,
+// as run-<id>-<tool>.txt: where a run's time went, line by line.
+func keepOutput(outFile string, job Job) {
+	dir := os.Getenv("POPCONN_BENCH_KEEP_OUTPUT")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(outFile)
+	if err != nil {
+		return
+	}
+	name := fmt.Sprintf("run-%d-%s.txt", job.RunID, strings.ReplaceAll(job.Tool, " ", "_"))
+	_ = os.WriteFile(filepath.Join(dir, name), b, 0o644)
 }

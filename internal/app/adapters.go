@@ -34,7 +34,10 @@ func (s popSource) RetrPipelined(ctx context.Context, nums []int, depth int) con
 }
 func (s popSource) Dele(ctx context.Context, nums ...int) error { return s.c.Dele(ctx, nums...) }
 func (s popSource) Quit(ctx context.Context) error              { return s.c.Quit(ctx) }
-func (s popSource) Close() error                                { return s.c.Close() }
+func (s popSource) DeleQuit(ctx context.Context, nums ...int) (deleErr, quitErr error) {
+	return s.c.DeleQuit(ctx, nums...)
+}
+func (s popSource) Close() error { return s.c.Close() }
 
 // DialPOP3 returns a SourceDialer that connects and logs in with a
 // password (AUTH PLAIN if offered, else USER/PASS).

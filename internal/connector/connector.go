@@ -621,9 +621,15 @@ func (p *poll) deleteDelivered(ctx context.Context, dels []deletion, quitted *bo
 	if ctx.Err() == nil {
 		cctx = ctx
 	}
-	deleErr := p.src.Dele(cctx, nums...)
+	var deleErr, quitErr error
+	if dq, ok := p.src.(DeleQuitter); ok {
+		deleErr, quitErr = dq.DeleQuit(cctx, nums...)
+	} else {
+		deleErr = p.src.Dele(cctx, nums...)
+		quitErr = p.src.Quit(cctx)
+	}
 	*quitted = true
-	if err := p.src.Quit(cctx); err != nil {
+	if err := quitErr; err != nil {
 		p.src.Close()
 		return fmt.Errorf("mailbox %s: QUIT after DELE (deletions not confirmed; the next poll deletes again): %w", p.mb.ID, err)
 	}

@@ -14,6 +14,14 @@ type ServerMessage struct {
 	UID  string // UIDL unique-id
 }
 
+// DeleQuitter is a Source that can send its DELEs and QUIT in one write
+// (package pop3, when the server offers PIPELINING): deleting costs one
+// round trip less. deleErr is what Dele would return, quitErr what Quit
+// would.
+type DeleQuitter interface {
+	DeleQuit(ctx context.Context, nums ...int) (deleErr, quitErr error)
+}
+
 // Source is one authenticated POP3 session (package pop3 provides it).
 type Source interface {
 	// ListAll returns every message with its number, size and UIDL.

@@ -561,7 +561,7 @@ func TestListAllMismatch(t *testing.T) {
 // before it answers any: a client that waited for each answer would stall
 // and time out.
 func TestDelePipelined(t *testing.T) {
-	const total, failing = 150, 70
+	const total, failing = 2*deleWindow + 22, deleWindow + 6
 	var received int
 	srv := pop3test.NewServer(t, func(s *pop3test.Session) {
 		if !greet(s, "PIPELINING") {
@@ -569,7 +569,7 @@ func TestDelePipelined(t *testing.T) {
 		}
 		next := 1
 		for next <= total {
-			batch := min(pipelineWindow, total-next+1)
+			batch := min(deleWindow, total-next+1)
 			var resp []string
 			for i := 0; i < batch; i++ {
 				cmd, err := s.ReadCommand()
@@ -581,7 +581,7 @@ func TestDelePipelined(t *testing.T) {
 					t.Errorf("got %q, want %q", cmd, want)
 				}
 				if next+i == failing {
-					resp = append(resp, "-ERR message 70 already deleted")
+					resp = append(resp, fmt.Sprintf("-ERR message %d already deleted", failing))
 				} else {
 					resp = append(resp, "+OK")
 				}
@@ -605,8 +605,8 @@ func TestDelePipelined(t *testing.T) {
 	}
 	err := c.Dele(context.Background(), nums...)
 	var e *Error
-	if !errors.As(err, &e) || e.Command != "DELE 70" {
-		t.Fatalf("Dele = %v, want *Error for DELE 70", err)
+	if !errors.As(err, &e) || e.Command != fmt.Sprintf("DELE %d", failing) {
+		t.Fatalf("Dele = %v, want *Error for DELE %d", err, failing)
 	}
 	// The session is in sync: the rest of the failing batch was read.
 	if err := c.Noop(context.Background()); err != nil {
@@ -614,8 +614,8 @@ func TestDelePipelined(t *testing.T) {
 	}
 	c.Close()
 	srv.Close()
-	if received != 2*pipelineWindow {
-		t.Errorf("server received %d DELEs, want %d (no batch after the failing one)", received, 2*pipelineWindow)
+	if received != 2*deleWindow {
+		t.Errorf("server received %d DELEs, want %d (no batch after the failing one)", received, 2*deleWindow)
 	}
 }
 
@@ -934,6 +934,91 @@ func TestDifferentialGoPop3Raw(t *testing.T) {
 			}
 			if buf.String() != tc.gopop3 {
 				t.Errorf("go-pop3 = %q, recorded behaviour %q", buf.String(), tc.gopop3)
+			}
+		})
+	}
+}
+
+// DeleQuit sends QUIT with the last batch of DELEs when the server offers
+// PIPELINING: the server here reads every command up to QUIT before it
+// answers any, which a client waiting between DELE and QUIT would not
+// survive. A refused DELE is reported and QUIT still decides; without
+// PIPELINING each command waits for its answer.
+func TestDeleQuit(t *testing.T) {
+	tests := []struct {
+		name      string
+		capa      string
+		n         int
+		refuse    int    // the DELE answered -ERR; 0: none
+		quitReply string // the reply to QUIT
+		wantDele  string // the Command of deleErr; "" for nil
+		wantQuit  bool   // QUIT answered +OK
+	}{
+		{"pipelined, one batch", "PIPELINING", 5, 0, "+OK bye", "", true},
+		{"pipelined, several batches", "PIPELINING", 2*deleWindow + 3, 0, "+OK bye", "", true},
+		{"pipelined, a DELE refused", "PIPELINING", 5, 3, "+OK bye", "DELE 3", true},
+		{"pipelined, QUIT refused", "PIPELINING", 5, 0, "-ERR cannot update", "", false},
+		{"one at a time", "USER", 3, 0, "+OK bye", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			srv := pop3test.NewServer(t, func(s *pop3test.Session) {
+				if !greet(s, tt.capa) {
+					return
+				}
+				var pending []string
+				answer := func(cmd string) string {
+					if cmd == fmt.Sprintf("DELE %d", tt.refuse) {
+						return "-ERR no such message"
+					}
+					return "+OK"
+				}
+				for {
+					cmd, err := s.ReadCommand()
+					if err != nil {
+						return
+					}
+					got = append(got, cmd)
+					pipelined := tt.capa == "PIPELINING"
+					lastOfBatch := len(pending)+1 == deleWindow
+					switch {
+					case cmd == "QUIT":
+						s.Send(append(pending, tt.quitReply)...)
+						return
+					case !pipelined:
+						s.Send(answer(cmd))
+					case lastOfBatch:
+						// A full batch is answered at once (the client
+						// reads its replies before the next one).
+						s.Send(append(pending, answer(cmd))...)
+						pending = nil
+					default:
+						pending = append(pending, answer(cmd))
+					}
+				}
+			})
+			opts := plainOpts(srv.Addr)
+			opts.Timeout = 2 * time.Second
+			c := dialT(t, opts)
+			nums := make([]int, tt.n)
+			for i := range nums {
+				nums[i] = i + 1
+			}
+			deleErr, err := c.DeleQuit(context.Background(), nums...)
+			var e *Error
+			switch {
+			case tt.wantDele == "" && deleErr != nil:
+				t.Errorf("deleErr = %v, want nil", deleErr)
+			case tt.wantDele != "" && (!errors.As(deleErr, &e) || e.Command != tt.wantDele):
+				t.Errorf("deleErr = %v, want *Error for %s", deleErr, tt.wantDele)
+			}
+			if (err == nil) != tt.wantQuit {
+				t.Errorf("QUIT error = %v, want ok=%v", err, tt.wantQuit)
+			}
+			srv.Close()
+			if len(got) != tt.n+1 || got[len(got)-1] != "QUIT" {
+				t.Errorf("server got %d commands ending %q, want %d DELEs and QUIT", len(got), got[len(got)-1], tt.n)
 			}
 		})
 	}

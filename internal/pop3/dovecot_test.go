@@ -275,7 +275,7 @@ func TestDovecot(t *testing.T) {
 	})
 
 	t.Run("pipelined DELE of more than one window", func(t *testing.T) {
-		const n = pipelineWindow + 20
+		const n = deleWindow + 20
 		for i := 0; i < n; i++ {
 			d.Deliver(t, "pipeline", fmt.Appendf(nil, "Subject: %d\r\n\r\nbody %d\r\n", i, i))
 		}

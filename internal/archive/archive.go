@@ -81,3 +81,20 @@ func KeyFor(mailbox, uidl string, firstSeen time.Time) string {
 	t := firstSeen.UTC()
 	return fmt.Sprintf("%s/%04d/%02d/%02d/%s.eml", mailbox, t.Year(), int(t.Month()), t.Day(), hex.EncodeToString(sum[:12]))
 }
+
+// ContextReader reads r until ctx is done, then fails with ctx's error:
+// a cancelled Put (or Open) stops mid-stream instead of running to the
+// end of a large message.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return &ctxReader{ctx: ctx, r: r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -69,7 +69,7 @@ func (m *Memory) Stage(ctx context.Context, key string, meta archive.Meta, r io.
 	}
 	var buf bytes.Buffer
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(&buf, h), &ctxReader{ctx: ctx, r: r}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(&buf, h), archive.ContextReader(ctx, r)); err != nil {
 		return nil, fmt.Errorf("archivetest: stage %s: %w", key, err)
 	}
 	return &memStaged{m: m, key: key, meta: meta, data: buf.Bytes(),
@@ -87,7 +87,7 @@ func (m *Memory) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if !ok {
 		return nil, fmt.Errorf("archivetest: open %s: %w", key, archive.ErrNotFound)
 	}
-	return io.NopCloser(&ctxReader{ctx: ctx, r: bytes.NewReader(o.data)}), nil
+	return io.NopCloser(archive.ContextReader(ctx, bytes.NewReader(o.data))), nil
 }
 
 // Keys returns the keys of the stored objects, sorted.
@@ -160,20 +160,6 @@ func (s *memStaged) Discard() {
 	if !s.committed {
 		s.discarded, s.data = true, nil
 	}
-}
-
-// ctxReader fails once ctx is done, so a cancelled Put stops mid-stream
-// as the real backends do.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

@@ -562,23 +562,16 @@ func (a *Archive) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s (not a regular file)", archive.ErrNotFound, key)
 	}
-	return &ctxReader{ctx: ctx, f: f}, nil
+	return &fileReader{Reader: archive.ContextReader(ctx, f), f: f}, nil
 }
 
-// ctxReader stops reading once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	f   *os.File
+// fileReader is an open object: reads stop once its context is done.
+type fileReader struct {
+	io.Reader
+	f *os.File
 }
 
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.f.Read(p)
-}
-
-func (r *ctxReader) Close() error { return r.f.Close() }
+func (r *fileReader) Close() error { return r.f.Close() }
 
 // isNotDir reports a path whose parent is a file: no object can be there.
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }

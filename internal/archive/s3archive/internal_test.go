@@ -1,6 +1,7 @@
 package s3archive
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,11 +17,11 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 		wantErr string
 	}{
 		{"Defaults", Options{Bucket: "b"},
-			Options{Bucket: "b", SSE: "AES256", PartSize: 8 << 20, MultipartThreshold: 8 << 20, Concurrency: 2, FailTimeout: 10 * time.Second}, ""},
+			Options{Bucket: "b", SSE: "AES256", PartSize: 8 << 20, MultipartThreshold: 8 << 20, Concurrency: 2, FailTimeout: 10 * time.Second, SpoolDir: os.TempDir(), SpoolFiles: DefaultSpoolFiles, SpoolBytes: DefaultSpoolBytes}, ""},
 		{"KMSWithKey", Options{Bucket: "b", SSE: "aws:kms", KMSKeyID: "alias/k", Prefix: "/mail/archive/"},
-			Options{Bucket: "b", Prefix: "mail/archive", SSE: "aws:kms", KMSKeyID: "alias/k", PartSize: 8 << 20, MultipartThreshold: 8 << 20, Concurrency: 2, FailTimeout: 10 * time.Second}, ""},
+			Options{Bucket: "b", Prefix: "mail/archive", SSE: "aws:kms", KMSKeyID: "alias/k", PartSize: 8 << 20, MultipartThreshold: 8 << 20, Concurrency: 2, FailTimeout: 10 * time.Second, SpoolDir: os.TempDir(), SpoolFiles: DefaultSpoolFiles, SpoolBytes: DefaultSpoolBytes}, ""},
 		{"ThresholdBelowPart", Options{Bucket: "b", PartSize: 16 << 20, MultipartThreshold: 1 << 20, Concurrency: 1},
-			Options{Bucket: "b", SSE: "AES256", PartSize: 16 << 20, MultipartThreshold: 1 << 20, Concurrency: 1, FailTimeout: 10 * time.Second}, ""},
+			Options{Bucket: "b", SSE: "AES256", PartSize: 16 << 20, MultipartThreshold: 1 << 20, Concurrency: 1, FailTimeout: 10 * time.Second, SpoolDir: os.TempDir(), SpoolFiles: DefaultSpoolFiles, SpoolBytes: DefaultSpoolBytes}, ""},
 		{"NoBucket", Options{}, Options{}, "no bucket"},
 		{"BadSSE", Options{Bucket: "b", SSE: "aws:kms:dsse"}, Options{}, "unsupported SSE"},
 		{"KeyWithoutKMS", Options{Bucket: "b", KMSKeyID: "k"}, Options{}, "KMS key id needs SSE"},
@@ -30,6 +31,10 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 		{"NegativeConcurrency", Options{Bucket: "b", Concurrency: -1}, Options{}, "negative concurrency"},
 		{"NegativeFailTimeout", Options{Bucket: "b", FailTimeout: -time.Second}, Options{}, "negative fail timeout"},
 		{"BadPrefix", Options{Bucket: "b", Prefix: "a/../b"}, Options{}, "prefix"},
+		{"NegativeSpool", Options{Bucket: "b", SpoolBytes: -1}, Options{}, "negative spool limits"},
+		{"OwnSpool", Options{Bucket: "b", SpoolDir: "/var/spool/popconn", SpoolFiles: 4, SpoolBytes: 1 << 20},
+			Options{Bucket: "b", SSE: "AES256", PartSize: 8 << 20, MultipartThreshold: 8 << 20, Concurrency: 2, FailTimeout: 10 * time.Second,
+				SpoolDir: "/var/spool/popconn", SpoolFiles: 4, SpoolBytes: 1 << 20}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.in.withDefaults()

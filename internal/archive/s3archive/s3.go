@@ -58,6 +58,10 @@
 //     150 MiB alike.
 //   - Open streams the object (GetObject); a missing key gives an error
 //     wrapping archive.ErrNotFound. The reader fails once ctx is done.
+//   - The Archive is an archive.Stager (spool.go): Stage copies a message
+//     into a local file, Commit uploads it with Put, and the file is kept
+//     (Options.SpoolFiles, SpoolBytes) so that Open of a key committed
+//     lately reads the local copy instead of S3.
 //
 // What it cannot do: a crash (or kill) of the process during a multipart
 // upload leaves its parts on S3 until a bucket lifecycle rule
@@ -83,6 +87,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -107,6 +112,12 @@ const (
 	// DefaultFailTimeout bounds how long requests in flight may run on
 	// after ctx is done, and the AbortMultipartUpload sent after a failure.
 	DefaultFailTimeout = 10 * time.Second
+
+	// DefaultSpoolFiles and DefaultSpoolBytes bound the committed copies
+	// the spool keeps for Open: enough for the messages a poll has between
+	// archive and delivery, well inside Lambda's default 512 MB of /tmp.
+	DefaultSpoolFiles = 64
+	DefaultSpoolBytes = 128 << 20
 
 	// maxCopySize is S3's largest CopyObject source.
 	maxCopySize = 5 << 30
@@ -157,6 +168,14 @@ type Options struct {
 	// done, and (separately) the abort of a failed multipart upload, which
 	// runs on a fresh context; 0 means DefaultFailTimeout.
 	FailTimeout time.Duration
+	// SpoolDir is where Stage keeps messages until Commit uploads them,
+	// and Open finds the ones committed lately (spool.go); "" means the
+	// system's temporary directory (/tmp on Lambda).
+	SpoolDir string
+	// SpoolFiles and SpoolBytes bound the committed copies kept for Open:
+	// 0 means DefaultSpoolFiles and DefaultSpoolBytes.
+	SpoolFiles int
+	SpoolBytes int64
 }
 
 // withDefaults fills zero values and checks the result.
@@ -204,6 +223,18 @@ func (o Options) withDefaults() (Options, error) {
 	case o.FailTimeout < 0:
 		return o, fmt.Errorf("s3archive: negative fail timeout %v", o.FailTimeout)
 	}
+	if o.SpoolDir == "" {
+		o.SpoolDir = os.TempDir()
+	}
+	if o.SpoolFiles == 0 {
+		o.SpoolFiles = DefaultSpoolFiles
+	}
+	if o.SpoolBytes == 0 {
+		o.SpoolBytes = DefaultSpoolBytes
+	}
+	if o.SpoolFiles < 0 || o.SpoolBytes < 0 {
+		return o, fmt.Errorf("s3archive: negative spool limits (%d files, %d bytes)", o.SpoolFiles, o.SpoolBytes)
+	}
 	return o, nil
 }
 
@@ -213,6 +244,7 @@ type Archive struct {
 	client *s3.Client
 	opts   Options
 	tm     *transfermanager.Client
+	spool  *spool
 	err    error // from Options; every call reports it
 }
 
@@ -229,6 +261,7 @@ func New(client *s3.Client, opts Options) *Archive {
 	if a.err != nil {
 		return a
 	}
+	a.spool = newSpool(o.SpoolDir, o.SpoolFiles, o.SpoolBytes)
 	a.tm = transfermanager.New(client, func(to *transfermanager.Options) {
 		to.PartSizeBytes = o.PartSize
 		to.MultipartUploadThreshold = o.MultipartThreshold
@@ -543,6 +576,9 @@ func (a *Archive) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("s3archive: open s3://%s/%s: %w", a.opts.Bucket, objKey, err)
+	}
+	if f, ok := a.spool.open(key); ok {
+		return f, nil
 	}
 	out, err := a.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(a.opts.Bucket), Key: aws.String(objKey)})
 	if err != nil {

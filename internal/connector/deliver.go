@@ -30,7 +30,7 @@ func (p *poll) carryOut(ctx context.Context, rec *ledger.Record, d Decision, fet
 	case ActSetAside:
 		att := attempt{at: p.c.now().UTC(), loop: true}
 		rec.LastError = d.Reason
-		return p.settle(ctx, rec, d, &att, nil, log)
+		return p.settle(ctx, rec, d, &att, nil, nil, log)
 	case ActWait:
 		if rec.Held == "" && !fetched {
 			p.emit(EventNotDue, rec.UIDL)
@@ -61,7 +61,17 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		return p.recordCopies(ctx, rec, d, held, log) // every recipient has it, or another copy is in flight
 	}
 	now := p.c.now().UTC()
+	// The message's place in the reply window, taken before its first
+	// final "." and given back once its outcome is recorded: by the
+	// background write (recordLater), by settle, or here on every other
+	// way out (a panic included) when nothing of it was committed.
 	slot := p.c.gates().replySlot()
+	handedOn := false
+	defer func() {
+		if !handedOn {
+			slot.release()
+		}
+	}()
 	sent, outcomes, remote := p.send(ctx, rec, slot)
 	accepted := false
 	for _, o := range outcomes {
@@ -71,19 +81,18 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 		// Abandoned before its "." because an earlier outcome could not
 		// be recorded: not an attempt of this message, so nothing about
 		// it changes (no retry delay, no give-up, no notice).
-		slot.release()
 		return err
 	}
 	att := applyReplies(rec, sent, outcomes, remote, now, p.pace(), p.routing.sizeLimit())
 	if rec.Delivered() {
 		p.emit(EventDelivered, rec.UIDL)
 		log.Info("delivered", "message_id", rec.MessageID, "outcome", "accepted", "recipients", len(sent), "reply", firstReply(rec))
+		handedOn = true
 		p.recordLater(ctx, rec, sent, slot)
 		return nil
 	}
-	defer slot.release() // once the outcome is recorded, in settle
 	s.Attempted = true
-	return p.settle(ctx, rec, Decide(s), &att, sent, log)
+	return p.settle(ctx, rec, Decide(s), &att, sent, slot, log)
 }
 
 // settle carries out the decision on a message some recipient did not
@@ -91,7 +100,12 @@ func (p *poll) deliver(ctx context.Context, rec *ledger.Record, log *slog.Logger
 // for its next attempt; then records the outcome and sends the notices
 // due. The disposition is recorded in the same write as the outcomes,
 // before any DELE.
-func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *attempt, sent []int, log *slog.Logger) error {
+//
+// slot, the message's place in the reply window (nil for a message never
+// sent), is given back as soon as the outcome is recorded: before the
+// notices, which may wait for a connection that a message waiting for a
+// place holds.
+func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *attempt, sent []int, slot *replySlot, log *slog.Logger) error {
 	if len(att.failed) > 0 {
 		// The attempt's outcome, whatever is decided on it next.
 		kind, level := EventRejected, "rejected"
@@ -127,6 +141,7 @@ func (p *poll) settle(ctx context.Context, rec *ledger.Record, d Decision, att *
 		p.noteOutcomeErr(err) // before its place in the window is given back: no later "." follows
 		return err
 	}
+	slot.release()
 	return p.sendNotices(ctx, rec, att, log)
 }
 
@@ -142,13 +157,19 @@ func (p *poll) send(ctx context.Context, rec *ledger.Record, slot *replySlot) (s
 	// messages of the process are committed and not yet recorded; the
 	// records still overlap the transfers of the messages after them.
 	env.BeforeEnd = func() error {
+		// A later route group of the message finds the place already
+		// held; only the call that took it may give it back here, since
+		// an earlier group's reply may be waiting for its record.
+		takenNow := !slot.holding()
 		if err := slot.acquire(ctx); err != nil {
 			return err
 		}
 		// Checked with the place held: the message that held it before
 		// has had its write's outcome noted.
 		if err := p.outcomeErr(); err != nil {
-			slot.release()
+			if takenNow {
+				slot.release()
+			}
 			return err
 		}
 		return nil
@@ -163,7 +184,7 @@ func (p *poll) send(ctx context.Context, rec *ledger.Record, slot *replySlot) (s
 			sent = append(sent, i)
 		}
 	}
-	outcomes, remote = p.routing.send(ctx, p, rec, env)
+	outcomes, remote = p.routing.send(ctx, p, rec, env, slot.holding)
 	return sent, outcomes, remote
 }
 

@@ -55,8 +55,9 @@ func (c *Connector) ForPoller(log *slog.Logger, leaseOwner string) *Connector {
 // replySlot is one message's place in the reply window. acquire takes it
 // before the message's first final "."; release gives it back once the
 // reply is recorded (or the message was never committed). Both are
-// idempotent, so a message sent over several routes holds one place, and
-// every path out of a delivery may release.
+// idempotent, so a message sent over several routes holds one place;
+// release is for the one owner of the place at a time (deliver, then
+// settle or recordLater), never for a later route group's hold.
 type replySlot struct {
 	window chan struct{}
 	held   atomic.Bool
@@ -79,16 +80,24 @@ func (s *replySlot) acquire(ctx context.Context) error {
 }
 
 func (s *replySlot) release() {
-	if s.held.CompareAndSwap(true, false) {
+	if s != nil && s.held.CompareAndSwap(true, false) {
 		<-s.window
 	}
 }
 
+// holding reports that the place is taken: a final "." of the message
+// went out, or is about to.
+func (s *replySlot) holding() bool { return s.held.Load() }
+
 // routeGate counts the open connections of one route across the process.
 // A poll that must wait for one first closes its own idle connections
 // (routing.acquire), and a connection given back while someone waits is
-// closed rather than kept idle (routing.release), so no poll holds idle
-// connections while another waits: the waits always end.
+// closed rather than kept idle (routing.release), so a waiting poll is
+// served at the next give-back of any poll, and at the latest when the
+// polls holding idle connections end their deliveries (closeIdleAsync).
+// A message that already holds a place in the reply window never waits
+// here (routing.send): a wait for a connection held by a message waiting
+// for that place could not end.
 type routeGate struct {
 	slots   chan struct{} // nil: no limit
 	waiting atomic.Int32

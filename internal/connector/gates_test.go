@@ -170,3 +170,78 @@ func TestConnectionsOpenedAheadOfDeliveries(t *testing.T) {
 		})
 	}
 }
+
+// A message waiting for a place in the reply window never blocks the
+// message that holds it: a rejected message gives its place back once its
+// outcome is recorded, before its notice waits for the route's only
+// connection (held by the message waiting for the place); and a message
+// committed on one route does not wait for another route's connection
+// (its recipients there are deferred instead). Each case deadlocked until
+// the poll's deadline before.
+func TestReplyWindowAndConnectionLimitDoNotDeadlock(t *testing.T) {
+	const n = 6
+	for _, tc := range []struct {
+		name   string
+		routes []route.Route
+		to     []string
+		setup  func(*connectortest.Relay)
+		check  func(t *testing.T, res connector.Result)
+	}{
+		{"a notice after a rejection",
+			[]route.Route{{Name: "delivery", Host: "127.0.0.1", Port: 25, MaxConnections: 1}},
+			[]string{"alice@corp.example", "bob@corp.example"},
+			func(r *connectortest.Relay) {
+				r.SetRcpt("bob@corp.example", connectortest.Reply(550, "5.1.1", "no such user"))
+			},
+			func(t *testing.T, res connector.Result) {
+				if res.Notices != n {
+					t.Errorf("%d notices, want %d", res.Notices, n)
+				}
+			}},
+		{"a message over two routes",
+			[]route.Route{{Name: "delivery", Host: "127.0.0.1", Port: 25, MaxConnections: 1, AddressSpaces: []string{"corp.example"}},
+				{Name: "partner", Host: "127.0.0.2", Port: 25, MaxConnections: 1, AddressSpaces: []string{"partner.example"}}},
+			[]string{"alice@corp.example", "bob@partner.example"},
+			func(*connectortest.Relay) {},
+			func(t *testing.T, res connector.Result) {
+				if res.Delivered+res.Deferred != n {
+					t.Errorf("%d delivered and %d deferred, want all %d either", res.Delivered, res.Deferred, n)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs := make([]connectortest.Message, n)
+			for i := range msgs {
+				msgs[i] = fakeMsg(i + 1)
+			}
+			r := newFakeRig(t, msgs...)
+			r.inFlight, r.window = 2, 1
+			r.mb.DeliverTo = tc.to
+			tc.setup(r.smtp)
+			mb := r.mb
+			c := r.connector(r.led, &mb)
+			table, err := route.New(tc.routes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Routes, c.DialRoute = table, r.smtp.RouteDialer()
+			c.Settings.Notify = connector.NotifySettings{To: "postmaster@corp.example", UnknownRecipient: true}
+			// Room for the poll's budget (two SMTP timeouts), which a
+			// deadlock would spend before the poll stopped.
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			start := time.Now()
+			res := c.Poll(ctx, mb)
+			if took := time.Since(start); took > 3*time.Second || res.Stopped != "" {
+				t.Fatalf("poll took %v, stopped %q: %+v", took, res.Stopped, res)
+			}
+			if res.Err != nil {
+				t.Fatalf("poll: %v", res.Err)
+			}
+			tc.check(t, res)
+			if st := r.smtp.Stats(); st.MaxOpen > 2 || st.Open != 0 {
+				t.Errorf("connections: %+v", st)
+			}
+		})
+	}
+}

@@ -64,6 +64,16 @@ type pooled struct {
 // reached is marked down for the poll). The caller gives it back with
 // release, or drops it.
 func (rt *routing) acquire(ctx context.Context, r route.Route) (*pooled, error) {
+	return rt.acquireFor(ctx, r, true)
+}
+
+// errNoConnectionFree: acquireFor was not to wait, and the route has no
+// connection free within its limit.
+var errNoConnectionFree = errors.New("no connection of the route free within its max_connections, and this message may not wait for one")
+
+// acquireFor is acquire; with wait false it does not wait for a place in
+// the route's limit but fails with errNoConnectionFree.
+func (rt *routing) acquireFor(ctx context.Context, r route.Route, wait bool) (*pooled, error) {
 	key := strings.ToLower(r.Name)
 	rt.mu.Lock()
 	for {
@@ -85,6 +95,10 @@ func (rt *routing) acquire(ctx context.Context, r route.Route) (*pooled, error) 
 	rt.mu.Unlock()
 	gate := rt.gates.route(r.Name, r.MaxConnections)
 	if !gate.tryTake() {
+		if !wait {
+			return nil, &relay.Error{Op: "connect", Message: "route " + r.Name + ": " + errNoConnectionFree.Error(), Temporary: true, Local: true,
+				Err: errNoConnectionFree}
+		}
 		// Another poll may wait for a connection this one keeps idle:
 		// close them before waiting, so that no two polls wait on each
 		// other.
@@ -144,10 +158,22 @@ func (rt *routing) warm(ctx context.Context, to []string, n int) {
 	}
 }
 
+// dialGuarded dials r, giving gate's place back if the dialer panics
+// (the panic goes on to the goroutine's recovery).
+func (rt *routing) dialGuarded(ctx context.Context, r route.Route, gate *routeGate) (Relay, error) {
+	defer func() {
+		if v := recover(); v != nil {
+			gate.give()
+			panic(v)
+		}
+	}()
+	return rt.dial(ctx, r)
+}
+
 // dialNew opens a connection of r in the place taken in gate.
 func (rt *routing) dialNew(ctx context.Context, r route.Route, gate *routeGate) (*pooled, error) {
 	key := strings.ToLower(r.Name)
-	conn, err := rt.dial(ctx, r)
+	conn, err := rt.dialGuarded(ctx, r, gate)
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if err != nil {
@@ -172,7 +198,18 @@ func (rt *routing) dialNew(ctx context.Context, r route.Route, gate *routeGate) 
 // connection of the route.
 func (rt *routing) release(r route.Route, c *pooled) {
 	if c.gate.contended() {
-		rt.end(c, true)
+		// QUIT off this goroutine: the message that gives the connection
+		// back may still hold its place in the reply window.
+		rt.ahead.Go(func() {
+			var err error
+			defer func() {
+				if err != nil {
+					rt.log.Error("closing an SMTP connection", "err", err)
+				}
+			}()
+			defer recovered(&err, "while closing an SMTP connection")
+			rt.end(c, true)
+		})
 		return
 	}
 	rt.mu.Lock()
@@ -289,7 +326,11 @@ func (rt *routing) unroutable(addr string) *relay.Error {
 // (route.Plan); a route that cannot be reached is marked down and its
 // recipients fail over to the next route by cost. It returns one outcome
 // per env.To entry, in order, and the host that gave it ("" when none).
-func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env relay.Envelope) ([]relay.Outcome, []string) {
+//
+// committed reports that the message holds its place in the reply window
+// (a group's final "." went out): a later group then takes only a
+// connection free at once, and its recipients are deferred otherwise.
+func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env relay.Envelope, committed func() bool) ([]relay.Outcome, []string) {
 	out := make([]relay.Outcome, len(env.To))
 	remote := make([]string, len(env.To))
 	pos := make(map[string][]int, len(env.To))
@@ -320,7 +361,13 @@ func (rt *routing) send(ctx context.Context, p *poll, rec *ledger.Record, env re
 			continue
 		}
 		r := *g.Route
-		c, err := rt.acquire(ctx, r)
+		c, err := rt.acquireFor(ctx, r, !committed())
+		if errors.Is(err, errNoConnectionFree) {
+			for _, a := range g.Recipients {
+				set(a, relay.Outcome{Err: relay.AsError(err)}, "")
+			}
+			continue
+		}
 		if err != nil {
 			e := relay.AsError(err)
 			for _, a := range g.Recipients {

@@ -261,6 +261,16 @@ func (c *Client) chunked(t *txn) *Error {
 			return c.chunkRefused(t)
 		}
 	}
+	// Every chunk's reply before the hold and LAST: no BDAT may follow a
+	// refused chunk (RFC 3030 §2), and a message already refused takes no
+	// place in the caller's reply window. It costs a round trip only when
+	// chunk replies are still on their way.
+	if e := c.drain(t, 0); e != nil {
+		return c.lose(t.out, e)
+	}
+	if t.dataErr != nil {
+		return c.chunkRefused(t)
+	}
 	if e := c.beforeEnd(t, src); e != nil {
 		return c.lose(t.out, e)
 	}

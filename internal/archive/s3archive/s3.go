@@ -577,8 +577,8 @@ func (a *Archive) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("s3archive: open s3://%s/%s: %w", a.opts.Bucket, objKey, err)
 	}
-	if f, ok := a.spool.open(key); ok {
-		return f, nil
+	if rc, ok := a.spool.open(ctx, key); ok {
+		return rc, nil
 	}
 	out, err := a.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(a.opts.Bucket), Key: aws.String(objKey)})
 	if err != nil {

@@ -92,9 +92,10 @@ func (s *spool) dropLocked(key string) {
 	_ = os.Remove(kf.path)
 }
 
-// open opens key's local copy, if one is kept. A copy evicted (its file
-// removed) after the lookup is not found, and S3 serves it.
-func (s *spool) open(key string) (*os.File, bool) {
+// open opens key's local copy, if one is kept: reads stop once ctx is
+// done. A copy evicted (its file removed) after the lookup is not found,
+// and S3 serves it.
+func (s *spool) open(ctx context.Context, key string) (io.ReadCloser, bool) {
 	s.mu.Lock()
 	e, ok := s.kept[key]
 	var path string
@@ -109,8 +110,16 @@ func (s *spool) open(key string) (*os.File, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return f, true
+	return &spoolReader{Reader: archive.ContextReader(ctx, f), f: f}, true
 }
+
+// spoolReader is a kept copy opened for reading.
+type spoolReader struct {
+	io.Reader
+	f *os.File
+}
+
+func (r *spoolReader) Close() error { return r.f.Close() }
 
 var _ archive.Stager = (*Archive)(nil)
 
@@ -157,29 +166,36 @@ type staged struct {
 func (s *staged) Info() archive.Info { return s.info }
 
 // Commit uploads the spooled file with Put and keeps it as the key's
-// local copy.
+// local copy. A failed Commit removes the file (the message is fetched
+// again from the POP3 server, where it still is).
 func (s *staged) Commit(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done {
 		return errors.New("s3archive: staged message already committed or discarded")
 	}
-	f, err := os.Open(s.path)
+	s.done = true
+	info, err := s.upload(ctx)
 	if err != nil {
-		return fmt.Errorf("s3archive: spool %s: %w", s.key, err)
-	}
-	info, err := s.a.Put(ctx, s.key, s.meta, f)
-	f.Close()
-	if err != nil {
+		_ = os.Remove(s.path)
 		return err
 	}
 	if info.SHA256 != s.info.SHA256 || info.Size != s.info.Size {
+		_ = os.Remove(s.path)
 		return fmt.Errorf("s3archive: %s: uploaded %d bytes (sha256 %s), staged %d (%s): the spool file changed",
 			s.key, info.Size, info.SHA256, s.info.Size, s.info.SHA256)
 	}
-	s.done = true
 	s.a.spool.keep(s.key, s.path, s.info.Size)
 	return nil
+}
+
+func (s *staged) upload(ctx context.Context) (archive.Info, error) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return archive.Info{}, fmt.Errorf("s3archive: spool %s: %w", s.key, err)
+	}
+	defer f.Close()
+	return s.a.Put(ctx, s.key, s.meta, f)
 }
 
 // Discard removes the spooled file of a message never committed.

@@ -88,6 +88,13 @@ func TestSpool(t *testing.T) {
 	if _, err := a.Open(ctx, key("gone")); !errors.Is(err, archive.ErrNotFound) {
 		t.Errorf("Open of a discarded message = %v, want ErrNotFound", err)
 	}
+	// A Commit that fails (here: its context is done) leaves no file.
+	failed := stage("failed", 10, 5000)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := failed.Commit(cctx); err == nil {
+		t.Error("Commit with a cancelled context succeeded")
+	}
 	var files int
 	filepath.WalkDir(spoolDir, func(_ string, d os.DirEntry, _ error) error {
 		if d != nil && !d.IsDir() {

@@ -133,29 +133,38 @@ func (rt *routing) warm(ctx context.Context, to []string, n int) {
 			rt.mu.Lock()
 			rt.warming[key]++
 			rt.mu.Unlock()
-			rt.ahead.Go(func() {
-				var err error
-				defer func() {
-					if err != nil {
-						rt.log.Error("opening an SMTP connection ahead", "route", r.Name, "err", err)
-					}
-				}()
-				defer recovered(&err, "while opening an SMTP connection ahead")
-				defer func() {
-					rt.mu.Lock()
-					rt.warming[key]--
-					rt.warmed.Broadcast()
-					rt.mu.Unlock()
-				}()
-				c, derr := rt.dialNew(ctx, r, gate)
-				if derr != nil {
-					rt.log.Warn("route unreachable; failing over", "route", r.Name, "host", r.Addr(), "err", derr)
-					return
-				}
-				rt.release(r, c)
-			})
+			rt.ahead.Go(func() { rt.guarded("opening an SMTP connection ahead", func() { rt.openAhead(ctx, r, key, gate) }) })
 		}
 	}
+}
+
+// openAhead opens one connection of r for warm.
+func (rt *routing) openAhead(ctx context.Context, r route.Route, key string, gate *routeGate) {
+	defer func() {
+		rt.mu.Lock()
+		rt.warming[key]--
+		rt.warmed.Broadcast()
+		rt.mu.Unlock()
+	}()
+	c, derr := rt.dialNew(ctx, r, gate)
+	if derr != nil {
+		rt.log.Warn("route unreachable; failing over", "route", r.Name, "host", r.Addr(), "err", derr)
+		return
+	}
+	rt.release(r, c)
+}
+
+// guarded runs f at the top of a goroutine of the routing: a panic is
+// logged as an error (what names the work), not the end of the process.
+func (rt *routing) guarded(what string, f func()) {
+	var err error
+	defer func() {
+		if err != nil {
+			rt.log.Error(what, "err", err)
+		}
+	}()
+	defer recovered(&err, "while "+what)
+	f()
 }
 
 // dialGuarded dials r, giving gate's place back if the dialer panics
@@ -200,16 +209,7 @@ func (rt *routing) release(r route.Route, c *pooled) {
 	if c.gate.contended() {
 		// QUIT off this goroutine: the message that gives the connection
 		// back may still hold its place in the reply window.
-		rt.ahead.Go(func() {
-			var err error
-			defer func() {
-				if err != nil {
-					rt.log.Error("closing an SMTP connection", "err", err)
-				}
-			}()
-			defer recovered(&err, "while closing an SMTP connection")
-			rt.end(c, true)
-		})
+		rt.ahead.Go(func() { rt.guarded("closing an SMTP connection", func() { rt.end(c, true) }) })
 		return
 	}
 	rt.mu.Lock()
@@ -240,16 +240,7 @@ func (rt *routing) end(c *pooled, polite bool) {
 // closeIdleAsync ends the poll's idle connections on a goroutine of their
 // own; closeAll waits for it.
 func (rt *routing) closeIdleAsync() {
-	rt.ahead.Go(func() {
-		var err error
-		defer func() {
-			if err != nil {
-				rt.log.Error("closing SMTP connections", "err", err)
-			}
-		}()
-		defer recovered(&err, "while closing SMTP connections")
-		rt.closeIdle()
-	})
+	rt.ahead.Go(func() { rt.guarded("closing SMTP connections", rt.closeIdle) })
 }
 
 // closeIdle ends the poll's idle connections.
@@ -287,16 +278,7 @@ func (rt *routing) closeAll() {
 func (rt *routing) endAll(conns []*pooled) {
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Go(func() {
-			var err error
-			defer func() {
-				if err != nil {
-					rt.log.Error("closing an SMTP connection", "err", err)
-				}
-			}()
-			defer recovered(&err, "while closing an SMTP connection")
-			rt.end(c, true)
-		})
+		wg.Go(func() { rt.guarded("closing an SMTP connection", func() { rt.end(c, true) }) })
 	}
 	wg.Wait()
 }

@@ -100,7 +100,7 @@ func (s *replySlot) holding() bool { return s.held.Load() }
 // for that place could not end.
 type routeGate struct {
 	slots   chan struct{} // nil: no limit
-	waiting atomic.Int32
+	waiters atomic.Int32
 }
 
 func (g *gates) route(name string, limit int) *routeGate {
@@ -131,13 +131,19 @@ func (rg *routeGate) tryTake() bool {
 	}
 }
 
-// take waits for a connection's place, or for ctx to end.
+// waiting counts the caller as waiting for a place until stop is called:
+// a connection given back meanwhile is closed rather than kept idle.
+func (rg *routeGate) waiting() (stop func()) {
+	rg.waiters.Add(1)
+	return func() { rg.waiters.Add(-1) }
+}
+
+// take waits for a connection's place, or for ctx to end; the caller
+// counts itself as waiting (waiting) first.
 func (rg *routeGate) take(ctx context.Context) error {
-	if rg.tryTake() {
+	if rg.slots == nil {
 		return nil
 	}
-	rg.waiting.Add(1)
-	defer rg.waiting.Add(-1)
 	select {
 	case rg.slots <- struct{}{}:
 		return nil
@@ -154,4 +160,4 @@ func (rg *routeGate) give() {
 }
 
 // contended reports that a poll waits for a connection of the route.
-func (rg *routeGate) contended() bool { return rg.waiting.Load() > 0 }
+func (rg *routeGate) contended() bool { return rg.waiters.Load() > 0 }

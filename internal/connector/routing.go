@@ -75,39 +75,56 @@ var errNoConnectionFree = errors.New("no connection of the route free within its
 // the route's limit but fails with errNoConnectionFree.
 func (rt *routing) acquireFor(ctx context.Context, r route.Route, wait bool) (*pooled, error) {
 	key := strings.ToLower(r.Name)
+	if c, err := rt.takeIdle(key, true); c != nil || err != nil {
+		return c, err
+	}
+	gate := rt.gates.route(r.Name, r.MaxConnections)
+	if gate.tryTake() {
+		return rt.dialNew(ctx, r, gate)
+	}
+	if !wait {
+		return nil, &relay.Error{Op: "connect", Message: "route " + r.Name + ": " + errNoConnectionFree.Error(), Temporary: true, Local: true,
+			Err: errNoConnectionFree}
+	}
+	// Counted as waiting first: from here on a connection any poll gives
+	// back is closed, its place freed (release), so none can go idle
+	// unseen. Then this poll's own idle ones: one of the route is taken,
+	// the others closed, since another poll may wait for their places.
 	rt.mu.Lock()
+	stop := gate.waiting() // under mu: see release
+	rt.mu.Unlock()
+	defer stop()
+	if c, err := rt.takeIdle(key, false); c != nil || err != nil {
+		return c, err
+	}
+	rt.closeIdle()
+	if err := gate.take(ctx); err != nil {
+		return nil, &relay.Error{Op: "connect", Message: err.Error(), Temporary: true, Local: true, Err: err}
+	}
+	return rt.dialNew(ctx, r, gate)
+}
+
+// takeIdle returns an idle connection of the route key, or the reason
+// the route is down; with forWarm, first waits for the connections being
+// opened ahead (one of them is as near as a new one, and within the
+// limit).
+func (rt *routing) takeIdle(key string, forWarm bool) (*pooled, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	for {
 		if e := rt.downErr[key]; e != nil {
-			rt.mu.Unlock()
 			return nil, e
 		}
 		if n := len(rt.idle[key]); n > 0 {
 			c := rt.idle[key][n-1]
 			rt.idle[key] = rt.idle[key][:n-1]
-			rt.mu.Unlock()
 			return c, nil
 		}
-		if rt.warming[key] == 0 {
-			break
+		if !forWarm || rt.warming[key] == 0 {
+			return nil, nil
 		}
-		rt.warmed.Wait() // one being opened ahead is as near as a new one, and within the limit
+		rt.warmed.Wait()
 	}
-	rt.mu.Unlock()
-	gate := rt.gates.route(r.Name, r.MaxConnections)
-	if !gate.tryTake() {
-		if !wait {
-			return nil, &relay.Error{Op: "connect", Message: "route " + r.Name + ": " + errNoConnectionFree.Error(), Temporary: true, Local: true,
-				Err: errNoConnectionFree}
-		}
-		// Another poll may wait for a connection this one keeps idle:
-		// close them before waiting, so that no two polls wait on each
-		// other.
-		rt.closeIdle()
-		if err := gate.take(ctx); err != nil {
-			return nil, &relay.Error{Op: "connect", Message: err.Error(), Temporary: true, Local: true, Err: err}
-		}
-	}
-	return rt.dialNew(ctx, r, gate)
 }
 
 // warm opens up to n connections of each route that to needs, ahead and
@@ -206,16 +223,20 @@ func (rt *routing) dialNew(ctx context.Context, r route.Route, gate *routeGate) 
 // the poll's next message, or ended when another poll waits for a
 // connection of the route.
 func (rt *routing) release(r route.Route, c *pooled) {
-	if c.gate.contended() {
-		// QUIT off this goroutine: the message that gives the connection
-		// back may still hold its place in the reply window.
-		rt.ahead.Go(func() { rt.guarded("closing an SMTP connection", func() { rt.end(c, true) }) })
+	// Checked and kept under mu, which a waiter of this poll holds while
+	// it counts itself waiting: either it sees the connection idle, or
+	// this sees it waiting.
+	rt.mu.Lock()
+	if !c.gate.contended() {
+		key := strings.ToLower(r.Name)
+		rt.idle[key] = append(rt.idle[key], c)
+		rt.mu.Unlock()
 		return
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	key := strings.ToLower(r.Name)
-	rt.idle[key] = append(rt.idle[key], c)
+	rt.mu.Unlock()
+	// QUIT off this goroutine: the message that gives the connection back
+	// may still hold its place in the reply window.
+	rt.ahead.Go(func() { rt.guarded("closing an SMTP connection", func() { rt.end(c, true) }) })
 }
 
 // drop closes a connection that became unusable; a later message dials

@@ -61,6 +61,9 @@ type Settings struct {
 	GiveUpAfter      time.Duration // stop automatic attempts this long after first seen; 0 = never
 	DeliveryTimeout  time.Duration // SMTP timeout: time kept in reserve before the deadline (required)
 	LeaseOwner       string        // who holds mailbox leases (host and process)
+	// LeaseTerm is how long a mailbox lease lasts past its last renewal
+	// (lease.go); 0 means DefaultLeaseTerm.
+	LeaseTerm time.Duration
 	// MaxTraceHops is how many of this connector's own Received fields a
 	// message may carry before it counts as a mail loop (required).
 	MaxTraceHops int
@@ -173,11 +176,6 @@ func (s Settings) check(mb Mailbox) error {
 	return nil
 }
 
-// leaseMargin is how much longer a lease lives than the poll deadline, so
-// that a poller is always done (or stopped by its deadline) before another
-// can take the mailbox.
-const leaseMargin = 2 * time.Minute
-
 // cleanupTimeout bounds QUIT and the last ledger writes after the poll
 // deadline has passed.
 const cleanupTimeout = 30 * time.Second
@@ -192,19 +190,30 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}
 	}
 	timeout := mb.PollTimeout
-	lease, err := c.Ledger.Lease(ctx, mb.ID, c.Settings.LeaseOwner, timeout+leaseMargin)
+	term := c.Settings.leaseTerm()
+	lease, err := c.Ledger.Lease(ctx, mb.ID, c.Settings.LeaseOwner, term)
 	if err != nil {
 		return Result{Err: fmt.Errorf("mailbox %s: %w", mb.ID, err)}
 	}
 	p := &poll{c: c, mb: mb, log: c.log().With("mailbox", mb.ID), tally: newTally(c.Events)}
+	lctx, stopPoll := context.WithCancelCause(ctx)
+	defer stopPoll(nil)
+	stopRenewing := keepLease(lease, term, c.now, p.log, func(why error) {
+		p.log.Error("poll stopped: its mailbox lease was lost", "err", why)
+		stopPoll(why)
+	})
 	p.outcomes.sem = make(chan struct{}, maxOutcomeWrites)
 	p.outcomes.messageIDs = map[string]int{}
 	p.outcomes.done.L = &p.outcomes.mu
 	defer func() {
+		stopRenewing()
 		if rerr := lease.Release(context.WithoutCancel(ctx)); rerr != nil {
 			p.log.Warn("lease release failed", "err", rerr)
 		}
 		err := res.Err
+		if cause := context.Cause(lctx); errors.Is(cause, errLeaseLost) {
+			err = fmt.Errorf("mailbox %s: %w", mb.ID, cause)
+		}
 		res = p.tally.close()
 		res.OldestUndelivered, res.Err = p.oldest, err
 	}()
@@ -213,7 +222,7 @@ func (c *Connector) Poll(ctx context.Context, mb Mailbox) (res Result) {
 		return res
 	}
 	p.routing.log = p.log
-	pctx, cancel := context.WithTimeout(ctx, timeout)
+	pctx, cancel := context.WithTimeout(lctx, timeout)
 	defer cancel()
 	res.Err = p.run(pctx)
 	return res

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/popconnector/popconnector/internal/lambdafn"
@@ -52,12 +53,15 @@ func setup(ctx context.Context) (*lambdafn.Function, error) {
 		return nil, err
 	}
 	return lambdafn.New(lambdafn.Options{
-		ConfigSource:     env.ConfigSource,
-		Loader:           lambdafn.ConfigLoader{S3: s3c, SSM: ssmc},
-		Stores:           stores,
-		SecretsManager:   secretsmanager.NewFromConfig(cfg),
-		SSM:              ssmc,
-		MetricsNamespace: env.MetricsNamespace,
-		Reserve:          env.Reserve,
+		ConfigSource:      env.ConfigSource,
+		Loader:            lambdafn.ConfigLoader{S3: s3c, SSM: ssmc},
+		Stores:            stores,
+		SecretsManager:    secretsmanager.NewFromConfig(cfg),
+		SSM:               ssmc,
+		MetricsNamespace:  env.MetricsNamespace,
+		Reserve:           env.Reserve,
+		JobQueueURL:       env.JobQueueURL,
+		SQS:               sqs.NewFromConfig(cfg),
+		PerMailboxMetrics: env.PerMailboxMetrics,
 	})
 }

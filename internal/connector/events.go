@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -148,8 +149,12 @@ func (p *poll) stop(why string) {
 // recovered turns a panic in the goroutine it is deferred in into *err:
 // the one place the connector recovers from its own bugs, at the top of
 // every goroutine it starts.
+// ErrInternal marks the error of a poll that a panic ended (a bug, never
+// the mailbox's fault); the pipeline recovers it at its goroutine tops.
+var ErrInternal = errors.New("connector: internal error")
+
 func recovered(err *error, what string) {
 	if v := recover(); v != nil {
-		*err = fmt.Errorf("connector: internal error %s: %v", what, v)
+		*err = fmt.Errorf("%w %s: %v", ErrInternal, what, v)
 	}
 }

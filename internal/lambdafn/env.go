@@ -25,6 +25,12 @@ type Env struct {
 	// endpoint/bucket/key instead of bucket.endpoint/key: needed for an
 	// S3-compatible server at an IP address (tests); AWS needs neither.
 	S3PathStyle bool
+	// JobQueueURL (POPCONN_JOB_QUEUE_URL) makes the function the
+	// dispatcher of fan-out mode (Options.JobQueueURL).
+	JobQueueURL string
+	// PerMailboxMetrics (POPCONN_PER_MAILBOX_METRICS=true) declares the
+	// per-mailbox CloudWatch metrics (Options.PerMailboxMetrics).
+	PerMailboxMetrics bool
 }
 
 // EnvFromGetenv reads Env with getenv (os.Getenv) and reports every
@@ -36,6 +42,7 @@ func EnvFromGetenv(getenv func(string) string) (Env, error) {
 		ArchivePrefix:    strings.TrimSpace(getenv("POPCONN_ARCHIVE_PREFIX")),
 		LedgerTable:      strings.TrimSpace(getenv("POPCONN_LEDGER_TABLE")),
 		MetricsNamespace: strings.TrimSpace(getenv("POPCONN_METRICS_NAMESPACE")),
+		JobQueueURL:      strings.TrimSpace(getenv("POPCONN_JOB_QUEUE_URL")),
 		Reserve:          DefaultReserve,
 	}
 	if e.ConfigSource == "" {
@@ -67,12 +74,18 @@ func EnvFromGetenv(getenv func(string) string) (Env, error) {
 			e.RecordRetention = d
 		}
 	}
-	if v := strings.TrimSpace(getenv("POPCONN_S3_PATH_STYLE")); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("POPCONN_S3_PATH_STYLE=%q: want true or false", v))
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"POPCONN_S3_PATH_STYLE", &e.S3PathStyle}, {"POPCONN_PER_MAILBOX_METRICS", &e.PerMailboxMetrics}} {
+		name, dst := b.name, b.dst
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
+			}
+			*dst = b
 		}
-		e.S3PathStyle = b
 	}
 	if len(errs) > 0 {
 		return e, fmt.Errorf("lambdafn: environment: %w", errors.Join(errs...))

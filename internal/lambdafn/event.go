@@ -25,6 +25,9 @@ const (
 	TriggerSchedule Trigger = "schedule"
 	// TriggerManual: {"mailboxes":["sales", ...]}: only those are polled.
 	TriggerManual Trigger = "manual"
+	// TriggerQueue: an SQS batch event from the job queue's event source
+	// mapping (fan-out mode): each record's Job names the mailboxes.
+	TriggerQueue Trigger = "queue"
 )
 
 // Event is the invocation payload. It decodes exactly two shapes and
@@ -32,7 +35,9 @@ const (
 //
 //   - an EventBridge Scheduled Event (events.CloudWatchEvent with
 //     detail-type "Scheduled Event"), or {}: poll every enabled mailbox;
-//   - {"mailboxes":["sales","support"]}: poll only those (retrieve now).
+//   - {"mailboxes":["sales","support"]}: poll only those (retrieve now);
+//   - an SQS batch event ({"Records":[...]} from aws:sqs) whose message
+//     bodies are Jobs: poll the mailboxes they name (fan-out workers).
 type Event struct {
 	Trigger Trigger
 	// Mailboxes lists the ids a manual event asks for, in order, without
@@ -40,6 +45,8 @@ type Event struct {
 	Mailboxes []string
 	// Schedule is the EventBridge event, when there was one.
 	Schedule *events.CloudWatchEvent
+	// Jobs are the records of an SQS batch event, in order.
+	Jobs []QueuedJob
 }
 
 // ErrBadEvent reports a payload that is neither shape Event accepts.
@@ -64,7 +71,7 @@ func badEvent(format string, args ...any) error {
 	return &EventError{fmt.Errorf("%w: "+format, append([]any{ErrBadEvent}, args...)...)}
 }
 
-const wantShapes = `want an EventBridge Scheduled Event, or {"mailboxes":["id",...]} to poll chosen mailboxes now`
+const wantShapes = `want an EventBridge Scheduled Event, {"mailboxes":["id",...]} to poll chosen mailboxes now, or an SQS event of jobs`
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (e *Event) UnmarshalJSON(data []byte) error {
@@ -93,6 +100,17 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 				e.Mailboxes = append(e.Mailboxes, id)
 			}
 		}
+		return nil
+	}
+	if _, ok := fields["Records"]; ok {
+		if len(fields) != 1 {
+			return badEvent("an SQS event holds only \"Records\", found also %s", otherKeys(fields, "Records"))
+		}
+		jobs, err := decodeQueueEvent(data)
+		if err != nil {
+			return err
+		}
+		e.Trigger, e.Jobs = TriggerQueue, jobs
 		return nil
 	}
 	if len(fields) == 0 {
@@ -138,6 +156,26 @@ type Summary struct {
 	// Busy counts mailboxes another invocation was polling (lease held);
 	// they were skipped, which is not a failure.
 	Busy int `json:"busy"`
+	// Dispatched counts the jobs a dispatcher queued (fan-out mode).
+	Dispatched int `json:"dispatched,omitempty"`
+	// BatchItemFailures names the jobs of an SQS event to be received
+	// again: only those whose mailbox poll met an infrastructure fault.
+	BatchItemFailures []events.SQSBatchItemFailure `json:"batchItemFailures,omitempty"`
+}
+
+// MarshalJSON gives an SQS event's invocation the response the event
+// source mapping reads (events.SQSEventResponse: batchItemFailures, an
+// empty list when every job is done) and any other the whole Summary.
+func (s *Summary) MarshalJSON() ([]byte, error) {
+	if s.Trigger == TriggerQueue {
+		failures := s.BatchItemFailures
+		if failures == nil {
+			failures = []events.SQSBatchItemFailure{}
+		}
+		return json.Marshal(events.SQSEventResponse{BatchItemFailures: failures})
+	}
+	type plain Summary // without this method
+	return json.Marshal((*plain)(s))
 }
 
 // MailboxSummary is connector.Result in JSON-friendly form.
@@ -171,6 +209,22 @@ type MailboxSummary struct {
 	Busy       bool   `json:"busy,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error,omitempty"`
+}
+
+// Outcome is the poll's result in one word, the "outcome" key of its log
+// line (what per-mailbox metric filters and Contributor Insights rules
+// match): "busy" (another poller holds the mailbox: not a failure),
+// "failed", "stopped" (stopped early, mail left for the next poll) or "ok".
+func (s MailboxSummary) Outcome() string {
+	switch {
+	case s.Busy:
+		return "busy"
+	case s.Error != "":
+		return "failed"
+	case s.Stopped != "":
+		return "stopped"
+	}
+	return "ok"
 }
 
 func summarize(r connector.Result) MailboxSummary {

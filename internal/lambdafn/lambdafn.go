@@ -3,10 +3,20 @@
 // tests (functions/poller only wires AWS clients and calls lambda.Start).
 //
 // One invocation polls mailboxes once: every enabled mailbox for an
-// EventBridge Scheduled Event, the named ones for {"mailboxes":[...]}. It
-// returns a Summary per mailbox, logs slog JSON to stdout and writes
-// CloudWatch EMF metrics lines to stdout: one per mailbox poll
-// (metrics.PollEMF) and one per invocation (metrics.InvocationEMF).
+// EventBridge Scheduled Event, the named ones for {"mailboxes":[...]}, and
+// those its jobs name for an SQS batch event. It returns a Summary per
+// mailbox, logs slog JSON to stdout (with the Powertools keys cold_start,
+// function_name, request_id) and writes CloudWatch EMF metrics lines to
+// stdout: one per mailbox poll (metrics.PollEMF) and one per invocation
+// (metrics.InvocationEMF).
+//
+// Two modes. Single: the schedule invokes one function, which polls every
+// mailbox (ParallelMailboxes at a time). Fan-out (Options.JobQueueURL
+// set on the scheduled function): the scheduled invocation is a
+// dispatcher that queues one Job per mailbox to an SQS FIFO queue
+// (MessageGroupId the mailbox, MessageDeduplicationId mailbox plus tick),
+// and workers, fed by the queue's event source mapping, poll them
+// (queue.go).
 //
 // Guarantees:
 //   - The configuration (same YAML as local mode) is read once per
@@ -36,13 +46,21 @@
 //     error) is reported in the Summary, logs and metrics without failing
 //     the invocation: a Lambda retry would not help, the next scheduled
 //     invocation is the retry. The invocation fails only for an event it
-//     cannot serve (EventError) or an unusable configuration (StartError).
+//     cannot serve (EventError), an unusable configuration (StartError)
+//     or a dispatcher that could not queue every job.
+//   - For an SQS event, only a job whose mailbox met an infrastructure
+//     fault (S3, DynamoDB, an internal error) is named in
+//     batchItemFailures and received again; a mailbox's own failure
+//     consumes its job, so its FIFO group is not blocked for a
+//     visibility timeout. A whole-invocation failure (StartError, a
+//     crash, a timeout) leaves every job of the batch to the queue.
 //
 // What it cannot do: a secret rotated while a container is warm is seen
 // only by new containers. If Lambda kills the function anyway (a server
-// hanging past every timeout), nothing here runs: the ledger keeps the
-// state, the dead invocation's lease expires poll_timeout+2m after it was
-// taken, and until then later invocations report the mailbox busy.
+// hanging past every timeout, out of memory), nothing here runs: the
+// ledger keeps the state, and the dead invocation's lease, renewed every
+// 30 s while it ran, expires at most connector.DefaultLeaseTerm (90 s)
+// later; until then later invocations report the mailbox busy.
 package lambdafn
 
 import (
@@ -58,8 +76,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/popconnector/popconnector/internal/app"
@@ -99,6 +119,17 @@ type Options struct {
 	Stdout io.Writer
 	// Now is the clock for metrics timestamps; default time.Now.
 	Now func() time.Time
+	// JobQueueURL (POPCONN_JOB_QUEUE_URL) makes the Function a dispatcher
+	// in fan-out mode: a scheduled event queues one Job per enabled
+	// mailbox there (through SQS) instead of polling them. Empty: single
+	// mode, the scheduled event polls every mailbox here.
+	JobQueueURL string
+	SQS         SQSAPI
+	// PerMailboxMetrics (POPCONN_PER_MAILBOX_METRICS) declares the
+	// per-mailbox values of each poll's EMF line as CloudWatch metrics
+	// (one custom metric per value and mailbox); off, they are log
+	// properties only, for metric filters and Logs Insights.
+	PerMailboxMetrics bool
 }
 
 // Function handles invocations. It is safe for concurrent use (Lambda's
@@ -110,6 +141,7 @@ type Function struct {
 	mu     sync.Mutex
 	app    *app.App // built at the first successful invocation
 	logger *slog.Logger
+	warm   atomic.Bool // an invocation ran in this container: the next is not a cold start
 }
 
 // New checks opts and returns a Function. Nothing is read or fetched
@@ -135,6 +167,9 @@ func New(opts Options) (*Function, error) {
 	}
 	if opts.Loader.SSM == nil {
 		opts.Loader.SSM = opts.SSM
+	}
+	if opts.JobQueueURL != "" && opts.SQS == nil {
+		return nil, errors.New("lambdafn: a job queue needs an SQS client")
 	}
 	out := &lineWriter{w: opts.Stdout}
 	f := &Function{opts: opts, out: out, logger: newLogger(out, slog.LevelInfo)}
@@ -202,12 +237,16 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 		reqID = lc.AwsRequestID
 	}
 	a, logger, err := f.ready(ctx)
-	logger = logger.With("request_id", reqID)
+	logger = logger.With(f.invocationAttrs(ctx, reqID)...)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return nil, &StartError{err}
 	}
-	mailboxes, err := selectMailboxes(a, ev)
+	sum := &Summary{RequestID: reqID, Trigger: ev.Trigger}
+	if ev.Trigger == TriggerSchedule && f.opts.JobQueueURL != "" {
+		return f.handleDispatch(ctx, a, ev, sum, logger)
+	}
+	mailboxes, jobsOf, err := selectMailboxes(a, ev, logger)
 	if err != nil {
 		logger.Error("bad event", "err", err)
 		return nil, err
@@ -224,18 +263,27 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 	results := c.PollAll(pctx, mailboxes, a.Config.ParallelMailboxes)
 	pollTime := time.Since(started)
 
-	sum := &Summary{RequestID: reqID, Trigger: ev.Trigger, Mailboxes: make([]MailboxSummary, 0, len(results))}
+	sum.Mailboxes = make([]MailboxSummary, 0, len(results))
 	now := f.opts.Now()
 	for _, r := range results {
 		ms := summarize(r)
 		sum.Mailboxes = append(sum.Mailboxes, ms)
-		attrs := []any{"mailbox", ms.Mailbox, "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
+		attrs := []any{"mailbox", ms.Mailbox, "outcome", ms.Outcome(), "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
 			"delivered", ms.Delivered, "deferred", ms.Deferred, "rejected", ms.Rejected, "gave_up", ms.GaveUp,
 			"deleted", ms.Deleted, "not_due", ms.NotDue, "badmail", ms.Badmail, "notices", ms.Notices,
 			"unrecorded_replies", ms.UnrecordedReplies, "duration_ms", ms.DurationMS}
 		if ms.Stopped != "" {
 			sum.Stopped++
 			attrs = append(attrs, "stopped", ms.Stopped)
+		}
+		if ev.Trigger == TriggerQueue && infrastructureFault(r.Err) {
+			// The queue's retry is worth it: the job is received again
+			// after its visibility timeout (and goes to the dead-letter
+			// queue after maxReceiveCount).
+			for _, id := range jobsOf[r.Mailbox] {
+				sum.BatchItemFailures = append(sum.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: id})
+			}
+			attrs = append(attrs, "job_retried", true)
 		}
 		switch {
 		case ms.Busy:
@@ -254,17 +302,53 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 		}
 		f.out.Write(line.Bytes())
 	}
-	inv := metrics.Invocation{RequestID: reqID, Trigger: string(ev.Trigger), Results: results, Duration: pollTime}
+	f.invocationMetrics(ctx, logger, metrics.Invocation{RequestID: reqID, Trigger: string(ev.Trigger), Results: results, Duration: pollTime})
+	return sum, nil
+}
+
+// handleDispatch queues one job per enabled mailbox (fan-out mode).
+func (f *Function) handleDispatch(ctx context.Context, a *app.App, ev Event, sum *Summary, logger *slog.Logger) (*Summary, error) {
+	tick := tickOf(ev, f.opts.Now())
+	started := time.Now()
+	n, err := f.dispatch(ctx, a.Mailboxes, tick)
+	sum.Dispatched = n
+	logger.Info("dispatch done", "tick", tick.Format(time.RFC3339), "mailboxes", len(a.Mailboxes), "dispatched", n,
+		"duration_ms", time.Since(started).Milliseconds())
+	f.invocationMetrics(ctx, logger, metrics.Invocation{RequestID: sum.RequestID, Trigger: "dispatch", Duration: time.Since(started)})
+	if err != nil {
+		// Failing the invocation makes Lambda retry it; the deduplication
+		// ids keep the jobs already queued from being queued twice.
+		logger.Error("dispatch failed", "err", err)
+		return nil, err
+	}
+	return sum, nil
+}
+
+// invocationMetrics writes the invocation's EMF line.
+func (f *Function) invocationMetrics(ctx context.Context, logger *slog.Logger, inv metrics.Invocation) {
 	if dl, ok := ctx.Deadline(); ok {
 		inv.Deadline = dl
 	}
 	var line bytes.Buffer
 	if err := metrics.InvocationEMF(&line, f.opts.MetricsNamespace, inv, f.opts.Now()); err != nil {
 		logger.Warn("metrics not written", "err", err)
-	} else {
-		f.out.Write(line.Bytes())
+		return
 	}
-	return sum, nil
+	f.out.Write(line.Bytes())
+}
+
+// invocationAttrs are the keys every log line of an invocation carries,
+// named as AWS Lambda Powertools names them, so that the queries and
+// dashboards written for Powertools functions work here: cold_start,
+// function_name, function_memory_size, request_id and, when X-Ray traces
+// the invocation, xray_trace_id.
+func (f *Function) invocationAttrs(ctx context.Context, reqID string) []any {
+	attrs := []any{"cold_start", !f.warm.Swap(true), "function_name", lambdacontext.FunctionName,
+		"function_memory_size", lambdacontext.MemoryLimitInMB, "request_id", reqID}
+	if id, ok := ctx.Value("x-amzn-trace-id").(string); ok && id != "" {
+		attrs = append(attrs, "xray_trace_id", id)
+	}
+	return attrs
 }
 
 // pollContext ends Reserve before the invocation's deadline, so that the
@@ -286,15 +370,19 @@ func remaining(ctx context.Context) string {
 	return "none"
 }
 
-// selectMailboxes returns the enabled mailboxes for a scheduled event and
-// the named ones, in the order named, for a manual one.
-func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
+// selectMailboxes returns the enabled mailboxes for a scheduled event,
+// the named ones, in the order named, for a manual one, and those the
+// jobs of a queue event name, each once, with the ids of the jobs that
+// named it. A queue event's job that cannot be served (unreadable, or
+// naming a mailbox no longer configured) is logged and consumed: its
+// retry could not serve it either.
+func selectMailboxes(a *app.App, ev Event, logger *slog.Logger) ([]connector.Mailbox, map[string][]string, error) {
 	switch ev.Trigger {
 	case TriggerSchedule:
-		return a.Mailboxes, nil
-	case TriggerManual:
+		return a.Mailboxes, nil, nil
+	case TriggerManual, TriggerQueue:
 	default:
-		return nil, badEvent("%s", wantShapes)
+		return nil, nil, badEvent("%s", wantShapes)
 	}
 	byID := make(map[string]connector.Mailbox, len(a.Mailboxes))
 	valid := make([]string, 0, len(a.Mailboxes))
@@ -303,6 +391,28 @@ func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
 		valid = append(valid, m.ID)
 	}
 	slices.Sort(valid)
+	if ev.Trigger == TriggerQueue {
+		var out []connector.Mailbox
+		jobsOf := map[string][]string{}
+		for _, j := range ev.Jobs {
+			if j.Err != nil {
+				logger.Error("job consumed unserved", "message_id", j.MessageID, "err", j.Err)
+				continue
+			}
+			for _, id := range j.Job.Mailboxes {
+				m, ok := byID[id]
+				if !ok {
+					logger.Warn("job consumed unserved: mailbox not configured (or disabled) any more", "message_id", j.MessageID, "mailbox", id)
+					continue
+				}
+				if _, seen := jobsOf[id]; !seen {
+					out = append(out, m)
+				}
+				jobsOf[id] = append(jobsOf[id], j.MessageID)
+			}
+		}
+		return out, jobsOf, nil
+	}
 	var out []connector.Mailbox
 	var unknown []string
 	for _, id := range ev.Mailboxes {
@@ -314,9 +424,9 @@ func selectMailboxes(a *app.App, ev Event) ([]connector.Mailbox, error) {
 		out = append(out, m)
 	}
 	if len(unknown) > 0 {
-		return nil, &EventError{fmt.Errorf("%w %s; valid ids: %s", ErrUnknownMailbox, strings.Join(unknown, ", "), strings.Join(valid, ", "))}
+		return nil, nil, &EventError{fmt.Errorf("%w %s; valid ids: %s", ErrUnknownMailbox, strings.Join(unknown, ", "), strings.Join(valid, ", "))}
 	}
-	return out, nil
+	return out, nil, nil
 }
 
 // ErrUnknownMailbox reports a manual event naming a mailbox that is not

@@ -443,3 +443,90 @@ func TestSplitBodySources(t *testing.T) {
 		})
 	})
 }
+
+func TestSplitLongListWrittenInWindows(t *testing.T) {
+	// 1,000 recipients, 200 per transaction (Exchange's default): the
+	// first transaction learns the limit after at most the window's
+	// worth of RCPTs past it, the others carry exactly the limit.
+	to := make([]string, 1000)
+	for i := range to {
+		to[i] = fmt.Sprintf("r%04d@example.net", i)
+	}
+	capOnEveryPath(t, capRules{max: 200}, func(t *testing.T, s *capServer, srv *testenv.ScriptedSMTP, c *relay.Client) {
+		out, err := c.Send(testContext(t), relay.Envelope{From: "a@example.org", To: to}, strings.NewReader("x\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted(t, out, len(to))
+		mails, calls := s.counts()
+		if mails != 5 || len(srv.Messages()) != 5 {
+			t.Fatalf("%d transactions, %d messages, want 5 and 5 (RCPTs %v)", mails, len(srv.Messages()), calls)
+		}
+		if calls[0] < 201 || calls[0] > 300 {
+			t.Errorf("transaction 1 carried %d RCPTs, want 201 to 300 (the limit and one window at most)", calls[0])
+		}
+		for i, n := range calls[1:] {
+			if n != 200 {
+				t.Errorf("transaction %d carried %d RCPTs, want 200", i+2, n)
+			}
+		}
+	})
+}
+
+func TestSplitVerify(t *testing.T) {
+	to := addrs(7)
+	capOnEveryPath(t, capRules{max: 3}, func(t *testing.T, s *capServer, srv *testenv.ScriptedSMTP, c *relay.Client) {
+		out, err := c.Verify(testContext(t), "a@example.org", to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted(t, out, len(to))
+		if mails, _ := s.counts(); mails != 3 || len(srv.Messages()) != 0 {
+			t.Errorf("%d transactions and %d messages, want 3 and none", mails, len(srv.Messages()))
+		}
+	})
+}
+
+func TestSplitByAdvertisedRcptMax(t *testing.T) {
+	// RFC 9422 LIMITS RCPTMAX=2: the client never sends a third RCPT in a
+	// transaction, so there is no 452 to read.
+	var cmds []string
+	addr, done := fakeServer(t, func(d *dialogue) {
+		d.say("220 fake.test ESMTP")
+		d.line()
+		d.say("250-fake.test", "250-PIPELINING", "250 LIMITS RCPTMAX=2")
+		for queued := 1; ; {
+			cmd := d.line()
+			cmds = append(cmds, cmd)
+			switch {
+			case cmd == "", strings.HasPrefix(cmd, "QUIT"):
+				d.say("221 bye")
+				return
+			case cmd == "DATA":
+				d.say("354 go ahead")
+				for l := d.line(); l != "." && l != ""; l = d.line() {
+				}
+				d.say(fmt.Sprintf("250 queued as Q%d", queued))
+				queued++
+			default:
+				d.say("250 ok")
+			}
+		}
+	})
+	c := mustDial(t, addr, nil)
+	out, err := c.Send(testContext(t), relay.Envelope{From: "a@example.org", To: addrs(3)}, strings.NewReader("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted(t, out, 3)
+	if out[0].Reply != "queued as Q1" || out[1].Reply != "queued as Q1" || out[2].Reply != "queued as Q2" {
+		t.Errorf("replies %q %q %q, want Q1 Q1 Q2", out[0].Reply, out[1].Reply, out[2].Reply)
+	}
+	c.Quit()
+	<-done
+	want := "MAIL FROM:<a@example.org> | RCPT TO:<r00@example.net> | RCPT TO:<r01@example.net> | DATA | " +
+		"MAIL FROM:<a@example.org> | RCPT TO:<r02@example.net> | DATA | QUIT"
+	if got := strings.Join(cmds, " | "); got != want {
+		t.Errorf("commands\n  %s\nwant\n  %s", got, want)
+	}
+}

@@ -29,7 +29,8 @@ type capRules struct {
 	commands     bool
 	none         bool
 	reply        *smtp.SMTPError
-	refuse       map[string]error // per-recipient replies, counted as refused
+	refuse       map[string]error  // per-recipient replies, counted as refused
+	onMail       func(n int) error // n counts the MAIL commands from 1
 	onData       func(n int, to []string) error
 }
 
@@ -62,6 +63,9 @@ func (s *capServer) start(t *testing.T) *testenv.ScriptedSMTP {
 			s.mails++
 			s.inTxn = 0
 			s.rcptCalls = append(s.rcptCalls, 0)
+			if s.onMail != nil {
+				return s.onMail(s.mails)
+			}
 			return nil
 		},
 		OnRcpt: func(to string) error {
@@ -207,6 +211,13 @@ func TestSplitTooManyRecipientsOnEveryPath(t *testing.T) {
 		{name: "no progress from the start", srv: capRules{none: true}, want: "dddddddddd", mails: 1},
 		{name: "message refused in transaction 2: the rest wait", want: "aaarrrdddd", mails: 2,
 			srv: capRules{max: 3, onData: atTransaction(2, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message rejected as spam"})}},
+		{name: "MAIL refused in transaction 2: taken as temporary", want: "aaaddddddd", mails: 2,
+			srv: capRules{max: 3, onMail: func(n int) error {
+				if n == 2 {
+					return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Too many messages in this session"}
+				}
+				return nil
+			}}},
 		{name: "transaction 2 deferred at the end of data", want: "aaaddddddd", mails: 2,
 			srv: capRules{max: 3, onData: atTransaction(2, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Try later"})}},
 	}

@@ -21,6 +21,11 @@ const (
 	// chunk waits for the oldest: it bounds both the unread replies and
 	// the data the server may still refuse.
 	chunkWindow = 4
+	// rcptWindow is how many replies may be owed while RCPTs are written;
+	// past it, half are read before the next RCPT goes out. It bounds the
+	// RCPTs sent past a server's limit per transaction, and the replies a
+	// server must hold while the client writes.
+	rcptWindow = 100
 )
 
 // pickMode chooses the transaction mode from the EHLO keywords. CHUNKING
@@ -47,35 +52,52 @@ type step struct {
 // (when a transaction may be open), MAIL, every RCPT and then DATA, or
 // RSET for Verify, in one write; then the replies, in order. CHUNKING
 // sends the body in BDAT chunks once the envelope is accepted.
+//
+// At most rcptWindow replies are owed while RCPTs are written: a long
+// recipient list is written in parts as the replies come back, so that
+// neither side blocks writing while the other does (RFC 2920 §3.1 asks a
+// client not to deadlock), and once a reply says the transaction has too
+// many recipients no more RCPT is written. DATA then follows the replies
+// instead of the RCPTs.
 func (c *Client) pipelined(t *txn) *Error {
 	if c.dirty {
 		c.command(t, step{op: "rset", want: 250}, "RSET")
 	}
 	c.command(t, step{op: "mail", want: 250}, c.mailCommand(t))
-	for i, a := range t.env.To {
-		if t.valid[i] {
-			c.command(t, step{op: "rcpt", want: 25, rcpt: i}, "RCPT TO:<"+a+">")
+	for _, i := range t.rcpts {
+		if len(t.steps) >= rcptWindow {
+			if e := c.drain(t, rcptWindow/2); e != nil {
+				return c.lose(t, e)
+			}
+			if t.mailErr != nil || t.tooMany != nil {
+				break
+			}
 		}
+		c.command(t, step{op: "rcpt", want: 25, rcpt: i}, "RCPT TO:<"+t.env.To[i]+">")
+		t.written++
 	}
+	dataSent := false
 	switch {
 	case t.verify:
 		c.command(t, step{op: "rset", want: 250}, "RSET")
-	case c.mode == modePipelining:
+	case c.mode == modePipelining && t.written == len(t.rcpts) && t.tooMany == nil && t.mailErr == nil:
 		c.command(t, step{op: "data", want: 354}, "DATA")
+		dataSent = true
 	}
 	if e := c.readAll(t); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
+	t.carryUnwritten()
 	if t.mailErr != nil {
 		// The RCPT replies after a refused MAIL are 503s: MAIL's reply is
 		// the cause for every recipient.
-		fill(t.out, t.mailErr)
+		t.refuseMail()
 	}
 	switch {
 	case t.verify:
 		return nil
 	case c.mode == modePipelining:
-		return c.pipelinedData(t)
+		return c.pipelinedData(t, dataSent)
 	}
 	return c.chunked(t)
 }
@@ -139,9 +161,9 @@ func (c *Client) readStep(t *txn) *Error {
 		switch {
 		case t.mailErr != nil:
 		case refused != nil:
-			t.out[s.rcpt].Err = refused
+			t.rcptRefused(s.rcpt, refused)
 		default:
-			t.accepted = append(t.accepted, s.rcpt)
+			t.rcptAccepted(s.rcpt)
 		}
 	default: // "data": DATA, the final "." or a BDAT chunk
 		if t.dataErr == nil {
@@ -180,8 +202,19 @@ func (c *Client) reply(s step) (text string, refused, lost *Error) {
 	return "", e, nil
 }
 
-// pipelinedData continues after the replies to MAIL, RCPT and DATA.
-func (c *Client) pipelinedData(t *txn) *Error {
+// pipelinedData continues after the replies to MAIL, RCPT and, when
+// dataSent, DATA. When DATA was held back (the RCPTs were cut short), it
+// is sent now if a recipient was accepted.
+func (c *Client) pipelinedData(t *txn, dataSent bool) *Error {
+	if !dataSent {
+		if t.mailErr != nil || len(t.accepted) == 0 {
+			return nil // MAIL was accepted or not: c.dirty says whether to RSET
+		}
+		c.command(t, step{op: "data", want: 354}, "DATA")
+		if e := c.readAll(t); e != nil {
+			return c.lose(t, e)
+		}
+	}
 	if t.dataErr != nil {
 		if t.mailErr == nil {
 			t.refuse(t.dataErr)
@@ -194,12 +227,12 @@ func (c *Client) pipelinedData(t *txn) *Error {
 		// changes nothing (every recipient keeps its refusal).
 		c.command(t, step{op: "data", want: 250}, ".")
 		if e := c.readAll(t); e != nil {
-			return c.lose(t.out, e)
+			return c.lose(t, e)
 		}
 		return nil
 	}
 	if e := c.writeBody(t); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	// The dot-stuffer held back the body's last line break: this supplies
 	// it, and the terminator.
@@ -209,7 +242,7 @@ func (c *Client) pipelinedData(t *txn) *Error {
 	c.tr.endData()
 	if e != nil {
 		// Also the duplicate window: the server may have taken it.
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	return c.finish(t)
 }
@@ -240,12 +273,12 @@ func (c *Client) chunked(t *txn) *Error {
 	if c.chunk == nil {
 		c.chunk = make([]byte, chunkSize)
 	}
-	src := &bodyReader{r: t.body}
+	src := t.source()
 	k := &chunker{src: src, in: c.copyBuf()}
 	for done := false; !done; {
 		n, end, err := k.fill(c.chunk)
 		if err != nil {
-			return c.lose(t.out, c.abandon(src, nil, err))
+			return c.lose(t, c.abandon(src, nil, err))
 		}
 		done = end
 		if n > 0 {
@@ -253,7 +286,7 @@ func (c *Client) chunked(t *txn) *Error {
 			c.bw.Write(c.chunk[:n])
 		}
 		if e := c.drain(t, chunkWindow); e != nil {
-			return c.lose(t.out, e)
+			return c.lose(t, e)
 		}
 		if t.dataErr != nil {
 			// RFC 3030 §2: after a refused chunk no more may be sent; the
@@ -266,17 +299,17 @@ func (c *Client) chunked(t *txn) *Error {
 	// place in the caller's reply window. It costs a round trip only when
 	// chunk replies are still on their way.
 	if e := c.drain(t, 0); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	if t.dataErr != nil {
 		return c.chunkRefused(t)
 	}
 	if e := c.beforeEnd(t, src); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	c.command(t, step{op: "data", want: 250}, "BDAT 0 LAST")
 	if e := c.readAll(t); e != nil {
-		return c.lose(t.out, e) // the duplicate window, as after "."
+		return c.lose(t, e) // the duplicate window, as after "."
 	}
 	return c.finish(t)
 }
@@ -296,7 +329,7 @@ func (c *Client) drain(t *txn, keep int) *Error {
 // recipients, and the next transaction starts with RSET.
 func (c *Client) chunkRefused(t *txn) *Error {
 	if e := c.readAll(t); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	t.refuse(t.dataErr)
 	c.dirty = true

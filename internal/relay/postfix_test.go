@@ -6,7 +6,9 @@ package relay_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +136,75 @@ func TestPostfixRefusalsInOrderOnEveryPath(t *testing.T) {
 	for _, r := range []string{"one@corp.example", "two@corp.example"} {
 		if n := len(pf.Messages(t, r)); n != 2*len(pathOptions) {
 			t.Errorf("%s has %d messages, want %d", r, n, 2*len(pathOptions))
+		}
+	}
+}
+
+func TestPostfixTooManyRecipientsSplitOnEveryPath(t *testing.T) {
+	to := make([]string, 10)
+	for i := range to {
+		to[i] = fmt.Sprintf("user%d@corp.example", i)
+	}
+	pf := testenv.StartPostfix(t, testenv.PostfixOptions{Recipients: to,
+		Listeners: []testenv.PostfixListener{{Name: "limit3", RecipientLimit: 3}}})
+	addr := pf.ListenerAddr(t, "limit3")
+	for _, p := range pathOptions {
+		t.Run(p.mode, func(t *testing.T) {
+			log, logs := debugLogger()
+			c := mustDial(t, addr, func(o *relay.Options) {
+				if p.mutate != nil {
+					p.mutate(o)
+				}
+				o.Logger = log
+			})
+			body := fmt.Sprintf("X-Test-Id: %s\r\nFrom: <a@example.org>\r\nDate: Mon, 2 Jan 2006 15:04:05 +0000\r\nMessage-ID: <split-%s@example.org>\r\nSubject: ten recipients\r\n\r\n%s",
+				p.mode, p.mode, strings.Repeat("a line of the body\r\n", 10000))
+			hooks, opens := 0, 0
+			env := relay.Envelope{From: "a@example.org", To: to, Size: int64(len(body)),
+				BeforeEnd: func() error { hooks++; return nil },
+				// As the connector would: the archived copy opened again.
+				Reopen: func(context.Context) (io.ReadCloser, error) {
+					opens++
+					return io.NopCloser(onlyReader{strings.NewReader(body)}), nil
+				}}
+			out, err := c.Send(testContext(t), env, onlyReader{strings.NewReader(body)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted(t, out, len(to))
+			if hooks != 1 {
+				t.Errorf("BeforeEnd called %d times, want once", hooks)
+			}
+			if opens != 3 {
+				t.Errorf("body reopened %d times, want 3", opens)
+			}
+			// Each transaction has its own queue id in the final reply.
+			var replies []string
+			for i, o := range out {
+				if i == 0 || o.Reply != out[i-1].Reply {
+					replies = append(replies, o.Reply)
+				}
+			}
+			if len(replies) != 4 || out[2].Reply != out[0].Reply || out[3].Reply == out[2].Reply || out[5].Reply != out[3].Reply ||
+				out[6].Reply == out[5].Reply || out[8].Reply != out[6].Reply || out[9].Reply == out[8].Reply {
+				for _, o := range out {
+					t.Logf("%s: %s", o.Address, o.Reply)
+				}
+				t.Errorf("replies %q, want 4 transactions of 3, 3, 3 and 1 recipients", replies)
+			}
+			if n := strings.Count(logs.String(), "MAIL FROM:"); n != 4 {
+				t.Errorf("%d MAIL commands, want 4", n)
+			}
+			if !strings.Contains(logs.String(), "4.5.3 Error: too many recipients") {
+				t.Errorf("Postfix never said too many recipients:\n%.3000s", logs.String())
+			}
+			c.Quit()
+		})
+	}
+	for _, r := range to {
+		got := pf.Messages(t, r)
+		if len(got) != len(pathOptions) {
+			t.Errorf("%s has %d messages, want %d", r, len(got), len(pathOptions))
 		}
 	}
 }

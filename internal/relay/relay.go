@@ -98,8 +98,21 @@ type Envelope struct {
 	// takes nothing (RFC 5321 §4.1.1.4), and every recipient gets a
 	// temporary *Error wrapping it. The caller uses it to hold the commit
 	// until its own earlier work (a ledger write) is known to have
-	// succeeded.
+	// succeeded. It is called at most once per Send: when the server takes
+	// fewer recipients per transaction than the envelope has (see "Too many
+	// recipients" in the package doc), only the first transaction that ends
+	// its data waits for it; the later ones of the same Send end at once.
 	BeforeEnd func() error
+	// Reopen, when set, opens the body again from its first byte, for a
+	// further transaction of the same Send when the server limits the
+	// recipients per transaction and the body was already sent. It is
+	// called before that transaction's MAIL; what it returns must yield the
+	// same bytes as the body given to Send (Size still describes them), and
+	// Send closes it. Without Reopen a body that is an io.Seeker is sought
+	// back to where it was when Send began; any other body is sent once,
+	// and the recipients the server could not take in that transaction are
+	// deferred (a temporary *Error saying why).
+	Reopen func(ctx context.Context) (io.ReadCloser, error)
 }
 
 // Outcome is the final word on one recipient.
@@ -129,6 +142,7 @@ type Client struct {
 	ext     map[string]string
 	tls     bool
 	maxSize int64
+	rcptMax int // RCPTMAX of the LIMITS extension (RFC 9422), 0 if none
 
 	broken *Error // set when the connection can no longer be used
 	dirty  bool   // a transaction may be open: RSET before the next MAIL
@@ -264,6 +278,7 @@ func (c *Client) hello() *Error {
 			c.maxSize = n
 		}
 	}
+	c.rcptMax = rcptMax(c.ext["LIMITS"])
 	return nil
 }
 
@@ -468,6 +483,13 @@ func (c *Client) Pipelining() string { return c.mode }
 // over the advertised limit, SMTPUTF8 needed but not offered, malformed
 // addresses) are refused locally with permanent errors and nothing is sent.
 //
+// When the server answers an RCPT that the transaction has too many
+// recipients (see "Too many recipients" in the package doc), Send ends the
+// transaction for the recipients accepted so far and sends the message again
+// to the others in new transactions on the same connection, until each one's
+// RCPT had a real answer; each recipient then carries the final reply of its
+// own transaction.
+//
 // A non-nil error (an *Error) means the connection is unusable: every
 // recipient without a final outcome then has a temporary *Error, and the
 // caller must Close and dial again. A transaction left open by an earlier
@@ -478,29 +500,51 @@ func (c *Client) Send(ctx context.Context, env Envelope, body io.Reader) ([]Outc
 
 // Verify checks that the server would accept mail from from to each of to:
 // MAIL and one RCPT each, then RSET; no message is sent. Accepted recipients
-// have a nil Err and an empty Reply.
+// have a nil Err and an empty Reply. Recipients past the server's limit per
+// transaction are asked in further transactions, as Send does.
 func (c *Client) Verify(ctx context.Context, from string, to []string) ([]Outcome, error) {
 	return c.transaction(ctx, Envelope{From: from, To: to}, nil, true)
 }
 
-// txn is one transaction in progress.
+// txn is one call to Send or Verify: one SMTP transaction, or several when
+// the server limits the recipients per transaction (split.go). The fields
+// after "the transaction in progress" are reset by begin.
 type txn struct {
-	env    Envelope
-	body   io.Reader
-	verify bool
-	utf8   bool   // SMTPUTF8 needed
-	valid  []bool // env.To[i] passed the local checks
-	out    []Outcome
+	ctx     context.Context
+	env     Envelope
+	body    io.Reader // the body's source for the transaction in progress
+	verify  bool
+	utf8    bool   // SMTPUTF8 needed
+	valid   []bool // env.To[i] passed the local checks
+	out     []Outcome
+	settled []bool // out[i] is final: no later step changes it
 
+	// Across transactions.
+	pending  []int         // recipients whose RCPT awaits a real answer, in order
+	limit    int           // most RCPTs per transaction; 0 = not known
+	rounds   int           // transactions begun
+	ended    bool          // BeforeEnd was called (once per Send)
+	bodyRead bool          // body has been read from: a new transaction needs it again
+	seeker   io.Seeker     // body, when it can be sought back to seekAt
+	seekAt   int64         // body's offset when Send began
+	reopened io.ReadCloser // the body opened by env.Reopen, closed by Send
+
+	// The transaction in progress.
+	rcpts    []int  // recipients whose RCPT this transaction carries, in order
+	rest     []int  // pending recipients left for a later transaction (limit)
+	written  int    // RCPTs of rcpts written so far
+	answered int    // RCPTs answered for real (accepted or refused, not "too many")
+	again    []int  // recipients answered "too many recipients"
+	tooMany  *Error // the first such reply, temporary
 	steps    []step // pipelined replies still owed, in order
 	mailErr  *Error // MAIL refused
 	accepted []int  // indexes in out accepted at RCPT
-	dataErr  *Error // DATA or a BDAT chunk refused
+	dataErr  *Error // DATA, a BDAT chunk or the final reply refused
 	final    string // text of the last reply read for the message
 }
 
 func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, verify bool) ([]Outcome, error) {
-	t := &txn{env: env, body: body, verify: verify, out: make([]Outcome, len(env.To))}
+	t := &txn{ctx: ctx, env: env, body: body, verify: verify, out: make([]Outcome, len(env.To)), settled: make([]bool, len(env.To))}
 	for i, a := range env.To {
 		t.out[i].Address = a
 	}
@@ -512,24 +556,31 @@ func (c *Client) transaction(ctx context.Context, env Envelope, body io.Reader, 
 		return t.out, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return t.out, c.lose(t.out, classify("mail", err))
+		return t.out, c.lose(t, classify("mail", err))
 	}
 	if !c.localChecks(t) {
 		return t.out, nil
 	}
+	t.prepare(c.rcptMax)
+	defer t.closeBody()
 
 	unbind := c.wc.bind(ctx)
 	defer unbind()
-	var e *Error
-	if c.mode == modeNone {
-		e = c.lockstep(t)
-	} else {
-		e = c.pipelined(t)
+	for {
+		t.begin()
+		var e *Error
+		if c.mode == modeNone {
+			e = c.lockstep(t)
+		} else {
+			e = c.pipelined(t)
+		}
+		if e != nil {
+			return t.out, e
+		}
+		if !c.another(t) {
+			return t.out, nil
+		}
 	}
-	if e != nil {
-		return t.out, e
-	}
-	return t.out, nil
 }
 
 // localChecks refuses what cannot go before anything is written: bad
@@ -561,6 +612,7 @@ func (c *Client) localChecks(t *txn) bool {
 	for i, a := range env.To {
 		if err := checkAddress(a, false); err != nil {
 			out[i].Err = &Error{Op: "rcpt", Code: 501, Enhanced: "5.1.3", Message: "invalid recipient address: " + err.Error(), Local: true}
+			t.settled[i] = true
 			continue
 		}
 		t.valid[i], anyValid = true, true
@@ -569,12 +621,12 @@ func (c *Client) localChecks(t *txn) bool {
 }
 
 // lockstep runs the transaction through go-smtp, one command and one
-// reply at a time.
+// reply at a time. After a "too many recipients" reply no more RCPT is
+// sent: the recipients left go to the next transaction.
 func (c *Client) lockstep(t *txn) *Error {
-	out := t.out
 	if c.dirty {
 		if err := c.sc.Reset(); err != nil {
-			return c.lose(out, c.classify("rset", err))
+			return c.lose(t, c.classify("rset", err))
 		}
 		c.dirty = false
 	}
@@ -585,29 +637,32 @@ func (c *Client) lockstep(t *txn) *Error {
 	if err := c.sc.Mail(t.env.From, mailOpts); err != nil {
 		e := c.classify("mail", err)
 		if connectionLost(e) {
-			return c.lose(out, e)
+			return c.lose(t, e)
 		}
-		fill(out, e)
+		t.mailErr = e
+		t.refuseMail()
 		return nil
 	}
 	c.dirty = true
-	for i, a := range t.env.To {
-		if !t.valid[i] {
-			continue
+	for _, i := range t.rcpts {
+		if t.tooMany != nil {
+			break
 		}
-		if err := c.sc.Rcpt(a, nil); err != nil {
+		t.written++
+		if err := c.sc.Rcpt(t.env.To[i], nil); err != nil {
 			e := c.classify("rcpt", err)
-			out[i].Err = e
 			if connectionLost(e) {
-				return c.lose(out, e)
+				return c.lose(t, e)
 			}
+			t.rcptRefused(i, e)
 			continue
 		}
-		t.accepted = append(t.accepted, i)
+		t.rcptAccepted(i)
 	}
+	t.carryUnwritten()
 	if t.verify || len(t.accepted) == 0 {
 		if err := c.sc.Reset(); err != nil {
-			return c.lose(out, c.classify("rset", err))
+			return c.lose(t, c.classify("rset", err))
 		}
 		c.dirty = false
 		return nil
@@ -620,27 +675,29 @@ func (c *Client) lockstepData(t *txn) *Error {
 	dc, err := c.sc.Data()
 	if err != nil {
 		e := c.classify("data", err)
-		t.refuse(e)
 		if connectionLost(e) {
-			return c.lose(t.out, e)
+			return c.lose(t, e)
 		}
+		t.dataErr = e
+		t.refuse(e)
 		return nil
 	}
 	// go-smtp's Data has flushed "DATA" and read 354; until Close writes the
 	// terminator the connection is ours. Close ends it with "\r\n.\r\n" as
 	// if its own writer had seen nothing.
 	if e := c.writeBody(t); e != nil {
-		return c.lose(t.out, e)
+		return c.lose(t, e)
 	}
 	resp, err := dc.CloseWithResponse()
 	c.tr.endData()
 	if err != nil {
 		e := c.classify("data", err)
-		t.refuse(e)
 		if connectionLost(e) {
 			// Also the duplicate window: the server may have taken it.
-			return c.lose(t.out, e)
+			return c.lose(t, e)
 		}
+		t.dataErr = e
+		t.refuse(e)
 		c.dirty = false
 		return nil
 	}
@@ -654,7 +711,7 @@ func (c *Client) lockstepData(t *txn) *Error {
 // all of DATA but the terminator. A non-nil error means the terminator
 // must never be sent.
 func (c *Client) writeBody(t *txn) *Error {
-	src := &bodyReader{r: t.body}
+	src := t.source()
 	c.tr.beginData()
 	stuffer := newDotStuffer(c.wc)
 	_, err := io.CopyBuffer(stuffer, src, c.copyBuf())
@@ -667,11 +724,13 @@ func (c *Client) writeBody(t *txn) *Error {
 	return c.beforeEnd(t, src)
 }
 
-// beforeEnd runs env.BeforeEnd, the caller's last word before the commit.
+// beforeEnd runs env.BeforeEnd, the caller's last word before the commit,
+// once per Send: a later transaction of the same Send ends without it.
 func (c *Client) beforeEnd(t *txn, src *bodyReader) *Error {
-	if t.env.BeforeEnd == nil {
+	if t.env.BeforeEnd == nil || t.ended {
 		return nil
 	}
+	t.ended = true
 	if err := t.env.BeforeEnd(); err != nil {
 		return c.abandon(src, err, err)
 	}
@@ -707,6 +766,7 @@ func (c *Client) copyBuf() []byte {
 func (t *txn) refuse(e *Error) {
 	for _, i := range t.accepted {
 		t.out[i].Err = e
+		t.settled[i] = true
 	}
 }
 
@@ -722,6 +782,7 @@ func (c *Client) deliver(t *txn, reply string) {
 	for _, i := range t.accepted {
 		t.out[i].Reply = c.secrets.scrub(reply)
 		t.out[i].Warning = warning
+		t.settled[i] = true
 	}
 }
 
@@ -747,16 +808,18 @@ func (c *Client) classify(op string, err error) *Error {
 
 // lose marks the connection unusable after e, closes it, and gives e (as a
 // temporary error) to every recipient without a final outcome: a nil Err
-// before the final reply only means "accepted at RCPT". It returns e.
-func (c *Client) lose(out []Outcome, e *Error) *Error {
+// before the final reply only means "accepted at RCPT", and a recipient
+// waiting for a later transaction has had no real answer. Outcomes of
+// transactions already ended stay. It returns e.
+func (c *Client) lose(t *txn, e *Error) *Error {
 	if !e.Temporary {
 		t := *e
 		t.Temporary = true
 		e = &t
 	}
-	for i := range out {
-		if out[i].Err == nil {
-			out[i].Err = e
+	for i := range t.out {
+		if !t.settled[i] {
+			t.out[i].Err = e
 		}
 	}
 	c.broken = e

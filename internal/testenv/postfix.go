@@ -72,6 +72,11 @@ type PostfixListener struct {
 	// a client then learns of the limit only from the 552 reply to the
 	// final "." of DATA.
 	HideSize bool
+	// RecipientLimit is smtpd_recipient_limit for this port (0 = Postfix's
+	// 1000): the most recipients accepted in one transaction; each RCPT
+	// past it is answered "452 4.5.3 Error: too many recipients", as
+	// Exchange's MaxRecipientsPerMessage does.
+	RecipientLimit int
 }
 
 // Postfix is a running private Postfix instance (master(8) and its
@@ -300,6 +305,9 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 		}
 		if l.HideSize {
 			o = append(o, "smtpd_discard_ehlo_keywords=size")
+		}
+		if l.RecipientLimit > 0 {
+			o = append(o, "smtpd_recipient_limit="+strconv.Itoa(l.RecipientLimit))
 		}
 		overrides[i] = o
 	}

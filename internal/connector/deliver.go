@@ -296,7 +296,22 @@ func (p *poll) sendVia(ctx context.Context, r Relay, rec *ledger.Record, env rel
 		prefix.WriteString("Message-ID: <" + rec.MessageID + ">\r\n")
 	}
 	env.Size += int64(prefix.Len())
-	return r.Send(ctx, env, io.MultiReader(strings.NewReader(prefix.String()), body))
+	head := prefix.String()
+	// A server that caps recipients per message ("452 4.5.3 too many
+	// recipients") gets the rest in further transactions of this Send:
+	// each reads the same bytes again, from the archive, in constant
+	// memory.
+	env.Reopen = func(ctx context.Context) (io.ReadCloser, error) {
+		b, err := p.c.Archive.Open(ctx, rec.ArchiveKey)
+		if err != nil {
+			return nil, fmt.Errorf("archive %s: %w", rec.ArchiveKey, err)
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(strings.NewReader(head), b), b}, nil
+	}
+	return r.Send(ctx, env, io.MultiReader(strings.NewReader(head), body))
 }
 
 // traceID is the Received: field's ID: the archive object's name, which

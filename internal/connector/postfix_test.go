@@ -23,8 +23,9 @@ import (
 // test sends its notices to an address of its own (noticeBox), so the
 // Maildirs keep the tests apart.
 var exchange = &testenv.SharedPostfix{Options: testenv.PostfixOptions{
-	Recipients: append([]string{"sales@corp.example", "big@corp.example"}, noticeBoxes(12)...),
+	Recipients: append(append([]string{"sales@corp.example", "big@corp.example"}, noticeBoxes(12)...), teamBoxes(10)...),
 	Listeners: []testenv.PostfixListener{
+		{Name: "rcpt-limit-3", RecipientLimit: 3},
 		{Name: "small", MessageSizeLimit: 20000},
 		{Name: "small-nosize", MessageSizeLimit: 20000, HideSize: true},
 		{Name: "spam-filter", RejectSubject: `\[SPAM\]`},
@@ -45,6 +46,45 @@ func noticeBoxes(n int) []string {
 		out[i] = noticeBox(i)
 	}
 	return out
+}
+
+func teamBoxes(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("team-%d@corp.example", i)
+	}
+	return out
+}
+
+// A server that caps recipients per message (Exchange's
+// MaxRecipientsPerMessage; here Postfix's smtpd_recipient_limit = 3)
+// answers "452 4.5.3 too many recipients" past the cap: the message goes
+// to every recipient in one poll, in several transactions, and is
+// deleted once all are recorded.
+func TestPostfixRecipientLimitSplitsWithinOnePoll(t *testing.T) {
+	pf := exchange.Get(t)
+	team := teamBoxes(10)
+	r := newRig(t, rigOptions{smtpAddr: pf.Addr, deliverTo: team})
+	r.dovecot.Deliver(t, "sales", []byte("From: a@isp.example\r\nTo: team@isp.example\r\nSubject: to the team\r\nMessage-ID: <team-1@isp.example>\r\n\r\nHello all.\r\n"))
+	c := routedConnector(r, []route.Route{addrRoute(t, "exchange", pf.ListenerAddr(t, "rcpt-limit-3"))})
+	res := pollWith(t, c, r.mailbox)
+	if res.Err != nil || res.Delivered != 1 || res.Deleted != 1 || res.Deferred != 0 {
+		t.Fatalf("result %+v, want the message delivered to all 10 and deleted in one poll", res)
+	}
+	rec := onlyRecord(t, r)
+	if rec.Attempts != 1 || len(rec.Recipients) != 10 {
+		t.Fatalf("record: %d attempts, %d recipients", rec.Attempts, len(rec.Recipients))
+	}
+	for _, rc := range rec.Recipients {
+		if rc.Status != ledger.Accepted {
+			t.Errorf("%s: %s %d %s", rc.Address, rc.Status, rc.Code, rc.Reply)
+		}
+	}
+	for _, to := range team {
+		if n := len(pf.Messages(t, to)); n != 1 {
+			t.Errorf("%s received %d copies, want 1", to, n)
+		}
+	}
 }
 
 // Postfix's own replies, as test-relay and the rejection paths meet them.

@@ -178,7 +178,6 @@ func createJobQueue(t testing.TB, c *sqs.Client, name string, visibility time.Du
 	return aws.ToString(q.QueueUrl), attr(aws.ToString(q.QueueUrl))
 }
 
-
 func queueDepth(t testing.TB, c *sqs.Client, url string) string {
 	out, err := c.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url), AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameAll}})
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/popconnector/popconnector/internal/lambdafn"
 )
 
-func readEvent(t *testing.T, name string) []byte {
+func readEvent(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../../events/" + name)
 	if err != nil {

@@ -3,6 +3,7 @@ package lambdafn_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,57 @@ func TestUnderRIE(t *testing.T) {
 			}
 		}
 	})
+}
+
+// BenchmarkFanOut polls POPCONN_FANOUT_MAILBOXES mailboxes (default
+// 2,000) of one message each through POPCONN_FANOUT_WORKERS worker
+// functions (default 4) under the RIE, fed by the job queue, and reports
+// mailboxes per minute in all and per worker. make bench-fanout runs it.
+// Every server shares this machine's cores with the workers, so the
+// per-worker figure is a floor for a Lambda worker with its own vCPU.
+func BenchmarkFanOut(b *testing.B) {
+	n := fanOutMailboxes(b, 2000)
+	workers := 4
+	if v := os.Getenv("POPCONN_FANOUT_WORKERS"); v != "" {
+		if _, err := fmt.Sscan(v, &workers); err != nil || workers < 1 {
+			b.Fatalf("POPCONN_FANOUT_WORKERS=%q", v)
+		}
+	}
+	srv := startAWSServers(b)
+	moto := testenv.StartMoto(b)
+	bin := buildBootstrap(b, hostArch())
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		f := newFanRig(b, srv, moto, bin, n, 1)
+		f.queueURL, f.queueARN = createJobQueue(b, f.sqs, fmt.Sprintf("popconn-bench-%d", time.Now().UnixNano()), 6*120*time.Second, 3)
+		dispatcher := f.function("popconn-dispatcher", map[string]string{"POPCONN_JOB_QUEUE_URL": f.queueURL})
+		e, fns := f.workers(workers, 10, 6*120*time.Second)
+		// Warm every worker (the cold start is not what is measured).
+		for _, w := range fns {
+			var batch batchResponse
+			invokeJSON(b, w, []byte(`{"Records":[{"messageId":"warm","eventSource":"aws:sqs","body":"{\"mailboxes\":[]}"}]}`), &batch)
+		}
+		b.StartTimer()
+		start := time.Now()
+		var d dispatchResponse
+		invokeJSON(b, dispatcher, readEvent(b, "scheduled.json"), &d)
+		dispatched := time.Since(start)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		st := e.run(ctx, b)
+		cancel()
+		took := time.Since(start)
+		b.StopTimer()
+		if st.Deleted != int64(n) || st.FunctionErrs != 0 {
+			b.Fatalf("mapping: %+v, want %d jobs done", st, n)
+		}
+		if got := len(f.sink.WaitFor(b, n, 2*time.Minute)); got != n {
+			b.Fatalf("sink holds %d messages, want %d", got, n)
+		}
+		perMin := float64(n) / took.Minutes()
+		b.ReportMetric(perMin, "mailboxes/min")
+		b.ReportMetric(perMin/float64(workers), "mailboxes/min/worker")
+		b.ReportMetric(float64(st.Busy.Milliseconds())/float64(n), "worker-ms/mailbox")
+		b.ReportMetric(dispatched.Seconds(), "dispatch-s")
+		b.Logf("%d mailboxes, %d workers: %s (dispatch %s), %+v", n, workers, took.Round(time.Millisecond), dispatched.Round(time.Millisecond), st)
+	}
 }

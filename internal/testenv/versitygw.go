@@ -65,16 +65,21 @@ type VersityGW struct {
 }
 
 // versityGWCandidates are where `go install` may have put versitygw when
-// it is not on PATH: GOBIN, and bin/ of every GOPATH entry (default
+// it is not on PATH.
+func versityGWCandidates() []string { return goInstallCandidates("versitygw") }
+
+// goInstallCandidates are where an installer of infra/install-deps.d or a
+// developer's `go install` may have put the command name when it is not on
+// PATH: /usr/local/bin, GOBIN, and bin/ of every GOPATH entry (default
 // $HOME/go/bin).
-func versityGWCandidates() []string {
-	c := []string{"/usr/local/bin/versitygw"}
+func goInstallCandidates(name string) []string {
+	c := []string{"/usr/local/bin/" + name}
 	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		c = append(c, filepath.Join(gobin, "versitygw"))
+		c = append(c, filepath.Join(gobin, name))
 	}
 	for _, p := range filepath.SplitList(build.Default.GOPATH) {
 		if p != "" {
-			c = append(c, filepath.Join(p, "bin", "versitygw"))
+			c = append(c, filepath.Join(p, "bin", name))
 		}
 	}
 	return c

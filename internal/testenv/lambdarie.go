@@ -238,16 +238,9 @@ func StartLambdaRIE(t T, opts LambdaRIEOptions) *LambdaRIE {
 		closeTr: tr.CloseIdleConnections,
 	}
 	funcLog, rieLog := r.logFiles()
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		invokePort, apiPort, err := twoFreePorts()
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(funcLog)
-		os.Remove(rieLog)
-		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(invokePort))
-		r.RuntimeAPI = net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))
+	p := startRetrying(t, "lambda RIE", 2, []string{funcLog, rieLog}, func(ports []int) (*proc, error) {
+		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		r.RuntimeAPI = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 		r.Endpoint = "http://" + r.Addr
 		args := []string{
 			"--log-level", "info",
@@ -259,40 +252,16 @@ func StartLambdaRIE(t T, opts LambdaRIEOptions) *LambdaRIE {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.proc, r.PID = p, p.pid()
-		lastErr = waitListening(r.Addr, p, 30*time.Second)
-		if lastErr == nil {
-			t.Cleanup(func() {
-				if failed, ok := t.(interface{ Failed() bool }); ok && failed.Failed() {
-					t.Logf("testenv: lambda RIE %s, function output:%s", r.Endpoint, r.LogTail(40))
-				}
-				r.Stop(t)
-			})
-			return r
+		return p, waitListening(r.Addr, p, 30*time.Second)
+	})
+	r.proc, r.PID = p, p.pid()
+	t.Cleanup(func() {
+		if failed, ok := t.(interface{ Failed() bool }); ok && failed.Failed() {
+			t.Logf("testenv: lambda RIE %s, function output:%s", r.Endpoint, r.LogTail(40))
 		}
-		_ = p.stop(5 * time.Second)
-		if fileContains(rieLog, "address already in use") {
-			t.Logf("testenv: lambda RIE port race (attempt %d), retrying with new ports", attempt+1)
-			continue
-		}
-		break
-	}
-	t.Fatalf("testenv: lambda RIE did not start: %v%s", lastErr, logTail(30, funcLog, rieLog))
-	return nil
-}
-
-// twoFreePorts returns two different free loopback ports.
-func twoFreePorts() (int, int, error) {
-	a, err := freePort()
-	if err != nil {
-		return 0, 0, err
-	}
-	for {
-		b, err := freePort()
-		if err != nil || b != a {
-			return a, b, err
-		}
-	}
+		r.Stop(t)
+	})
+	return r
 }
 
 // waitListening dials addr until it accepts a connection, the process

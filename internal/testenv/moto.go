@@ -82,32 +82,19 @@ func StartMoto(t T) *Moto {
 	dir := serverDir(t, "moto")
 	logFile := filepath.Join(dir, "moto.log")
 	m := &Moto{Region: "us-east-1", AccessKey: "popconntest", SecretKey: "popconntestsecret", Dir: dir}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(logFile)
-		m.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p := startRetrying(t, "moto", 1, []string{logFile}, func(ports []int) (*proc, error) {
+		port := strconv.Itoa(ports[0])
+		m.Addr = net.JoinHostPort("127.0.0.1", port)
 		m.Endpoint = "http://" + m.Addr
-		p, err := startProc("moto_server", bin, []string{"-H", "127.0.0.1", "-p", strconv.Itoa(port)}, logFile, syscall.SIGKILL)
+		p, err := startProc("moto_server", bin, []string{"-H", "127.0.0.1", "-p", port}, logFile, syscall.SIGKILL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.proc, m.PID = p, p.pid()
-		lastErr = m.waitReady(p, 60*time.Second)
-		if lastErr == nil {
-			t.Cleanup(func() { m.Stop(t) })
-			return m
-		}
-		if bindRace(t, "moto", attempt, p, logFile) {
-			continue
-		}
-		break
-	}
-	t.Fatalf("testenv: moto did not start: %v%s", lastErr, logTail(30, logFile))
-	return nil
+		return p, m.waitReady(p, 60*time.Second)
+	})
+	m.proc, m.PID = p, p.pid()
+	t.Cleanup(func() { m.Stop(t) })
+	return m
 }
 
 // waitReady polls GET /moto-api/data.json (moto's state dump, small when

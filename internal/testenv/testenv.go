@@ -2,7 +2,10 @@
 // Dovecot (POP3, POP3 STLS, POP3S) and Postfix's smtp-sink (SMTP), plus a
 // scripted in-process SMTP server (emersion/go-smtp) for faults a real
 // server cannot stage. Certificates come from a throwaway test CA generated
-// at test time.
+// at test time. For the AWS side it runs DynamoDB Local, versitygw (S3),
+// moto (SQS; moto.go) and the Lambda Runtime Interface Emulator with a
+// function's bootstrap (lambdarie.go, whose file comment lists the
+// emulator's behaviour the tests rely on).
 //
 // Guarantees:
 //   - Every server listens on 127.0.0.1 only, on a port chosen at start

@@ -98,13 +98,9 @@ func StartDynamoDBLocal(t T) *DynamoDBLocal {
 	logFile := filepath.Join(dir, "dynamodb-local.log")
 
 	d := &DynamoDBLocal{Region: dynamoRegion, Dir: dir}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(logFile)
+	var start time.Time
+	p := startRetrying(t, "DynamoDB Local", 1, []string{logFile}, func(ports []int) (*proc, error) {
+		port := strconv.Itoa(ports[0])
 		args := []string{
 			"-C", dir, "DDB_LOCAL_TELEMETRY=0", java,
 			// C1 only and the serial GC: the emulator starts about twice
@@ -113,30 +109,20 @@ func StartDynamoDBLocal(t T) *DynamoDBLocal {
 			"-Djava.library.path=" + lib,
 			"-jar", jar,
 			"-inMemory", "-sharedDb", "-disableTelemetry",
-			"-port", strconv.Itoa(port),
+			"-port", port,
 		}
-		start := time.Now()
+		start = time.Now()
 		p, err := startProc("dynamodb-local", envBin, args, logFile, syscall.SIGKILL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.proc, d.PID = p, p.pid()
-		d.Endpoint = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		lastErr = waitDynamoDB(d.Endpoint, p, 90*time.Second)
-		if lastErr == nil {
-			d.StartTime = time.Since(start)
-			t.Cleanup(func() { d.Stop(t) })
-			return d
-		}
-		_ = p.stop(5 * time.Second)
-		if fileContains(logFile, "Could not start server on port") || fileContains(logFile, "Address already in use") {
-			t.Logf("testenv: DynamoDB Local port race (attempt %d), retrying with a new port", attempt+1)
-			continue
-		}
-		break
-	}
-	t.Fatalf("testenv: DynamoDB Local did not start: %v%s", lastErr, logTail(30, logFile))
-	return nil
+		d.Endpoint = "http://" + net.JoinHostPort("127.0.0.1", port)
+		return p, waitDynamoDB(d.Endpoint, p, 90*time.Second)
+	}, "Could not start server on port")
+	d.StartTime = time.Since(start)
+	d.proc, d.PID = p, p.pid()
+	t.Cleanup(func() { d.Stop(t) })
+	return d
 }
 
 // waitDynamoDB sends ListTables until it succeeds, the process exits or

@@ -2,7 +2,10 @@
 // Dovecot (POP3, POP3 STLS, POP3S) and Postfix's smtp-sink (SMTP), plus a
 // scripted in-process SMTP server (emersion/go-smtp) for faults a real
 // server cannot stage. Certificates come from a throwaway test CA generated
-// at test time.
+// at test time. For the AWS side it runs DynamoDB Local, versitygw (S3),
+// moto (SQS; moto.go) and the Lambda Runtime Interface Emulator with a
+// function's bootstrap (lambdarie.go, whose file comment lists the
+// emulator's behaviour the tests rely on).
 //
 // Guarantees:
 //   - Every server listens on 127.0.0.1 only, on a port chosen at start
@@ -142,14 +145,46 @@ type proc struct {
 // startProc runs path with args in its own process group, stdout and stderr
 // appended to logFile.
 func startProc(name, path string, args []string, logFile string, deathSig syscall.Signal) (*proc, error) {
-	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return startProcIO(name, path, args, procIO{
+		env:    append(os.Environ(), "LANG=C", "LC_ALL=C"),
+		stdout: logFile,
+		stderr: logFile,
+	}, deathSig)
+}
+
+// procIO is how startProcIO sets up a process: its exact environment, the
+// files its stdout and stderr are appended to (one file when the names are
+// equal), and its working directory ("" for ours).
+type procIO struct {
+	env            []string
+	stdout, stderr string
+	dir            string
+}
+
+// startProcIO runs path with args in its own process group as io says.
+func startProcIO(name, path string, args []string, io procIO, deathSig syscall.Signal) (*proc, error) {
+	out, err := os.OpenFile(io.stdout, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("testenv: open log for %s: %w", name, err)
 	}
+	errOut := out
+	if io.stderr != io.stdout {
+		if errOut, err = os.OpenFile(io.stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			out.Close()
+			return nil, fmt.Errorf("testenv: open log for %s: %w", name, err)
+		}
+	}
+	closeLogs := func() {
+		out.Close()
+		if errOut != out {
+			errOut.Close()
+		}
+	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.Env = append(os.Environ(), "LANG=C", "LC_ALL=C")
+	cmd.Stderr = errOut
+	cmd.Env = io.env
+	cmd.Dir = io.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
 		// Best effort against leaks when the test binary is killed: the
@@ -158,13 +193,13 @@ func startProc(name, path string, args []string, logFile string, deathSig syscal
 		Pdeathsig: deathSig,
 	}
 	if err := cmd.Start(); err != nil {
-		out.Close()
+		closeLogs()
 		return nil, fmt.Errorf("testenv: start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, logFile: logFile, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, logFile: io.stdout, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
-		out.Close()
+		closeLogs()
 		close(p.done)
 	}()
 	return p, nil
@@ -233,18 +268,32 @@ func waitGroupGone(pgid int, timeout time.Duration) bool {
 	}
 }
 
-// groupHasLive reports whether a non-zombie process is in group pgid,
-// reading /proc/PID/stat ("pid (comm) state ppid pgrp ...").
+// groupHasLive reports whether a non-zombie process is in group pgid.
 func groupHasLive(pgid int) bool {
 	if errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
 		return false
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
+	found := false
+	if !liveProcs(func(_, _, pgrp int) bool {
+		found = pgrp == pgid
+		return !found
+	}) {
 		return true // cannot tell: assume alive
 	}
+	return found
+}
+
+// liveProcs calls fn for every live (non-zombie) process, from
+// /proc/PID/stat ("pid (comm) state ppid pgrp ..."), until fn returns
+// false. It reports whether /proc could be read.
+func liveProcs(fn func(pid, ppid, pgrp int) bool) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -256,14 +305,16 @@ func groupHasLive(pgid int) bool {
 			continue
 		}
 		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 3 {
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
 			continue
 		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid && f[0] != "Z" && f[0] != "X" {
-			return true
+		ppid, err1 := strconv.Atoi(f[1])
+		pgrp, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && !fn(pid, ppid, pgrp) {
+			break
 		}
 	}
-	return false
+	return true
 }
 
 // logTail returns the last n lines of the named files, for failure messages.

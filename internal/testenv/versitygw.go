@@ -65,16 +65,21 @@ type VersityGW struct {
 }
 
 // versityGWCandidates are where `go install` may have put versitygw when
-// it is not on PATH: GOBIN, and bin/ of every GOPATH entry (default
+// it is not on PATH.
+func versityGWCandidates() []string { return goInstallCandidates("versitygw") }
+
+// goInstallCandidates are where an installer of infra/install-deps.d or a
+// developer's `go install` may have put the command name when it is not on
+// PATH: /usr/local/bin, GOBIN, and bin/ of every GOPATH entry (default
 // $HOME/go/bin).
-func versityGWCandidates() []string {
-	c := []string{"/usr/local/bin/versitygw"}
+func goInstallCandidates(name string) []string {
+	c := []string{"/usr/local/bin/" + name}
 	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		c = append(c, filepath.Join(gobin, "versitygw"))
+		c = append(c, filepath.Join(gobin, name))
 	}
 	for _, p := range filepath.SplitList(build.Default.GOPATH) {
 		if p != "" {
-			c = append(c, filepath.Join(p, "bin", "versitygw"))
+			c = append(c, filepath.Join(p, "bin", name))
 		}
 	}
 	return c
@@ -109,14 +114,8 @@ func StartVersityGW(t T) *VersityGW {
 		Dir:       dir,
 	}
 	logFile := filepath.Join(dir, "versitygw.log")
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(logFile)
-		v.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p := startRetrying(t, "versitygw", 1, []string{logFile}, func(ports []int) (*proc, error) {
+		v.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 		v.Endpoint = "https://" + v.Addr
 		// env(1) puts the root credentials into the environment and execs
 		// versitygw in place, so the PID we hold is the gateway's and the
@@ -138,25 +137,14 @@ func StartVersityGW(t T) *VersityGW {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v.proc, v.PID = p, p.pid()
-		lastErr = v.waitHTTPS(p, 30*time.Second)
-		if lastErr == nil {
-			t.Cleanup(func() { v.Stop(t) })
-			lastErr = v.createBucket(t)
-			if lastErr == nil {
-				return v
-			}
-			break
-		}
-		_ = p.stop(5 * time.Second)
-		if fileContains(logFile, "address already in use") {
-			t.Logf("testenv: versitygw port race (attempt %d), retrying with a new port", attempt+1)
-			continue
-		}
-		break
+		return p, v.waitHTTPS(p, 30*time.Second)
+	})
+	v.proc, v.PID = p, p.pid()
+	t.Cleanup(func() { v.Stop(t) })
+	if err := v.createBucket(t); err != nil {
+		t.Fatalf("testenv: versitygw did not start: %v%s", err, logTail(30, logFile))
 	}
-	t.Fatalf("testenv: versitygw did not start: %v%s", lastErr, logTail(30, logFile))
-	return nil
+	return v
 }
 
 func randomHex(t T, n int) string {

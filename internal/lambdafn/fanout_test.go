@@ -47,7 +47,7 @@ func newFanRig(t testing.TB, srv *awsServers, moto *testenv.Moto, bin string, n,
 	seq := rigSeq.n
 	rigSeq.mu.Unlock()
 	f := &fanRig{rig: &rig{t: t, srv: srv, dir: t.TempDir(), table: fmt.Sprintf("popconn-fan-%d", seq), prefix: fmt.Sprintf("fan%d/eml", seq)},
-		moto: moto, sqs: moto.SQSClient(t), bin: bin, perBox: perBox}
+		moto: moto, sqs: moto.SQSClient(t, func(o *sqs.Options) { o.Region = srv.gw.Region }), bin: bin, perBox: perBox}
 	users := map[string]string{}
 	for i := range n {
 		id := fmt.Sprintf("fan%04d", i)

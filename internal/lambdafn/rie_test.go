@@ -81,8 +81,13 @@ func TestUnderRIE(t *testing.T) {
 		took := time.Since(start)
 		t.Logf("%d mailboxes through %d workers in %s (%.0f mailboxes/min; workers busy %s): %+v, queue %s",
 			n+1, len(workers), took.Round(time.Millisecond), float64(n+1)/took.Minutes(), st.Busy.Round(time.Millisecond), st, queueDepth(t, f.sqs, f.queueURL))
-		if st.Received != int64(n+1) || st.Deleted != int64(n+1) || st.Retried != 0 || st.FunctionErrs != 0 {
-			t.Errorf("mapping: %+v, want %d jobs received once and deleted (the broken mailbox's too: its own failure consumes its job)", st, n+1)
+		// At least one job per mailbox, each deleted (the broken mailbox's
+		// too: its own failure consumes its job). moto may let a repeated
+		// deduplication id through where SQS would not (see
+		// testenv.Moto); a second job for a mailbox must then still
+		// deliver nothing twice, which the sink check below counts.
+		if st.Received < int64(n+1) || st.Deleted != st.Received || st.Retried != 0 || st.FunctionErrs != 0 {
+			t.Errorf("mapping: %+v, want %d jobs received and deleted", st, n+1)
 		}
 		if got := deliveredOnce(t, f.sink.WaitFor(t, n*f.perBox, 60*time.Second)); got != n*f.perBox {
 			t.Errorf("sink holds %d messages, want %d", got, n*f.perBox)

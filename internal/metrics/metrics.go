@@ -19,8 +19,9 @@
 //     per-poll value and the mailbox id (Mailbox) as top-level properties,
 //     so CloudWatch Logs Insights, metric filters and Contributor Insights
 //     rules can group by mailbox; but it declares as metrics only the ones
-//     worth an account-wide alarm (Metric.Rollup), without dimensions: a
-//     fixed dozen custom metrics whatever the number of mailboxes. With
+//     worth an account-wide alarm (Metric.Rollup), without dimensions:
+//     with the invocation metrics, AccountWideCount custom metrics
+//     whatever the number of mailboxes. With
 //     PollOptions.PerMailboxMetrics every per-poll metric is also declared
 //     with the dimension Mailbox, which costs one custom metric per metric
 //     and mailbox (PerMailboxCount per mailbox).
@@ -189,6 +190,19 @@ var PerMailboxCount = func() int {
 	n := 0
 	for _, m := range Catalog {
 		if m.Scope == ScopePoll {
+			n++
+		}
+	}
+	return n
+}()
+
+// AccountWideCount is the number of custom metrics without dimensions:
+// the poll rollups and the invocation metrics, whatever the number of
+// mailboxes.
+var AccountWideCount = func() int {
+	n := 0
+	for _, m := range Catalog {
+		if m.Rollup || m.Scope == ScopeInvocation {
 			n++
 		}
 	}

@@ -418,16 +418,25 @@ func TestPollEMF(t *testing.T) {
 	}
 }
 
-// TestPerMailboxCount: the figure the README's cost table and the
+// TestPerMailboxCount: the figures the README's cost table and the
 // template's PerMailboxMetrics description use.
 func TestPerMailboxCount(t *testing.T) {
 	var w countingWriter
 	if err := PollEMF(&w, ns, connector.Result{Mailbox: "sales"}, now, PollOptions{PerMailboxMetrics: true}); err != nil {
 		t.Fatal(err)
 	}
-	d := parseEMF(t, w.writes[0]).directive(t, []string{DimensionMailbox})
+	e := parseEMF(t, w.writes[0])
+	d := e.directive(t, []string{DimensionMailbox})
 	if len(d.metrics) != PerMailboxCount || PerMailboxCount != 14 {
 		t.Errorf("%d metrics per mailbox, PerMailboxCount %d; the README and template.yaml say 14", len(d.metrics), PerMailboxCount)
+	}
+	w = countingWriter{}
+	if err := InvocationEMF(&w, ns, Invocation{Deadline: now.Add(time.Minute)}, now); err != nil {
+		t.Fatal(err)
+	}
+	n := len(e.directive(t, []string{}).metrics) + len(parseEMF(t, w.writes[0]).directive(t, []string{}).metrics)
+	if n != AccountWideCount || AccountWideCount != 17 {
+		t.Errorf("%d metrics without dimensions, AccountWideCount %d; the README and template.yaml say 17", n, AccountWideCount)
 	}
 }
 

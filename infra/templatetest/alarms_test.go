@@ -4,18 +4,46 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// alarmMetric is one metric an alarm watches, as written in the template.
+// alarmMetric is one metric an alarm watches, as written in the template:
+// a metric, or a Contributor Insights rule's (INSIGHT_RULE_METRIC).
 type alarmMetric struct {
 	namespace any // a string or {"Ref": "MetricsNamespace"}
 	name      string
 	dims      map[string]any // name -> value as written
 	stat      string
 	period    any
+	// insightRule is the logical ID of the rule an INSIGHT_RULE_METRIC
+	// expression names (as ${Rule.RuleName}); name is then its metric.
+	insightRule string
+}
+
+// insightExpr is INSIGHT_RULE_METRIC('${Rule.RuleName}', 'Metric') as
+// written in the template, or with the rule name resolved.
+var insightExpr = regexp.MustCompile(`INSIGHT_RULE_METRIC\('([^']*)',\s*'([A-Za-z]+)'\)`)
+
+// insightMetrics are the metrics INSIGHT_RULE_METRIC returns.
+var insightMetrics = []string{"UniqueContributors", "MaxContributorValue", "SampleCount", "Sum", "Minimum", "Maximum", "Average"}
+
+// quoted matches string literals in a metric math expression, which hold
+// names, not query ids.
+var quoted = regexp.MustCompile(`'[^']*'|"[^"]*"`)
+
+// exprIdentifiers lists the query ids an expression uses: its words
+// outside string literals and ${...}, less the functions (upper case).
+func exprIdentifiers(e string) []string {
+	var out []string
+	for _, tok := range regexp.MustCompile(`\$\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*`).FindAllString(quoted.ReplaceAllString(e, "''"), -1) {
+		if !strings.HasPrefix(tok, "${") && tok != strings.ToUpper(tok) {
+			out = append(out, tok)
+		}
+	}
+	return out
 }
 
 func (m alarmMetric) dimNames() []string {
@@ -58,13 +86,17 @@ func alarmMetrics(t *testing.T, p map[string]any) (ms []alarmMetric, exprs []str
 				src = scalarString(x["Fn::Sub"])
 			}
 			exprs = append(exprs, src)
+			for _, m := range insightExpr.FindAllStringSubmatch(src, -1) {
+				rule, ok := strings.CutSuffix(strings.TrimPrefix(m[1], "${"), ".RuleName}")
+				if !ok || !strings.HasPrefix(m[1], "${") {
+					t.Errorf("INSIGHT_RULE_METRIC names %q; name a rule of the template as ${Rule.RuleName}", m[1])
+				}
+				ms = append(ms, alarmMetric{name: m[2], insightRule: rule, stat: m[2], period: qm["Period"]})
+			}
 		}
 	}
 	for _, e := range exprs {
-		for _, tok := range regexp.MustCompile(`\$\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*`).FindAllString(e, -1) {
-			if strings.HasPrefix(tok, "${") || tok == strings.ToUpper(tok) {
-				continue
-			}
+		for _, tok := range exprIdentifiers(e) {
 			if !ids[tok] {
 				t.Errorf("expression %q uses %q, which is no query id of the alarm", e, tok)
 			}
@@ -76,7 +108,10 @@ func alarmMetrics(t *testing.T, p map[string]any) (ms []alarmMetric, exprs []str
 var (
 	refNamespace = map[string]any{"Ref": "MetricsNamespace"}
 	refFunction  = map[string]any{"Ref": "PollerFunction"}
-	refTopic     = map[string]any{"Ref": "AlarmTopic"}
+	refWorker    = map[string]any{"Ref": "WorkerFunction"}
+	// The function that polls mailboxes: the poller, in fanout mode the worker.
+	refPolling = map[string]any{"Fn::If": []any{"FanOut", refWorker, refFunction}}
+	refTopic   = map[string]any{"Ref": "AlarmTopic"}
 )
 
 // TestAlarmsWatchRealMetrics: each alarm watches a metric that exists,
@@ -94,18 +129,44 @@ func TestAlarmsWatchRealMetrics(t *testing.T) {
 			if len(ms) == 0 {
 				t.Fatal("watches no metric")
 			}
+			cond := tp.resourceCondition(id)
 			for _, m := range ms {
 				switch {
+				case m.insightRule != "":
+					if tp.resourceType(m.insightRule) != "AWS::CloudWatch::InsightRule" {
+						t.Errorf("INSIGHT_RULE_METRIC of %s, which is no Contributor Insights rule of the template", m.insightRule)
+					}
+					if !contains(insightMetrics, m.name) {
+						t.Errorf("INSIGHT_RULE_METRIC metric %q is none of %v", m.name, insightMetrics)
+					}
+					if m.period == nil {
+						t.Errorf("INSIGHT_RULE_METRIC of %s has no Period; an alarm on a rule needs one", m.insightRule)
+					}
 				case reflect.DeepEqual(m.namespace, refNamespace):
 					if err := emittedWith(m.name, m.dimNames()); err != nil {
 						t.Error(err)
 					}
 				case m.namespace == "AWS/Lambda":
-					if len(m.dims) != 1 || !reflect.DeepEqual(m.dims["FunctionName"], refFunction) {
-						t.Errorf("AWS/Lambda %s: dimensions %v, want FunctionName = the PollerFunction", m.name, m.dims)
+					fn := m.dims["FunctionName"]
+					switch {
+					case len(m.dims) != 1:
+						t.Errorf("AWS/Lambda %s: dimensions %v, want FunctionName only", m.name, m.dims)
+					case reflect.DeepEqual(fn, refFunction), reflect.DeepEqual(fn, refPolling):
+					case reflect.DeepEqual(fn, refWorker):
+						if cond != "FanOut" {
+							t.Errorf("AWS/Lambda %s of the WorkerFunction in an alarm without Condition FanOut", m.name)
+						}
+					default:
+						t.Errorf("AWS/Lambda %s: FunctionName %v, want the PollerFunction, the WorkerFunction or the one that polls", m.name, fn)
+					}
+				case m.namespace == "AWS/SQS":
+					q := m.dims["QueueName"]
+					ok := len(m.dims) == 1 && cond == "FanOut" && (isGetAtt(q, "JobDeadLetterQueue", "QueueName") || isGetAtt(q, "JobQueue", "QueueName"))
+					if !ok {
+						t.Errorf("AWS/SQS %s: dimensions %v (alarm condition %q), want QueueName of a fan-out queue under FanOut", m.name, m.dims, cond)
 					}
 				default:
-					t.Errorf("metric %s in namespace %v, neither the MetricsNamespace parameter nor AWS/Lambda", m.name, m.namespace)
+					t.Errorf("metric %s in namespace %v, neither the MetricsNamespace parameter nor AWS/Lambda or AWS/SQS", m.name, m.namespace)
 				}
 				if m.stat == "" {
 					t.Errorf("%s: no statistic", m.name)
@@ -191,8 +252,69 @@ func TestRequiredAlarms(t *testing.T) {
 		expect(id, p, "ComparisonOperator", "GreaterThanOrEqualToThreshold")
 		expect(id, p, "Threshold", 1.0)
 	}
+	// The worker's errors, in fanout mode.
+	workerErrors := false
+	for _, id := range tp.resourceIDs("AWS::CloudWatch::Alarm") {
+		p := tp.props(id)
+		if p["MetricName"] == "Errors" && reflect.DeepEqual(asList(p["Dimensions"]), []any{map[string]any{"Name": "FunctionName", "Value": refWorker}}) {
+			workerErrors = true
+			expect(id, p, "Threshold", 1.0)
+		}
+	}
+	if !workerErrors {
+		t.Error("no alarm on the WorkerFunction's errors")
+	}
+
+	// fanout: a job in the dead-letter queue.
+	id, p, _ := find("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+	if p != nil {
+		expect(id, p, "Threshold", 0.0)
+		expect(id, p, "ComparisonOperator", "GreaterThanThreshold")
+		expect(id, p, "Statistic", "Maximum")
+		if !isGetAtt(asList(p["Dimensions"])[0].(map[string]any)["Value"], "JobDeadLetterQueue", "QueueName") {
+			t.Errorf("%s watches %v, want the JobDeadLetterQueue", id, p["Dimensions"])
+		}
+	}
+
+	// More mailboxes failing than in the window before: polled minus
+	// healthy mailboxes per FailingMailboxWindowSeconds, differenced.
+	id = ""
+	for _, a := range tp.resourceIDs("AWS::CloudWatch::Alarm") {
+		ms, exprs := alarmMetrics(t, tp.props(a))
+		rules := map[string]bool{}
+		for _, m := range ms {
+			if m.insightRule != "" {
+				rules[m.insightRule] = true
+				if !reflect.DeepEqual(m.period, ref("FailingMailboxWindowSeconds")) || m.name != "UniqueContributors" {
+					t.Errorf("%s: %s %s over %v, want UniqueContributors over FailingMailboxWindowSeconds", a, m.insightRule, m.name, m.period)
+				}
+			}
+		}
+		if rules["PolledMailboxesRule"] && rules["HealthyMailboxesRule"] {
+			id = a
+			if !slices.Contains(exprs, "FILL(polled, 0) - FILL(healthy, 0)") || !slices.Contains(exprs, "DIFF(failing)") {
+				t.Errorf("%s: expressions %v, want the failing count polled - healthy and its DIFF", a, exprs)
+			}
+			p := tp.props(a)
+			expect(a, p, "Threshold", 1.0)
+			expect(a, p, "ComparisonOperator", "GreaterThanOrEqualToThreshold")
+			expect(a, p, "TreatMissingData", "notBreaching")
+			// DIFF needs the window before in the evaluation range.
+			expect(a, p, "EvaluationPeriods", 2.0)
+			expect(a, p, "DatapointsToAlarm", 1.0)
+		}
+	}
+	if id == "" {
+		t.Error("no alarm on the number of failing mailboxes (PolledMailboxesRule - HealthyMailboxesRule)")
+	}
 
 	id, p, exprs := find("AWS/Lambda", "Duration")
+	if p != nil {
+		ms, _ := alarmMetrics(t, p)
+		if len(ms) != 1 || !reflect.DeepEqual(ms[0].dims["FunctionName"], refPolling) {
+			t.Errorf("%s: watches %v, want the function that polls (the worker in fanout mode)", id, ms)
+		}
+	}
 	if p != nil {
 		if len(exprs) != 1 || !strings.Contains(exprs[0], "${FunctionTimeout}") {
 			t.Errorf("%s: expressions %v, want one dividing by the FunctionTimeout parameter", id, exprs)
@@ -209,6 +331,7 @@ func TestRequiredAlarms(t *testing.T) {
 	}
 
 	id, p, _ = find(refNamespace, "MailboxErrors")
+	_ = exprs
 	expect(id, p, "EvaluationPeriods", ref("FailedPollsAlarmCount"))
 	expect(id, p, "DatapointsToAlarm", ref("FailedPollsAlarmCount"))
 	expect(id, p, "Period", ref("SchedulePeriodSeconds"))
@@ -228,6 +351,16 @@ func TestRequiredAlarms(t *testing.T) {
 	expect(id, p, "Threshold", 1.0)
 	expect(id, p, "TreatMissingData", "breaching")
 	expect(id, p, "Period", ref("SchedulePeriodSeconds"))
+}
+
+// isGetAtt reports whether v is Fn::GetAtt of id's attr (either form).
+func isGetAtt(v any, id, attr string) bool {
+	m, _ := v.(map[string]any)
+	if len(m) != 1 || m["Fn::GetAtt"] == nil {
+		return false
+	}
+	i, a := splitGetAtt(m["Fn::GetAtt"])
+	return i == id && a == attr
 }
 
 var rateExpr = regexp.MustCompile(`^rate\((\d+) (minutes?|hours?|days?)\)$`)
@@ -250,6 +383,9 @@ func TestAlarmPeriods(t *testing.T) {
 			"min count": {"SchedulePeriodSeconds": scalarString(per), "FailedPollsAlarmCount": "1"},
 			"max count": {"SchedulePeriodSeconds": scalarString(per), "FailedPollsAlarmCount": scalarString(maxCount)},
 		}
+		for _, w := range asList(pm["FailingMailboxWindowSeconds"].(map[string]any)["AllowedValues"]) {
+			sets["window "+scalarString(w)] = map[string]string{"SchedulePeriodSeconds": scalarString(per), "FailingMailboxWindowSeconds": scalarString(w)}
+		}
 		for name, values := range sets {
 			r := tp.resolve(t, values)
 			for _, id := range tp.resourceIDs("AWS::CloudWatch::Alarm") {
@@ -261,6 +397,9 @@ func TestAlarmPeriods(t *testing.T) {
 				for _, q := range a.Metrics {
 					if q.MetricStat != nil {
 						period = q.MetricStat.Period
+					}
+					if q.Period != nil {
+						period = *q.Period
 					}
 				}
 				where := fmt.Sprintf("%s with period %v, %s", id, per, name)

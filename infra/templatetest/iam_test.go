@@ -11,11 +11,12 @@ import (
 
 // grant is one action an Allow statement of an identity policy gives.
 type grant struct {
-	role      string
+	role      string // the role or managed policy holding the statement
 	sid       string
 	cond      string // the Fn::If condition the statement sits under, "" if none
 	action    string
 	resources []any
+	condition any // the statement's Condition block, nil if none
 }
 
 // roleGrants walks the permission policies of every IAM role, policy and
@@ -58,7 +59,7 @@ func roleGrants(t *testing.T, tp *tmpl) []grant {
 				t.Errorf("%s %s: action %v is not a literal", role, sid, a)
 				continue
 			}
-			out = append(out, grant{role: role, sid: sid, cond: cond, action: s, resources: asList(m["Resource"])})
+			out = append(out, grant{role: role, sid: sid, cond: cond, action: s, resources: asList(m["Resource"]), condition: m["Condition"]})
 		}
 	}
 	docs := func(role string, doc any) {
@@ -86,31 +87,66 @@ func roleGrants(t *testing.T, tp *tmpl) []grant {
 	return out
 }
 
-// expectedGrants is every permission the poller has: condition|action ->
-// the names (resources, parameters) its Resource must be built from.
+// expectedGrants is every permission the functions have:
+// owner|condition|action -> the names (resources, parameters) its Resource
+// must be built from; "*" for the actions that take no other resource.
+// The owner is MailboxAccessPolicy (both roles), PollerRole or WorkerRole.
 // dynamodb:ConditionCheckItem is absent on purpose: the ledger's
 // TransactWriteItems holds only conditional Puts (internal/ledger/dynamoledger),
 // which need dynamodb:PutItem; add it if a ConditionCheck item appears.
 var expectedGrants = map[string][]string{
-	"|logs:CreateLogStream":                       {"PollerLogGroup"},
-	"|logs:PutLogEvents":                          {"PollerLogGroup"},
-	"|s3:PutObject":                               {"ArchiveBucket", "ArchivePrefix"},
-	"|s3:GetObject":                               {"ArchiveBucket", "ArchivePrefix"},
-	"|s3:AbortMultipartUpload":                    {"ArchiveBucket", "ArchivePrefix"},
-	"|s3:ListMultipartUploadParts":                {"ArchiveBucket", "ArchivePrefix"},
-	"|s3:ListBucket":                              {"ArchiveBucket"},
-	"|dynamodb:GetItem":                           {"LedgerTable"},
-	"|dynamodb:BatchGetItem":                      {"LedgerTable"},
-	"|dynamodb:Query":                             {"LedgerTable"},
-	"|dynamodb:PutItem":                           {"LedgerTable"},
-	"|dynamodb:UpdateItem":                        {"LedgerTable"},
-	"|dynamodb:DeleteItem":                        {"LedgerTable"},
-	"|sqs:SendMessage":                            {"DeadLetterQueue"},
-	"|ssm:GetParameter":                           {"ConfigParameterPath"},
-	"HasSecretArns|secretsmanager:GetSecretValue": {"SecretArns"},
-	"ConfigFromS3|s3:GetObject":                   {"ConfigS3ObjectArn"},
-	"UseKmsKey|kms:Decrypt":                       {"KmsKeyArn"},
-	"UseKmsKey|kms:GenerateDataKey":               {"KmsKeyArn"},
+	"MailboxAccessPolicy||s3:PutObject":                               {"ArchiveBucket", "ArchivePrefix"},
+	"MailboxAccessPolicy||s3:GetObject":                               {"ArchiveBucket", "ArchivePrefix"},
+	"MailboxAccessPolicy||s3:AbortMultipartUpload":                    {"ArchiveBucket", "ArchivePrefix"},
+	"MailboxAccessPolicy||s3:ListMultipartUploadParts":                {"ArchiveBucket", "ArchivePrefix"},
+	"MailboxAccessPolicy||s3:ListBucket":                              {"ArchiveBucket"},
+	"MailboxAccessPolicy||dynamodb:GetItem":                           {"LedgerTable"},
+	"MailboxAccessPolicy||dynamodb:BatchGetItem":                      {"LedgerTable"},
+	"MailboxAccessPolicy||dynamodb:Query":                             {"LedgerTable"},
+	"MailboxAccessPolicy||dynamodb:PutItem":                           {"LedgerTable"},
+	"MailboxAccessPolicy||dynamodb:UpdateItem":                        {"LedgerTable"},
+	"MailboxAccessPolicy||dynamodb:DeleteItem":                        {"LedgerTable"},
+	"MailboxAccessPolicy||ssm:GetParameter":                           {"ConfigParameterPath"},
+	"MailboxAccessPolicy|HasSecretArns|secretsmanager:GetSecretValue": {"SecretArns"},
+	"MailboxAccessPolicy|ConfigInArchiveBucket|s3:GetObject":          {"ArchiveBucket"},
+	"MailboxAccessPolicy|ConfigFromS3|s3:GetObject":                   {"ConfigS3ObjectArn"},
+	"MailboxAccessPolicy|UseKmsKey|kms:Decrypt":                       {"KmsKeyArn"},
+	"MailboxAccessPolicy|UseKmsKey|kms:GenerateDataKey":               {"KmsKeyArn"},
+	"PollerRole||logs:CreateLogStream":                                {"PollerLogGroup"},
+	"PollerRole||logs:PutLogEvents":                                   {"PollerLogGroup"},
+	"PollerRole||sqs:SendMessage":                                     {"DeadLetterQueue"},
+	"PollerRole|FanOut|sqs:SendMessage":                               {"JobQueue"},
+	"PollerRole|TracingActive|xray:PutTraceSegments":                  {"*"},
+	"PollerRole|TracingActive|xray:PutTelemetryRecords":               {"*"},
+	"WorkerRole||logs:CreateLogStream":                                {"WorkerLogGroup"},
+	"WorkerRole||logs:PutLogEvents":                                   {"WorkerLogGroup"},
+	"WorkerRole||sqs:ReceiveMessage":                                  {"JobQueue"},
+	"WorkerRole||sqs:DeleteMessage":                                   {"JobQueue"},
+	"WorkerRole||sqs:GetQueueAttributes":                              {"JobQueue"},
+	"WorkerRole||sqs:ChangeMessageVisibility":                         {"JobQueue"},
+	"WorkerRole|TracingActive|xray:PutTraceSegments":                  {"*"},
+	"WorkerRole|TracingActive|xray:PutTelemetryRecords":               {"*"},
+}
+
+// starOnly are the actions that support no resource-level permission, so
+// "*" is their only resource (X-Ray's PutTraceSegments and
+// PutTelemetryRecords); each may appear only under TracingActive.
+var starOnly = []string{"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+// expectedConditions are the Condition blocks statements must carry,
+// by owner|Sid.
+var expectedConditions = map[string]any{
+	// Listing only under the archive prefix; IfExists so that the check S3
+	// makes for a missing key (no s3:prefix) still answers 404.
+	"MailboxAccessPolicy|ArchiveMissingIsNotFound": map[string]any{"StringLikeIfExists": map[string]any{
+		"s3:prefix": map[string]any{"Fn::Sub": "${ArchivePrefix}*"}}},
+	// The key only through the services that encrypt with it.
+	"MailboxAccessPolicy|CustomerManagedKey": map[string]any{"StringEquals": map[string]any{"kms:ViaService": []any{
+		map[string]any{"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"},
+		map[string]any{"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"},
+		map[string]any{"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+		map[string]any{"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"},
+	}}},
 }
 
 var actionName = regexp.MustCompile(`^[a-z0-9-]+:[A-Za-z]+$`)
@@ -122,9 +158,13 @@ func TestIAMLeastPrivilege(t *testing.T) {
 	tp := load(t)
 	grants := roleGrants(t, tp)
 	got := map[string]bool{}
+	conditions := map[string]any{}
 	for _, g := range grants {
-		key := g.cond + "|" + g.action
+		key := g.role + "|" + g.cond + "|" + g.action
 		where := fmt.Sprintf("%s %s %s", g.role, g.sid, g.action)
+		if g.condition != nil {
+			conditions[g.role+"|"+g.sid] = g.condition
+		}
 		got[key] = true
 		if !actionName.MatchString(g.action) {
 			t.Errorf("%s: action is not a single service:Action (no wildcards)", where)
@@ -139,6 +179,10 @@ func TestIAMLeastPrivilege(t *testing.T) {
 		}
 		var names []string
 		for _, r := range g.resources {
+			if r == "*" && contains(starOnly, g.action) && g.cond == "TracingActive" {
+				names = append(names, "*")
+				continue
+			}
 			if s, ok := r.(string); ok {
 				t.Errorf("%s: literal resource %q; build it from this stack's resources or parameters", where, s)
 				continue
@@ -162,6 +206,16 @@ func TestIAMLeastPrivilege(t *testing.T) {
 			t.Errorf("expected permission %s is missing", key)
 		}
 	}
+	for key, c := range conditions {
+		if !reflect.DeepEqual(c, expectedConditions[key]) {
+			t.Errorf("%s: Condition %v, want %v", key, c, expectedConditions[key])
+		}
+	}
+	for key := range expectedConditions {
+		if conditions[key] == nil {
+			t.Errorf("%s: no Condition", key)
+		}
+	}
 
 	// Every action in the YAML carries its reason on its line.
 	inRole := false
@@ -169,7 +223,8 @@ func TestIAMLeastPrivilege(t *testing.T) {
 	item := regexp.MustCompile(`^\s*-\s+"?([a-z0-9-]+:[A-Za-z*]+)"?\s*(#\s*(.*))?$`)
 	for i, l := range strings.Split(tp.text, "\n") {
 		if strings.HasPrefix(l, "  ") && !strings.HasPrefix(l, "   ") && strings.HasSuffix(strings.TrimSpace(l), ":") {
-			inRole = tp.resourceType(strings.TrimSuffix(strings.TrimSpace(l), ":")) == "AWS::IAM::Role"
+			typ := tp.resourceType(strings.TrimSuffix(strings.TrimSpace(l), ":"))
+			inRole = typ == "AWS::IAM::Role" || typ == "AWS::IAM::ManagedPolicy"
 			continue
 		}
 		if !inRole {
@@ -201,30 +256,41 @@ func compactStrings(s []string) []string {
 	return out
 }
 
-// TestRoleTrustAndManagedPolicies: only Lambda assumes the role, and the
-// only managed policy is the VPC one, only in a VPC.
+// TestRoleTrustAndManagedPolicies: only Lambda assumes the roles, the
+// worker's exists only in fanout mode, and the only managed policies are
+// the stack's MailboxAccessPolicy and, only in a VPC, the VPC one.
 func TestRoleTrustAndManagedPolicies(t *testing.T) {
 	tp := load(t)
 	roles := tp.resourceIDs("AWS::IAM::Role")
-	if len(roles) != 1 {
-		t.Fatalf("roles %v, want the poller's only", roles)
+	if !reflect.DeepEqual(roles, []string{"PollerRole", "WorkerRole"}) {
+		t.Fatalf("roles %v, want PollerRole and WorkerRole", roles)
 	}
-	p := tp.props(roles[0])
-	doc, _ := p["AssumeRolePolicyDocument"].(map[string]any)
-	sts := asList(doc["Statement"])
-	if len(sts) != 1 {
-		t.Fatalf("trust policy has %d statements, want 1", len(sts))
+	if c := tp.resourceCondition("WorkerRole"); c != "FanOut" {
+		t.Errorf("WorkerRole: Condition %q, want FanOut", c)
 	}
-	s := sts[0].(map[string]any)
-	want := map[string]any{"Effect": "Allow", "Principal": map[string]any{"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-	if !reflect.DeepEqual(s, want) {
-		t.Errorf("trust statement %v, want %v", s, want)
+	for _, id := range roles {
+		p := tp.props(id)
+		doc, _ := p["AssumeRolePolicyDocument"].(map[string]any)
+		sts := asList(doc["Statement"])
+		if len(sts) != 1 {
+			t.Fatalf("%s: trust policy has %d statements, want 1", id, len(sts))
+		}
+		s := sts[0].(map[string]any)
+		want := map[string]any{"Effect": "Allow", "Principal": map[string]any{"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+		if !reflect.DeepEqual(s, want) {
+			t.Errorf("%s: trust statement %v, want %v", id, s, want)
+		}
+		wantMP := []any{
+			map[string]any{"Ref": "MailboxAccessPolicy"},
+			map[string]any{"Fn::If": []any{"InVpc",
+				map[string]any{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
+				map[string]any{"Ref": "AWS::NoValue"}}},
+		}
+		if mp := p["ManagedPolicyArns"]; !reflect.DeepEqual(mp, wantMP) {
+			t.Errorf("%s: ManagedPolicyArns = %v, want MailboxAccessPolicy and, under InVpc, AWSLambdaVPCAccessExecutionRole", id, mp)
+		}
 	}
-	mp := p["ManagedPolicyArns"]
-	wantMP := map[string]any{"Fn::If": []any{"InVpc",
-		[]any{map[string]any{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}},
-		map[string]any{"Ref": "AWS::NoValue"}}}
-	if !reflect.DeepEqual(mp, wantMP) {
-		t.Errorf("ManagedPolicyArns = %v, want only AWSLambdaVPCAccessExecutionRole under InVpc", mp)
+	if got := tp.resourceIDs("AWS::IAM::ManagedPolicy"); !reflect.DeepEqual(got, []string{"MailboxAccessPolicy"}) {
+		t.Errorf("managed policies %v, want MailboxAccessPolicy", got)
 	}
 }

@@ -92,6 +92,13 @@ func (tp *tmpl) resourceType(id string) string {
 	return s
 }
 
+// resourceCondition is the Condition attribute of resource id, "" if none.
+func (tp *tmpl) resourceCondition(id string) string {
+	r, _ := tp.section("Resources")[id].(map[string]any)
+	s, _ := r["Condition"].(string)
+	return s
+}
+
 func (tp *tmpl) resourceIDs(typ string) []string {
 	var ids []string
 	for id := range tp.section("Resources") {
@@ -121,29 +128,54 @@ var pseudo = map[string]any{
 	"AWS::NoValue":          nil,
 }
 
-// Parameter sets the template is resolved and checked under.
+// Parameter sets the template is resolved and checked under, shared with
+// samcheck.py through paramsets.json: defaults (single mode), fanout, and
+// everything (fanout with every optional feature on).
 var (
-	defaults = map[string]string{}
-	// everything turns every optional feature on.
-	everything = map[string]string{
-		"SubnetIds":             "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
-		"SecurityGroupIds":      "sg-0123456789abcdef0",
-		"VpcId":                 "vpc-0123456789abcdef0",
-		"RouteTableIds":         "rtb-0123456789abcdef0",
-		"KmsKeyArn":             "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-		"EnableObjectLock":      "true",
-		"ObjectLockMode":        "COMPLIANCE",
-		"ArchiveExpirationDays": "3650",
-		"SecretArns":            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:popconn/sales-AbCdEf",
-		"ConfigSource":          "s3://popconn-config/popconn.yaml",
-		"ConfigS3ObjectArn":     "arn:aws:s3:::popconn-config/popconn.yaml",
-		"AlarmEmail":            "ops@example.com",
-	}
-	paramSets = []struct {
-		name   string
-		values map[string]string
-	}{{"defaults", defaults}, {"everything", everything}}
+	paramSets  = loadParamSets()
+	defaults   = paramSet("defaults")
+	fanout     = paramSet("fanout")
+	everything = paramSet("everything")
 )
+
+type namedParams struct {
+	name   string
+	values map[string]string
+}
+
+func loadParamSets() []namedParams {
+	b, err := os.ReadFile("paramsets.json")
+	if err != nil {
+		panic(err)
+	}
+	var f struct {
+		Sets map[string]map[string]string `json:"sets"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		panic(fmt.Sprintf("paramsets.json: %v", err))
+	}
+	var out []namedParams
+	for _, name := range []string{"defaults", "fanout", "everything"} {
+		v, ok := f.Sets[name]
+		if !ok {
+			panic("paramsets.json has no set " + name)
+		}
+		out = append(out, namedParams{name, v})
+	}
+	if len(f.Sets) != len(out) {
+		panic("paramsets.json has sets the tests do not know")
+	}
+	return out
+}
+
+func paramSet(name string) map[string]string {
+	for _, ps := range paramSets {
+		if ps.name == name {
+			return ps.values
+		}
+	}
+	panic(name)
+}
 
 // paramValues returns every parameter's value: the default, replaced by
 // overrides, typed as CloudFormation hands it to resources (lists split,
@@ -321,12 +353,15 @@ var subVar = regexp.MustCompile(`\$\{([^!}][^}]*)\}`)
 type resolved struct {
 	vals  map[string]any
 	conds map[string]bool
-	// doc is the template with every intrinsic function resolved.
+	// doc is the template with every intrinsic function resolved, what
+	// resolved to AWS::NoValue removed, and the Globals merged into the
+	// functions.
 	doc map[string]any
 	// cf is doc decoded by goformation into typed resources, minus the
 	// properties in samNewerProperties.
 	cf *cloudformation.Template
-	// newer holds the properties taken out for goformation, by resource.
+	// newer holds the properties taken out for goformation, by resource
+	// (event properties as "Events.<name>.<property>").
 	newer map[string]map[string]any
 }
 
@@ -339,6 +374,92 @@ type resolved struct {
 var samNewerProperties = map[string][]string{
 	// Lambda advanced logging controls, November 2023.
 	"AWS::Serverless::Function": {"LoggingConfig"},
+}
+
+// samNewerEventProperties are the same for SAM event sources, by event
+// type: with one of them goformation decodes no event of that type (it
+// does not fail, the typed event stays nil). SAM passes them to the
+// AWS::Lambda::EventSourceMapping it generates; checkWorkerEvents decodes
+// them strictly as that type, and samcheck.py runs the SAM translator.
+// They are kept in resolved.newer under "Events.<name>.<property>".
+var samNewerEventProperties = map[string][]string{
+	"SQS": {
+		"FunctionResponseTypes", // partial batch responses, November 2021
+		"ScalingConfig",         // maximum concurrency, January 2023
+	},
+}
+
+// dropNoValue removes what resolved to AWS::NoValue (nil) from maps and
+// lists, as CloudFormation does.
+func dropNoValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range x {
+			if e != nil {
+				out[k] = dropNoValue(e)
+			}
+		}
+		return out
+	case []any:
+		out := []any{}
+		for _, e := range x {
+			if e != nil {
+				out = append(out, dropNoValue(e))
+			}
+		}
+		return out
+	}
+	return v
+}
+
+// mergeGlobals applies the template's Globals.Function to each
+// AWS::Serverless::Function as SAM does: a function's own value wins,
+// maps (Environment.Variables) are merged key by key.
+func mergeGlobals(doc map[string]any) {
+	g, _ := doc["Globals"].(map[string]any)
+	fg, _ := g["Function"].(map[string]any)
+	if fg == nil {
+		return
+	}
+	var merge func(global, own any) any
+	merge = func(global, own any) any {
+		gm, gok := global.(map[string]any)
+		om, ook := own.(map[string]any)
+		if !gok || !ook {
+			if own != nil {
+				return own
+			}
+			return global
+		}
+		out := map[string]any{}
+		for k, v := range gm {
+			out[k] = v
+		}
+		for k, v := range om {
+			out[k] = merge(gm[k], v)
+		}
+		return out
+	}
+	for _, res := range doc["Resources"].(map[string]any) {
+		rm := res.(map[string]any)
+		if rm["Type"] != "AWS::Serverless::Function" {
+			continue
+		}
+		props, _ := rm["Properties"].(map[string]any)
+		if props == nil {
+			props = map[string]any{}
+			rm["Properties"] = props
+		}
+		for k, gv := range fg {
+			if ov, ok := props[k]; ok {
+				props[k] = merge(gv, ov)
+			} else {
+				props[k] = gv
+			}
+		}
+	}
+	delete(doc, "Globals")
 }
 
 func (tp *tmpl) resolve(t *testing.T, overrides map[string]string) *resolved {
@@ -422,7 +543,13 @@ func (tp *tmpl) resolve(t *testing.T, overrides map[string]string) *resolved {
 	if err := json.Unmarshal(js, &r.doc); err != nil {
 		t.Fatal(err)
 	}
+	mergeGlobals(r.doc)
+	r.doc = dropNoValue(r.doc).(map[string]any)
 	// A copy without the properties goformation's SAM types do not know.
+	js, err = json.Marshal(r.doc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var forCF map[string]any
 	if err := json.Unmarshal(js, &forCF); err != nil {
 		t.Fatal(err)
@@ -430,13 +557,27 @@ func (tp *tmpl) resolve(t *testing.T, overrides map[string]string) *resolved {
 	for id, res := range forCF["Resources"].(map[string]any) {
 		rm := res.(map[string]any)
 		props, _ := rm["Properties"].(map[string]any)
+		keep := func(key string, v any) {
+			if r.newer[id] == nil {
+				r.newer[id] = map[string]any{}
+			}
+			r.newer[id][key] = v
+		}
 		for _, p := range samNewerProperties[scalarString(rm["Type"])] {
 			if v, ok := props[p]; ok {
-				if r.newer[id] == nil {
-					r.newer[id] = map[string]any{}
-				}
-				r.newer[id][p] = v
+				keep(p, v)
 				delete(props, p)
+			}
+		}
+		events, _ := props["Events"].(map[string]any)
+		for name, ev := range events {
+			em, _ := ev.(map[string]any)
+			ep, _ := em["Properties"].(map[string]any)
+			for _, p := range samNewerEventProperties[scalarString(em["Type"])] {
+				if v, ok := ep[p]; ok {
+					keep("Events."+name+"."+p, v)
+					delete(ep, p)
+				}
 			}
 		}
 	}
@@ -555,7 +696,7 @@ func references(v any, at string) []reference {
 // resource Condition and DependsOn attributes.
 func (tp *tmpl) allReferences() []reference {
 	var out []reference
-	for _, sec := range []string{"Conditions", "Rules", "Outputs"} {
+	for _, sec := range []string{"Conditions", "Rules", "Outputs", "Globals"} {
 		out = append(out, references(tp.raw[sec], sec)...)
 	}
 	for _, id := range tp.resourceIDs("") {

@@ -296,7 +296,7 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 			logger.Info("poll done", attrs...)
 		}
 		var line bytes.Buffer
-		if err := metrics.PollEMF(&line, f.opts.MetricsNamespace, r, now); err != nil {
+		if err := metrics.PollEMF(&line, f.opts.MetricsNamespace, r, now, metrics.PollOptions{PerMailboxMetrics: false}); err != nil {
 			logger.Warn("metrics not written", "mailbox", r.Mailbox, "err", err)
 			continue
 		}

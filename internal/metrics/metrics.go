@@ -15,15 +15,26 @@
 //     each dimension named is a top-level string; units are CloudWatch
 //     StandardUnit names; no directive lists more than 100 metrics or a
 //     dimension set more than 30 keys.
-//   - Per-poll metrics carry the dimension Mailbox; the ones worth an
-//     account-wide alarm (Metric.Rollup) are also emitted without
-//     dimensions, so an alarm works without knowing the mailbox names.
+//   - Cardinality is low by default. A poll line always carries every
+//     per-poll value and the mailbox id (Mailbox) as top-level properties,
+//     so CloudWatch Logs Insights, metric filters and Contributor Insights
+//     rules can group by mailbox; but it declares as metrics only the ones
+//     worth an account-wide alarm (Metric.Rollup), without dimensions:
+//     with the invocation metrics, AccountWideCount custom metrics
+//     whatever the number of mailboxes. With
+//     PollOptions.PerMailboxMetrics every per-poll metric is also declared
+//     with the dimension Mailbox, which costs one custom metric per metric
+//     and mailbox (PerMailboxCount per mailbox).
+//   - Each poll line says how the poll ended (Outcome: ok, failed, busy,
+//     stopped). A mailbox another invocation holds (ledger.ErrLeaseHeld) is
+//     busy, never failed: MailboxErrors is 0 and LeaseContention 1 for it,
+//     and InvocationEMF counts it in MailboxesBusy, not MailboxesFailed.
 //   - MailboxErrors and LeaseContention are written as 0 on success, so a
 //     healthy mailbox is told apart from one that stopped reporting.
-//   - A failed poll carries ErrorKind (auth, connect, tls, lease, other) and
-//     the error text as log properties, not dimensions: one failing
-//     mailbox does not create a metric per error message. Error texts come
-//     from packages that guarantee they hold no secret (see pop3, relay,
+//   - A failed poll carries ErrorKind (auth, connect, tls, other) and the
+//     error text as log properties, not dimensions: one failing mailbox
+//     does not create a metric per error message. Error texts come from
+//     packages that guarantee they hold no secret (see pop3, relay,
 //     config); this package adds none.
 //
 // What it cannot do: CloudWatch Logs extracts metrics only from log groups
@@ -79,23 +90,62 @@ var StandardUnits = []string{
 type Scope string
 
 const (
-	// ScopePoll metrics are written by PollEMF, with the Mailbox dimension.
+	// ScopePoll metrics are written by PollEMF: always as properties of
+	// the poll line, as metrics without dimensions when Rollup, and with
+	// the Mailbox dimension when PollOptions.PerMailboxMetrics is set.
 	ScopePoll Scope = "poll"
 	// ScopeInvocation metrics are written by InvocationEMF, without dimensions.
 	ScopeInvocation Scope = "invocation"
 )
 
-// DimensionMailbox is the dimension per-poll metrics carry: the mailbox id
-// from the configuration.
+// DimensionMailbox is the dimension per-mailbox metrics carry, and the
+// property of every poll line that names the mailbox: its id from the
+// configuration.
 const DimensionMailbox = "Mailbox"
+
+// Properties of a poll line besides the metric values.
+const (
+	// PropertyOutcome is how the poll ended: one of the Outcome constants.
+	PropertyOutcome = "Outcome"
+	// PropertyErrorKind is the ErrorKind of a failed poll.
+	PropertyErrorKind = "ErrorKind"
+	// PropertyError is the error text of a failed poll.
+	PropertyError = "Error"
+	// PropertyStopReason says why a poll stopped early.
+	PropertyStopReason = "StopReason"
+)
+
+// Outcomes of a poll, the Outcome property (and the value the handler's
+// "outcome" log key uses).
+const (
+	OutcomeOK      = "ok"      // the poll ran to its end
+	OutcomeFailed  = "failed"  // the poll ended with an error (ErrorKind says which)
+	OutcomeBusy    = "busy"    // another invocation holds the mailbox; skipped, not a failure
+	OutcomeStopped = "stopped" // the poll stopped starting messages early (deadline, limits): mail waits
+)
+
+// Outcome says how the poll of r ended. An error wins over an early stop;
+// a lease held by another invocation is busy, not failed.
+func Outcome(r connector.Result) string {
+	switch {
+	case r.Err != nil && errors.Is(r.Err, ledger.ErrLeaseHeld):
+		return OutcomeBusy
+	case r.Err != nil:
+		return OutcomeFailed
+	case r.Stopped != "":
+		return OutcomeStopped
+	}
+	return OutcomeOK
+}
 
 // Metric describes one metric this package emits.
 type Metric struct {
 	Name  string
 	Unit  Unit
 	Scope Scope
-	// Rollup: a poll metric that is also emitted without dimensions,
-	// summed (or maximised) over every mailbox by CloudWatch.
+	// Rollup: a poll metric that is declared without dimensions, summed
+	// (or maximised) over every mailbox by CloudWatch. The others are
+	// declared only per mailbox, when PollOptions.PerMailboxMetrics is set.
 	Rollup bool
 	// Help says what the value is, for the dashboard and the runbook.
 	Help string
@@ -115,10 +165,11 @@ var Catalog = []Metric{
 	{"PollDuration", Milliseconds, ScopePoll, false, "wall time of the poll, lease to release"},
 	{"OldestUndeliveredAge", Seconds, ScopePoll, true, "age of the oldest message not yet delivered, 0 when none"},
 	{"PollStoppedEarly", Count, ScopePoll, true, "1 when the poll stopped starting messages early (deadline, per-poll limit): mail is waiting"},
-	{"MailboxErrors", Count, ScopePoll, true, "1 when the poll failed (ErrorKind says why), 0 when it did not"},
-	{"LeaseContention", Count, ScopePoll, true, "1 when another poller held the mailbox and the poll was skipped"},
-	{"MailboxesPolled", Count, ScopeInvocation, false, "mailboxes the invocation polled"},
-	{"MailboxesFailed", Count, ScopeInvocation, false, "mailboxes whose poll failed (lease contention excluded)"},
+	{"MailboxErrors", Count, ScopePoll, true, "1 when the poll failed (ErrorKind says why), 0 when it did not (a busy mailbox is 0)"},
+	{"LeaseContention", Count, ScopePoll, true, "1 when another invocation held the mailbox and the poll was skipped (busy, not a failure)"},
+	{"MailboxesPolled", Count, ScopeInvocation, false, "mailboxes the invocation was asked to poll, busy ones included"},
+	{"MailboxesFailed", Count, ScopeInvocation, false, "mailboxes whose poll failed (busy ones excluded)"},
+	{"MailboxesBusy", Count, ScopeInvocation, false, "mailboxes skipped because another invocation held them (not failures)"},
 	{"InvocationDuration", Milliseconds, ScopeInvocation, false, "wall time of the invocation's polls"},
 	{"DeadlineHeadroom", Milliseconds, ScopeInvocation, false, "time left before the invocation deadline when the polls ended"},
 }
@@ -129,6 +180,31 @@ var Names = func() []string {
 	n := make([]string, len(Catalog))
 	for i, m := range Catalog {
 		n[i] = m.Name
+	}
+	return n
+}()
+
+// PerMailboxCount is the number of custom metrics one mailbox adds when
+// PollOptions.PerMailboxMetrics is set: every poll metric, per mailbox.
+var PerMailboxCount = func() int {
+	n := 0
+	for _, m := range Catalog {
+		if m.Scope == ScopePoll {
+			n++
+		}
+	}
+	return n
+}()
+
+// AccountWideCount is the number of custom metrics without dimensions:
+// the poll rollups and the invocation metrics, whatever the number of
+// mailboxes.
+var AccountWideCount = func() int {
+	n := 0
+	for _, m := range Catalog {
+		if m.Rollup || m.Scope == ScopeInvocation {
+			n++
+		}
 	}
 	return n
 }()
@@ -148,7 +224,7 @@ const (
 	KindAuth    = "auth"    // the POP3 server rejected the credentials
 	KindConnect = "connect" // the network: DNS, refused, reset, timeout, hang-up
 	KindTLS     = "tls"     // certificate verification or TLS negotiation
-	KindLease   = "lease"   // another poller holds the mailbox
+	KindLease   = "lease"   // another invocation holds the mailbox: busy (OutcomeBusy), never written as a failure
 	KindOther   = "other"   // anything else (protocol, storage, deadline, internal)
 )
 
@@ -222,15 +298,31 @@ func isConnect(err error) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
-// PollEMF writes the EMF line of one mailbox poll to w.
-func PollEMF(w io.Writer, namespace string, r connector.Result, now time.Time) error {
+// PollOptions chooses what PollEMF declares as metrics.
+type PollOptions struct {
+	// PerMailboxMetrics declares every poll metric with the Mailbox
+	// dimension too: PerMailboxCount custom metrics per mailbox, billed by
+	// CloudWatch per metric and month. Off (the default), the per-mailbox
+	// values are log properties only, and the metrics are the rollups.
+	PerMailboxMetrics bool
+}
+
+// PollEMF writes the line of one mailbox poll to w: every per-poll value
+// and the Mailbox, Outcome (and for a failure ErrorKind and Error)
+// properties, with the EMF directives opts asks for.
+func PollEMF(w io.Writer, namespace string, r connector.Result, now time.Time, opts PollOptions) error {
 	if err := checkNamespace(namespace); err != nil {
 		return err
 	}
-	if err := checkDimensionValue(r.Mailbox); err != nil {
-		return fmt.Errorf("metrics: mailbox %q: %w", r.Mailbox, err)
+	if r.Mailbox == "" {
+		return errors.New("metrics: a poll result without a mailbox id")
 	}
-	kind := ErrorKind(r.Err)
+	if opts.PerMailboxMetrics {
+		if err := checkDimensionValue(r.Mailbox); err != nil {
+			return fmt.Errorf("metrics: mailbox %q: %w", r.Mailbox, err)
+		}
+	}
+	outcome := Outcome(r)
 	values := map[string]float64{
 		"MessagesOnServer":     float64(r.OnServer),
 		"MessagesFetched":      float64(r.Fetched),
@@ -244,10 +336,10 @@ func PollEMF(w io.Writer, namespace string, r connector.Result, now time.Time) e
 		"PollDuration":         ms(r.Duration),
 		"OldestUndeliveredAge": max(r.OldestUndelivered, 0).Seconds(),
 		"PollStoppedEarly":     flag(r.Stopped != ""),
-		"MailboxErrors":        flag(kind != ""),
-		"LeaseContention":      flag(kind == KindLease),
+		"MailboxErrors":        flag(outcome == OutcomeFailed),
+		"LeaseContention":      flag(outcome == OutcomeBusy),
 	}
-	doc := map[string]any{DimensionMailbox: r.Mailbox}
+	doc := map[string]any{DimensionMailbox: r.Mailbox, PropertyOutcome: outcome}
 	var all, rollup []metricDef
 	for _, m := range Catalog {
 		if m.Scope != ScopePoll {
@@ -263,20 +355,18 @@ func PollEMF(w io.Writer, namespace string, r connector.Result, now time.Time) e
 			rollup = append(rollup, metricDef{Name: m.Name, Unit: string(m.Unit)})
 		}
 	}
-	if kind != "" {
-		doc["ErrorKind"] = kind
-		doc["Error"] = r.Err.Error()
+	if outcome == OutcomeFailed {
+		doc[PropertyErrorKind] = ErrorKind(r.Err)
+		doc[PropertyError] = r.Err.Error()
 	}
 	if r.Stopped != "" {
-		doc["StopReason"] = r.Stopped
+		doc[PropertyStopReason] = r.Stopped
 	}
-	doc["_aws"] = metadata{
-		Timestamp: now.UnixMilli(),
-		CloudWatchMetrics: []directive{
-			{Namespace: namespace, Dimensions: [][]string{{DimensionMailbox}}, Metrics: all},
-			{Namespace: namespace, Dimensions: [][]string{{}}, Metrics: rollup},
-		},
+	directives := []directive{{Namespace: namespace, Dimensions: [][]string{{}}, Metrics: rollup}}
+	if opts.PerMailboxMetrics {
+		directives = append(directives, directive{Namespace: namespace, Dimensions: [][]string{{DimensionMailbox}}, Metrics: all})
 	}
+	doc["_aws"] = metadata{Timestamp: now.UnixMilli(), CloudWatchMetrics: directives}
 	return writeLine(w, doc)
 }
 
@@ -293,21 +383,26 @@ type Invocation struct {
 }
 
 // InvocationEMF writes the EMF line summarising one invocation to w: how
-// many mailboxes it polled and how many failed, how long it took and how
-// close it came to its deadline. The metrics have no dimensions.
+// many mailboxes it polled, how many failed and how many were busy, how
+// long it took and how close it came to its deadline. The metrics have no
+// dimensions.
 func InvocationEMF(w io.Writer, namespace string, inv Invocation, now time.Time) error {
 	if err := checkNamespace(namespace); err != nil {
 		return err
 	}
-	failed := 0
+	failed, busy := 0, 0
 	for _, r := range inv.Results {
-		if k := ErrorKind(r.Err); k != "" && k != KindLease {
+		switch Outcome(r) {
+		case OutcomeFailed:
 			failed++
+		case OutcomeBusy:
+			busy++
 		}
 	}
 	values := map[string]float64{
 		"MailboxesPolled":    float64(len(inv.Results)),
 		"MailboxesFailed":    float64(failed),
+		"MailboxesBusy":      float64(busy),
 		"InvocationDuration": ms(inv.Duration),
 	}
 	if !inv.Deadline.IsZero() {

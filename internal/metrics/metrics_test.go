@@ -279,11 +279,12 @@ func TestPollEMF(t *testing.T) {
 	}
 	with := func(f func(*connector.Result)) connector.Result { r := base; f(&r); return r }
 	tests := []struct {
-		name      string
-		r         connector.Result
-		want      map[string]float64 // metric values to check
-		wantKind  string
-		wantProps map[string]string
+		name        string
+		r           connector.Result
+		want        map[string]float64 // values to check
+		wantOutcome string
+		wantKind    string
+		wantProps   map[string]string
 	}{
 		{
 			name: "clean poll",
@@ -294,12 +295,13 @@ func TestPollEMF(t *testing.T) {
 				"MessagesDeleted": 2, "PollDuration": 2500, "OldestUndeliveredAge": 5400,
 				"PollStoppedEarly": 0, "MailboxErrors": 0, "LeaseContention": 0,
 			},
+			wantOutcome: OutcomeOK,
 		},
 		{
-			name:     "rejected and gave up",
-			r:        with(func(r *connector.Result) { r.Rejected, r.GaveUp = 2, 1 }),
-			want:     map[string]float64{"MessagesRejected": 2, "MessagesGaveUp": 1, "MailboxErrors": 0},
-			wantKind: "",
+			name:        "rejected and gave up",
+			r:           with(func(r *connector.Result) { r.Rejected, r.GaveUp = 2, 1 }),
+			want:        map[string]float64{"MessagesRejected": 2, "MessagesGaveUp": 1, "MailboxErrors": 0},
+			wantOutcome: OutcomeOK,
 		},
 		{
 			name: "auth failure",
@@ -307,104 +309,157 @@ func TestPollEMF(t *testing.T) {
 				*r = connector.Result{Mailbox: "sales", Duration: 40 * time.Millisecond,
 					Err: fmt.Errorf("mailbox sales: %w", &pop3.Error{Command: "PASS ***", Response: "-ERR [AUTH] bad"})}
 			}),
-			want:      map[string]float64{"MailboxErrors": 1, "LeaseContention": 0, "MessagesFetched": 0, "PollDuration": 40},
-			wantKind:  KindAuth,
-			wantProps: map[string]string{"Error": "mailbox sales: pop3: PASS ***: -ERR [AUTH] bad"},
+			want:        map[string]float64{"MailboxErrors": 1, "LeaseContention": 0, "MessagesFetched": 0, "PollDuration": 40},
+			wantOutcome: OutcomeFailed,
+			wantKind:    KindAuth,
+			wantProps:   map[string]string{"Error": "mailbox sales: pop3: PASS ***: -ERR [AUTH] bad"},
 		},
 		{
+			// Busy is not a failure: no MailboxErrors, no error properties.
 			name: "lease held",
 			r: connector.Result{Mailbox: "sales", Duration: 5 * time.Millisecond,
 				Err: fmt.Errorf("mailbox sales: %w", ledger.ErrLeaseHeld)},
-			want:     map[string]float64{"MailboxErrors": 1, "LeaseContention": 1},
-			wantKind: KindLease,
+			want:        map[string]float64{"MailboxErrors": 0, "LeaseContention": 1},
+			wantOutcome: OutcomeBusy,
 		},
 		{
-			name:      "stopped at the deadline",
-			r:         with(func(r *connector.Result) { r.Stopped = "deadline" }),
-			want:      map[string]float64{"PollStoppedEarly": 1, "MailboxErrors": 0},
-			wantProps: map[string]string{"StopReason": "deadline"},
+			name:        "stopped at the deadline",
+			r:           with(func(r *connector.Result) { r.Stopped = "deadline" }),
+			want:        map[string]float64{"PollStoppedEarly": 1, "MailboxErrors": 0},
+			wantOutcome: OutcomeStopped,
+			wantProps:   map[string]string{"StopReason": "deadline"},
 		},
 		{
-			name: "negative age is clamped",
-			r:    connector.Result{Mailbox: "a.b-c_d", OldestUndelivered: -time.Second},
-			want: map[string]float64{"OldestUndeliveredAge": 0},
+			name: "failure after an early stop is a failure",
+			r: with(func(r *connector.Result) {
+				r.Stopped = "deadline"
+				r.Err = fmt.Errorf("x: %w", io.ErrUnexpectedEOF)
+			}),
+			want:        map[string]float64{"PollStoppedEarly": 1, "MailboxErrors": 1},
+			wantOutcome: OutcomeFailed,
+			wantKind:    KindConnect,
+		},
+		{
+			name:        "negative age is clamped",
+			r:           connector.Result{Mailbox: "a.b-c_d", OldestUndelivered: -time.Second},
+			want:        map[string]float64{"OldestUndeliveredAge": 0},
+			wantOutcome: OutcomeOK,
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var w countingWriter
-			if err := PollEMF(&w, ns, tt.r, now); err != nil {
-				t.Fatal(err)
-			}
-			if len(w.writes) != 1 {
-				t.Fatalf("%d Write calls, want 1 (a line must not be split)", len(w.writes))
-			}
-			e := parseEMF(t, w.writes[0])
-			if e.timestamp != now.UnixMilli() {
-				t.Errorf("Timestamp = %d, want %d", e.timestamp, now.UnixMilli())
-			}
-			if got := e.root[DimensionMailbox]; got != tt.r.Mailbox {
-				t.Errorf("Mailbox = %v, want %q", got, tt.r.Mailbox)
-			}
-			perMailbox := e.directive(t, []string{DimensionMailbox})
-			rollup := e.directive(t, []string{})
-			if len(e.directives) != 2 {
-				t.Errorf("%d directives, want 2 (per mailbox and rollup)", len(e.directives))
-			}
-			for _, m := range Catalog {
-				if m.Scope != ScopePoll {
-					if _, ok := e.root[m.Name]; ok {
-						t.Errorf("invocation metric %s in a poll line", m.Name)
+	for _, perMailbox := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/per-mailbox=%v", tt.name, perMailbox), func(t *testing.T) {
+				var w countingWriter
+				if err := PollEMF(&w, ns, tt.r, now, PollOptions{PerMailboxMetrics: perMailbox}); err != nil {
+					t.Fatal(err)
+				}
+				if len(w.writes) != 1 {
+					t.Fatalf("%d Write calls, want 1 (a line must not be split)", len(w.writes))
+				}
+				e := parseEMF(t, w.writes[0])
+				if e.timestamp != now.UnixMilli() {
+					t.Errorf("Timestamp = %d, want %d", e.timestamp, now.UnixMilli())
+				}
+				if got := e.root[DimensionMailbox]; got != tt.r.Mailbox {
+					t.Errorf("Mailbox = %v, want %q", got, tt.r.Mailbox)
+				}
+				if got := e.root[PropertyOutcome]; got != tt.wantOutcome {
+					t.Errorf("Outcome = %v, want %q", got, tt.wantOutcome)
+				}
+				if got := Outcome(tt.r); got != tt.wantOutcome {
+					t.Errorf("Outcome() = %q, want %q", got, tt.wantOutcome)
+				}
+				rollup := e.directive(t, []string{})
+				var perMB emfDirective
+				if perMailbox {
+					perMB = e.directive(t, []string{DimensionMailbox})
+				}
+				if want := map[bool]int{false: 1, true: 2}[perMailbox]; len(e.directives) != want {
+					t.Errorf("%d directives, want %d", len(e.directives), want)
+				}
+				for _, m := range Catalog {
+					if m.Scope != ScopePoll {
+						if _, ok := e.root[m.Name]; ok {
+							t.Errorf("invocation metric %s in a poll line", m.Name)
+						}
+						continue
 					}
-					continue
+					// Every value is on the line, declared or not: Logs
+					// Insights and Contributor Insights read it there.
+					if _, ok := e.root[m.Name].(json.Number); !ok {
+						t.Errorf("%s: no numeric property", m.Name)
+					}
+					if u, ok := perMB.metrics[m.Name]; ok != perMailbox || (ok && u != string(m.Unit)) {
+						t.Errorf("%s: declared per mailbox = %v with unit %q, want %v with %q", m.Name, ok, u, perMailbox, m.Unit)
+					}
+					if _, ok := rollup.metrics[m.Name]; ok != m.Rollup {
+						t.Errorf("%s: in rollup = %v, want %v", m.Name, ok, m.Rollup)
+					}
 				}
-				if u := perMailbox.metrics[m.Name]; u != string(m.Unit) {
-					t.Errorf("%s: per-mailbox unit %q, want %q", m.Name, u, m.Unit)
+				for name, want := range tt.want {
+					if got := e.num(t, name); got != want {
+						t.Errorf("%s = %v, want %v", name, got, want)
+					}
 				}
-				if _, ok := rollup.metrics[m.Name]; ok != m.Rollup {
-					t.Errorf("%s: in rollup = %v, want %v", m.Name, ok, m.Rollup)
+				gotKind, _ := e.root[PropertyErrorKind].(string)
+				if gotKind != tt.wantKind {
+					t.Errorf("ErrorKind = %q, want %q", gotKind, tt.wantKind)
 				}
-			}
-			for name, want := range tt.want {
-				if got := e.num(t, name); got != want {
-					t.Errorf("%s = %v, want %v", name, got, want)
+				if _, ok := e.root[PropertyError]; ok != (tt.wantKind != "") {
+					t.Errorf("Error property present = %v, want %v", ok, tt.wantKind != "")
 				}
-			}
-			gotKind, _ := e.root["ErrorKind"].(string)
-			if gotKind != tt.wantKind {
-				t.Errorf("ErrorKind = %q, want %q", gotKind, tt.wantKind)
-			}
-			if _, ok := e.root["Error"]; ok != (tt.wantKind != "") {
-				t.Errorf("Error property present = %v, want %v", ok, tt.wantKind != "")
-			}
-			for k, want := range tt.wantProps {
-				if got, _ := e.root[k].(string); got != want {
-					t.Errorf("%s = %q, want %q", k, got, want)
+				for k, want := range tt.wantProps {
+					if got, _ := e.root[k].(string); got != want {
+						t.Errorf("%s = %q, want %q", k, got, want)
+					}
 				}
-			}
-		})
+			})
+		}
+	}
+}
+
+// TestPerMailboxCount: the figures the README's cost table and the
+// template's PerMailboxMetrics description use.
+func TestPerMailboxCount(t *testing.T) {
+	var w countingWriter
+	if err := PollEMF(&w, ns, connector.Result{Mailbox: "sales"}, now, PollOptions{PerMailboxMetrics: true}); err != nil {
+		t.Fatal(err)
+	}
+	e := parseEMF(t, w.writes[0])
+	d := e.directive(t, []string{DimensionMailbox})
+	if len(d.metrics) != PerMailboxCount || PerMailboxCount != 14 {
+		t.Errorf("%d metrics per mailbox, PerMailboxCount %d; the README and template.yaml say 14", len(d.metrics), PerMailboxCount)
+	}
+	w = countingWriter{}
+	if err := InvocationEMF(&w, ns, Invocation{Deadline: now.Add(time.Minute)}, now); err != nil {
+		t.Fatal(err)
+	}
+	n := len(e.directive(t, []string{}).metrics) + len(parseEMF(t, w.writes[0]).directive(t, []string{}).metrics)
+	if n != AccountWideCount || AccountWideCount != 17 {
+		t.Errorf("%d metrics without dimensions, AccountWideCount %d; the README and template.yaml say 17", n, AccountWideCount)
 	}
 }
 
 func TestPollEMFRefusesWhatCloudWatchWouldDrop(t *testing.T) {
 	tests := []struct {
-		name      string
-		namespace string
-		mailbox   string
+		name       string
+		namespace  string
+		mailbox    string
+		perMailbox bool // the mailbox is a dimension value only then
 	}{
-		{"empty namespace", "", "sales"},
-		{"reserved namespace", "AWS/Lambda", "sales"},
-		{"blank namespace", "   ", "sales"},
-		{"control character in namespace", "Pop\nConnector", "sales"},
-		{"namespace too long", strings.Repeat("n", 256), "sales"},
-		{"empty mailbox", ns, ""},
-		{"non-ASCII mailbox", ns, "ventes-é"},
-		{"mailbox too long", ns, strings.Repeat("m", 1025)},
+		{"empty namespace", "", "sales", false},
+		{"reserved namespace", "AWS/Lambda", "sales", false},
+		{"blank namespace", "   ", "sales", false},
+		{"control character in namespace", "Pop\nConnector", "sales", false},
+		{"namespace too long", strings.Repeat("n", 256), "sales", false},
+		{"empty mailbox", ns, "", false},
+		{"non-ASCII mailbox as a dimension", ns, "ventes-é", true},
+		{"mailbox too long for a dimension", ns, strings.Repeat("m", 1025), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			err := PollEMF(&buf, tt.namespace, connector.Result{Mailbox: tt.mailbox}, now)
+			err := PollEMF(&buf, tt.namespace, connector.Result{Mailbox: tt.mailbox}, now, PollOptions{PerMailboxMetrics: tt.perMailbox})
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -413,6 +468,11 @@ func TestPollEMFRefusesWhatCloudWatchWouldDrop(t *testing.T) {
 			}
 		})
 	}
+	// Without the dimension, any mailbox id is only a JSON string.
+	var buf bytes.Buffer
+	if err := PollEMF(&buf, ns, connector.Result{Mailbox: "ventes-é"}, now, PollOptions{}); err != nil {
+		t.Errorf("non-ASCII mailbox without per-mailbox metrics: %v", err)
+	}
 }
 
 type failingWriter struct{}
@@ -420,7 +480,7 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
 
 func TestWriteErrorIsReturned(t *testing.T) {
-	err := PollEMF(failingWriter{}, ns, connector.Result{Mailbox: "sales"}, now)
+	err := PollEMF(failingWriter{}, ns, connector.Result{Mailbox: "sales"}, now, PollOptions{})
 	if err == nil || !strings.Contains(err.Error(), "stdout closed") {
 		t.Fatalf("err = %v, want the writer's error", err)
 	}
@@ -441,12 +501,12 @@ func TestInvocationEMF(t *testing.T) {
 		{
 			name: "with deadline",
 			inv:  Invocation{RequestID: "req-1", Trigger: "schedule", Results: results, Duration: 12 * time.Second, Deadline: now.Add(30 * time.Second)},
-			want: map[string]float64{"MailboxesPolled": 3, "MailboxesFailed": 1, "InvocationDuration": 12000, "DeadlineHeadroom": 30000},
+			want: map[string]float64{"MailboxesPolled": 3, "MailboxesFailed": 1, "MailboxesBusy": 1, "InvocationDuration": 12000, "DeadlineHeadroom": 30000},
 		},
 		{
 			name:        "without deadline",
 			inv:         Invocation{Trigger: "manual"},
-			want:        map[string]float64{"MailboxesPolled": 0, "MailboxesFailed": 0, "InvocationDuration": 0},
+			want:        map[string]float64{"MailboxesPolled": 0, "MailboxesFailed": 0, "MailboxesBusy": 0, "InvocationDuration": 0},
 			wantMissing: []string{"DeadlineHeadroom"},
 		},
 	}

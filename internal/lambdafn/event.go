@@ -211,22 +211,6 @@ type MailboxSummary struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// Outcome is the poll's result in one word, the "outcome" key of its log
-// line (what per-mailbox metric filters and Contributor Insights rules
-// match): "busy" (another poller holds the mailbox: not a failure),
-// "failed", "stopped" (stopped early, mail left for the next poll) or "ok".
-func (s MailboxSummary) Outcome() string {
-	switch {
-	case s.Busy:
-		return "busy"
-	case s.Error != "":
-		return "failed"
-	case s.Stopped != "":
-		return "stopped"
-	}
-	return "ok"
-}
-
 func summarize(r connector.Result) MailboxSummary {
 	s := MailboxSummary{
 		Mailbox: r.Mailbox, OnServer: r.OnServer, Fetched: r.Fetched, Bytes: r.Bytes,

@@ -268,7 +268,7 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 	for _, r := range results {
 		ms := summarize(r)
 		sum.Mailboxes = append(sum.Mailboxes, ms)
-		attrs := []any{"mailbox", ms.Mailbox, "outcome", ms.Outcome(), "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
+		attrs := []any{"mailbox", ms.Mailbox, "outcome", metrics.Outcome(r), "on_server", ms.OnServer, "fetched", ms.Fetched, "bytes", ms.Bytes,
 			"delivered", ms.Delivered, "deferred", ms.Deferred, "rejected", ms.Rejected, "gave_up", ms.GaveUp,
 			"deleted", ms.Deleted, "not_due", ms.NotDue, "badmail", ms.Badmail, "notices", ms.Notices,
 			"unrecorded_replies", ms.UnrecordedReplies, "duration_ms", ms.DurationMS}
@@ -296,7 +296,7 @@ func (f *Function) Handle(ctx context.Context, ev Event) (*Summary, error) {
 			logger.Info("poll done", attrs...)
 		}
 		var line bytes.Buffer
-		if err := metrics.PollEMF(&line, f.opts.MetricsNamespace, r, now, metrics.PollOptions{PerMailboxMetrics: false}); err != nil {
+		if err := metrics.PollEMF(&line, f.opts.MetricsNamespace, r, now, metrics.PollOptions{PerMailboxMetrics: f.opts.PerMailboxMetrics}); err != nil {
 			logger.Warn("metrics not written", "mailbox", r.Mailbox, "err", err)
 			continue
 		}

@@ -36,6 +36,9 @@ type fanRig struct {
 	source   string // s3://bucket/key of the configuration
 	boxes    []string
 	perBox   int
+	// fnTimeout is the function timeout of the functions started next
+	// (default 120 s).
+	fnTimeout time.Duration
 }
 
 // newFanRig makes n mailboxes fan0000... of perBox messages each, plus
@@ -108,7 +111,11 @@ func (f *fanRig) function(name string, extra map[string]string) *testenv.LambdaR
 	for k, v := range extra {
 		env[k] = v
 	}
-	return testenv.StartLambdaRIE(f.t, testenv.LambdaRIEOptions{Bootstrap: f.bin, Env: env, Timeout: 120 * time.Second})
+	timeout := f.fnTimeout
+	if timeout == 0 {
+		timeout = 120 * time.Second
+	}
+	return testenv.StartLambdaRIE(f.t, testenv.LambdaRIEOptions{Bootstrap: f.bin, Env: env, Timeout: timeout})
 }
 
 // workers starts n worker functions and the mapping that feeds them.
@@ -125,7 +132,7 @@ func (f *fanRig) workers(n int, batch int32, visibility time.Duration) (*esm, []
 
 func invokeJSON(t testing.TB, fn *testenv.LambdaRIE, payload []byte, into any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), fn.Timeout+time.Minute)
 	defer cancel()
 	out, err := fn.Invoke(ctx, payload)
 	if err != nil {

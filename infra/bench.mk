@@ -28,6 +28,12 @@
 #   POPCONN_BENCH_DELIVERIES_IN_FLIGHT=8 make bench-lambda
 #                                             deliveries_in_flight (and POPCONN_BENCH_POP3_PIPELINE_DEPTH:
 #                                             pop3_pipeline_depth) for both modes; also read by the other targets
+#   make bench-fanout                         Mode=fanout under the Lambda RIE: one dispatcher and
+#                                             POPCONN_FANOUT_WORKERS (4) workers behind an event source
+#                                             mapping played against moto's SQS FIFO, POPCONN_FANOUT_MAILBOXES
+#                                             (2,000) Dovecot mailboxes, S3 on versitygw, DynamoDB Local:
+#                                             mailboxes per minute (per worker), worker ms and log bytes per
+#                                             job, dispatcher ms per job; a delivering tick, then an idle one
 #   make bench-profile                        CPU profile + execution trace of popconn on workload (a),
 #                                             written under bin/bench-profile/
 #
@@ -43,7 +49,10 @@ BENCH_SCALE_FLAGS ?= --reps 3
 BENCH_LAMBDA_FLAGS ?= --reps 3
 BENCH_PROFILE ?= $(BIN)/bench-profile/popconn-a.pprof
 
-.PHONY: bench-compare bench-rtt bench-profile bench-tools bench-scale bench-lambda
+POPCONN_FANOUT_MAILBOXES ?= 2000
+POPCONN_FANOUT_WORKERS ?= 4
+
+.PHONY: bench-compare bench-rtt bench-profile bench-tools bench-scale bench-lambda bench-fanout
 
 bench-tools: deps build
 	bash infra/bench/install.sh
@@ -73,3 +82,9 @@ bench-profile: bench-tools
 	$(GO) tool pprof -top -nodecount=30 $(BIN)/popconn-bench $(BENCH_PROFILE)
 	$(GO) tool trace -pprof=syscall $(BENCH_PROFILE).trace > $(BENCH_PROFILE).syscall
 	$(GO) tool pprof -top -nodecount=20 $(BENCH_PROFILE).syscall
+
+# BenchmarkFanOut (internal/lambdafn/rie_test.go). Needs the servers of
+# `make deps` and moto_server (preinstalled with this machine's python3).
+bench-fanout: deps
+	POPCONN_INTEGRATION=1 POPCONN_FANOUT_MAILBOXES=$(POPCONN_FANOUT_MAILBOXES) POPCONN_FANOUT_WORKERS=$(POPCONN_FANOUT_WORKERS) \
+		$(GO) test -run='^$$' -bench=BenchmarkFanOut -benchtime=1x -timeout=90m ./internal/lambdafn/

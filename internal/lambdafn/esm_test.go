@@ -47,13 +47,17 @@ type esmStats struct {
 	Retried      int64 // named in batchItemFailures
 	FunctionErrs int64 // invocations that failed as a whole
 	Busy         time.Duration
+	// LastDone is when the last job was deleted: the run itself goes on
+	// until nothing is in flight, which includes waiting out the
+	// visibility timeout of a job whose receive answer was lost.
+	LastDone time.Time
 }
 
 // run drives the workers until the queue has been empty (nothing visible,
 // nothing in flight) for a whole receive, or ctx ends.
 func (e *esm) run(ctx context.Context, t testing.TB) esmStats {
 	var st esmStats
-	var busy atomic.Int64
+	var busy, lastDone atomic.Int64
 	var wg sync.WaitGroup
 	for i, w := range e.workers {
 		wg.Add(1)
@@ -114,11 +118,20 @@ func (e *esm) run(ctx context.Context, t testing.TB) esmStats {
 					continue
 				}
 				atomic.AddInt64(&st.Deleted, int64(len(dout.Successful)))
+				for now := time.Now().UnixNano(); ; {
+					last := lastDone.Load()
+					if now <= last || lastDone.CompareAndSwap(last, now) {
+						break
+					}
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	st.Busy = time.Duration(busy.Load())
+	if n := lastDone.Load(); n != 0 {
+		st.LastDone = time.Unix(0, n)
+	}
 	return st
 }
 

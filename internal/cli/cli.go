@@ -102,25 +102,20 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, code := loadConfig(*path, stderr)
-	if cfg == nil {
-		return code
-	}
-	// Resolve every secret now so a wrong reference shows here rather
-	// than at the first poll; values are never printed.
+	// Every secret is resolved now, so a wrong reference shows here,
+	// together with every other problem and its line, rather than at the
+	// first poll; values are never printed.
 	secrets := config.NewSecrets()
-	bad := 0
-	for _, ref := range secretRefs(cfg) {
-		if _, err := secrets.Resolve(context.Background(), ref.secret); err != nil {
-			fmt.Fprintf(stderr, "popconn: %s: %v\n", ref.path, err)
-			bad++
-		}
-	}
+	cfg, err := config.LoadChecked(context.Background(), *path, secrets)
 	for _, w := range secrets.Warnings() {
 		fmt.Fprintf(stderr, "popconn: warning: %s\n", w)
 	}
-	if bad > 0 {
+	if err != nil {
+		fmt.Fprintf(stderr, "popconn: %v\n", err)
 		return 2
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "popconn: warning: %s\n", w)
 	}
 	enabled := 0
 	for _, m := range cfg.Mailboxes {
@@ -138,42 +133,6 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
-}
-
-type secretRef struct {
-	path   string
-	secret config.Secret
-}
-
-func secretRefs(cfg *config.Config) []secretRef {
-	var refs []secretRef
-	for i, r := range app.ConfigRoutes(cfg) {
-		if r.Auth == nil {
-			continue
-		}
-		path := fmt.Sprintf("routes[%d].auth", i)
-		if len(cfg.Routes) <= 1 && r.Name == config.DefaultRouteName {
-			path = "delivery.auth"
-		}
-		refs = credentialRefs(refs, path, r.Auth.Mechanism.IsOAuth(), r.Auth.Password, r.Auth.OAuth)
-	}
-	for i, m := range cfg.Mailboxes {
-		refs = credentialRefs(refs, fmt.Sprintf("mailboxes[%d]", i), m.AuthMechanism.IsOAuth(), m.Password, m.OAuth)
-	}
-	return refs
-}
-
-// credentialRefs adds the password, or an oauth block's secrets, under p.
-func credentialRefs(refs []secretRef, p string, isOAuth bool, password config.Secret, o *config.OAuth) []secretRef {
-	if !isOAuth || o == nil {
-		return append(refs, secretRef{p + ".password", password})
-	}
-	for _, s := range []secretRef{{p + ".oauth.client_secret", o.ClientSecret}, {p + ".oauth.refresh_token", o.RefreshToken}} {
-		if !s.secret.IsZero() {
-			refs = append(refs, s)
-		}
-	}
-	return refs
 }
 
 // NewLogger builds the slog logger the configuration asks for: text on a

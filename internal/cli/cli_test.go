@@ -46,12 +46,17 @@ mailboxes:
 	tests := []struct {
 		name, body string
 		code       int
-		stderr     string
+		stderr     []string
 	}{
-		{"valid", valid, 0, ""},
-		{"unknown key", valid + "surprise: 1\n", 2, "surprise"},
-		{"every problem reported", "postmaster: nobody\ndelivery: {host: exchange}\nmailboxes:\n  - id: Bad Id\n    server: x\n", 2, "mailboxes[0]"},
-		{"missing secret", strings.Replace(valid, "CLI_TEST_POP", "CLI_TEST_UNSET_VAR", 1), 2, "CLI_TEST_UNSET_VAR"},
+		{"valid", valid, 0, nil},
+		{"unknown key", valid + "surprise: 1\n", 2, []string{"surprise"}},
+		{"every problem reported", "postmaster: nobody\ndelivery: {host: exchange}\nmailboxes:\n  - id: Bad Id\n    server: x\n", 2, []string{"mailboxes[0]"}},
+		{"missing secret", strings.Replace(valid, "CLI_TEST_POP", "CLI_TEST_UNSET_VAR", 1), 2,
+			[]string{"mailboxes[0].password: env:CLI_TEST_UNSET_VAR: environment variable CLI_TEST_UNSET_VAR is not set (line 7)"}},
+		// An unset secret is reported with the other problems, not only
+		// once they are fixed.
+		{"missing secret beside other problems", strings.NewReplacer("CLI_TEST_POP", "CLI_TEST_UNSET_VAR", "postmaster@corp.example", "nobody").Replace(valid), 2,
+			[]string{"2 problems", "postmaster: ", "(line 1)", "mailboxes[0].password: env:CLI_TEST_UNSET_VAR: environment variable CLI_TEST_UNSET_VAR is not set (line 7)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,8 +66,10 @@ mailboxes:
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.code, errb.String())
 			}
-			if !strings.Contains(errb.String(), tt.stderr) {
-				t.Fatalf("stderr lacks %q:\n%s", tt.stderr, errb.String())
+			for _, want := range tt.stderr {
+				if !strings.Contains(errb.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+				}
 			}
 			if strings.Contains(out.String()+errb.String(), popPassword) {
 				t.Fatal("a secret value was printed")

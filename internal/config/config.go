@@ -28,6 +28,7 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -497,7 +498,18 @@ const maxConfigSize = 4 << 20
 
 // Load reads the file at path and parses it with Parse. A problem with the
 // content is returned as *Errors wrapped with the file name.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return load(path, nil) }
+
+// LoadChecked is Load for check-config: it also resolves every secret
+// reference with secrets (see Check).
+func LoadChecked(ctx context.Context, path string, secrets *Secrets) (*Config, error) {
+	return load(path, func(data []byte) (*Config, error) { return Check(ctx, data, secrets) })
+}
+
+func load(path string, parse func([]byte) (*Config, error)) (*Config, error) {
+	if parse == nil {
+		parse = Parse
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -510,7 +522,7 @@ func Load(path string) (*Config, error) {
 	if len(data) > maxConfigSize {
 		return nil, fmt.Errorf("config: %s is larger than %d bytes", path, maxConfigSize)
 	}
-	c, err := Parse(data)
+	c, err := parse(data)
 	if err != nil {
 		var errs *Errors
 		if errors.As(err, &errs) && len(*errs) > 1 {
@@ -523,7 +535,29 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes one YAML document strictly, applies defaults and validates.
 // On any problem it returns nil and *Errors listing all of them.
-func Parse(data []byte) (*Config, error) {
+func Parse(data []byte) (*Config, error) { return parse(data, nil) }
+
+// Check is Parse that also resolves every well-formed secret reference
+// with secrets (values are never kept or shown) and reports each one that
+// cannot be resolved (an unset environment variable, a missing file) in
+// the same list as the other problems, with its line: check-config shows
+// every problem at once. Resolving reads the environment and the files
+// named, and asks AWS only for the schemes registered in secrets.
+func Check(ctx context.Context, data []byte, secrets *Secrets) (*Config, error) {
+	return parse(data, func(c *Config) Errors {
+		var errs Errors
+		for _, ref := range c.check().refs {
+			if _, err := secrets.Resolve(ctx, ref.secret); err != nil {
+				errs = append(errs, FieldError{Path: ref.path, Msg: strings.TrimPrefix(err.Error(), "secret ")})
+			}
+		}
+		return errs
+	})
+}
+
+// parse is Parse with extra checks run on the decoded Config, even when
+// it has other problems (so they are all reported together).
+func parse(data []byte, extra func(*Config) Errors) (*Config, error) {
 	root, errs := parseNode(data)
 	if errs != nil {
 		return nil, errs
@@ -545,11 +579,16 @@ func Parse(data []byte) (*Config, error) {
 	c := f.toConfig()
 	var all Errors
 	all = append(all, decodeErrs...)
+	var found Errors
 	if err := c.Validate(); err != nil {
-		for _, fe := range *err.(*Errors) {
-			if !underAny(fe.Path, suppress) {
-				all = append(all, fe)
-			}
+		found = *err.(*Errors)
+	}
+	if extra != nil {
+		found = append(found, extra(c)...)
+	}
+	for _, fe := range found {
+		if !underAny(fe.Path, suppress) {
+			all = append(all, fe)
 		}
 	}
 	if len(all) == 0 {

@@ -116,6 +116,15 @@ var mailboxIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 type validator struct {
 	errs  Errors
 	warns []string
+	// refs are the well-formed secret references met, with their paths,
+	// for Check to resolve.
+	refs []secretAt
+}
+
+// secretAt is a secret reference and the setting that holds it.
+type secretAt struct {
+	path   string
+	secret Secret
 }
 
 func (v *validator) fail(path, format string, args ...any) {
@@ -563,7 +572,9 @@ func (v *validator) tlsFiles(p string, mode tlsmode.Mode, verify bool, caFile, s
 func (v *validator) secret(path string, s Secret) {
 	if msg := checkSecretRef(s.ref); msg != "" {
 		v.fail(path, "%s", msg)
+		return
 	}
+	v.refs = append(v.refs, secretAt{path, s})
 }
 
 // address checks a bare RFC 5322 addr-spec (no display name, no angle

@@ -79,15 +79,27 @@ func testRelayCmd(args []string, stdout, stderr io.Writer) int {
 	addrs := exchangeAddresses(cfg)
 	failures := 0
 	for _, rt := range routing.Table.Routes() {
-		var to []string
+		// An address is tested as delivery would use it: on its first
+		// route (the closest address space, then the lowest cost), where
+		// a refusal is a failure. A route it would fail over to is tested
+		// too, but a refusal there is a warning: that route is used only
+		// while the first one cannot be reached, and a "*" failover route
+		// to another server may rightly refuse to relay for the domain.
+		var first, failover []string
+		primary := map[string]string{}
 		for _, a := range addrs {
-			if slices.ContainsFunc(routing.Table.Candidates(a), func(c route.Route) bool { return c.Name == rt.Name }) {
-				to = append(to, a)
+			cands := routing.Table.Candidates(a)
+			switch i := slices.IndexFunc(cands, func(c route.Route) bool { return c.Name == rt.Name }); {
+			case i == 0:
+				first = append(first, a)
+			case i > 0:
+				failover = append(failover, a)
+				primary[a] = cands[0].Name
 			}
 		}
 		opts, _ := routing.Options(rt.Name)
 		fmt.Fprintf(stdout, "route %s: %s, tls %s, address spaces %s, cost %d\n", rt.Name, rt.Addr(), opts.TLS, strings.Join(rt.AddressSpaces, " "), rt.Cost)
-		failures += testRoute(routing, rt, opts, cfg.Postmaster, to, timeout, stdout)
+		failures += testRoute(routing, rt, opts, cfg.Postmaster, first, failover, primary, timeout, stdout)
 	}
 	if failures > 0 {
 		fmt.Fprintf(stdout, "\nrelay test FAILED (%d problem(s)). Messages may appear to be delivered, but some would be left on the POP3 server; fix the causes above and run the test again.\n", failures)
@@ -97,14 +109,24 @@ func testRelayCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func testRoute(routing *app.Routing, rt route.Route, opts relay.Options, postmaster string, to []string, timeout time.Duration, w io.Writer) int {
+// testRoute tests one route: connect, TLS, EHLO, AUTH, then the
+// addresses it is the first route for (each refusal counts) and those it
+// is a failover route for (a refusal is only a warning). It returns the
+// number of failures.
+func testRoute(routing *app.Routing, rt route.Route, opts relay.Options, postmaster string, first, failover []string, primary map[string]string, timeout time.Duration, w io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := routing.Dial(ctx, rt)
 	if err != nil {
 		e := relay.AsError(err)
 		fmt.Fprintf(w, "  %s: FAILED: %v\n", stepName(e.Op), e)
-		explain(w, e, rt, "")
+		explain(w, e, rt, opts, "")
+		if len(first) == 0 {
+			// Only a failover route: mail does not depend on it while the
+			// first routes answer.
+			fmt.Fprintln(w, "    (this route is only a failover for the addresses it serves: not counted as a failure)")
+			return 0
+		}
 		return 1
 	}
 	defer func() {
@@ -128,11 +150,47 @@ func testRoute(routing *app.Routing, rt route.Route, opts relay.Options, postmas
 		size = fmt.Sprintf(", message size limit %d bytes", n)
 	}
 	fmt.Fprintf(w, "  connect, EHLO: OK (%s; %s%s; transactions: %s)\n", tlsState, auth, size, transactionMode(c.Pipelining()))
-	if len(to) == 0 {
+	if len(first)+len(failover) == 0 {
 		fmt.Fprintln(w, "  no configured Exchange address is routed here; nothing to check")
 		return 0
 	}
+	failures := 0
+	if len(first) > 0 {
+		failures += verifyAddresses(ctx, c, rt, opts, postmaster, first, nil, w)
+	}
+	if len(failover) > 0 {
+		verifyAddresses(ctx, c, rt, opts, postmaster, failover, primary, w)
+	}
+	return failures
+}
+
+// verifyAddresses asks the server about each of to in one transaction
+// (MAIL, RCPT each, RSET) and prints one line per address, or one line
+// for a MAIL FROM refusal, with the cause and fix of a known failure. With
+// primary set, the addresses are failover ones: a refusal is printed as a
+// warning naming the route used first. It returns the failures to count.
+func verifyAddresses(ctx context.Context, c *relay.Client, rt route.Route, opts relay.Options, postmaster string, to []string, primary map[string]string, w io.Writer) int {
 	outs, err := c.Verify(ctx, postmaster, to)
+	label := func(a string) string {
+		if primary == nil {
+			return fmt.Sprintf("RCPT TO:<%s>", a)
+		}
+		return fmt.Sprintf("RCPT TO:<%s> (failover; first route %s)", a, primary[a])
+	}
+	failed := "FAILED"
+	if primary != nil {
+		failed = "WARNING, refused"
+	}
+	if e := beforeRcpt(outs, err); e != nil {
+		// The transaction failed before any RCPT (MAIL FROM refused, the
+		// connection lost): one line for it, not one per address.
+		fmt.Fprintf(w, "  %s:<%s>: %s: %v\n", stepName(e.Op), postmaster, failed, e)
+		explain(w, e, rt, opts, "")
+		if primary != nil {
+			return 0
+		}
+		return len(to)
+	}
 	failures := 0
 	for i, a := range to {
 		var e *relay.Error
@@ -142,14 +200,36 @@ func testRoute(routing *app.Routing, rt route.Route, opts relay.Options, postmas
 			e = relay.AsError(err)
 		}
 		if e == nil {
-			fmt.Fprintf(w, "  RCPT TO:<%s>: OK\n", a)
+			fmt.Fprintf(w, "  %s: OK\n", label(a))
+			continue
+		}
+		fmt.Fprintf(w, "  %s: %s: %v\n", label(a), failed, e)
+		explain(w, e, rt, opts, a)
+		if primary != nil {
+			fmt.Fprintf(w, "    note:  this route is used for %s only while route %s cannot be reached; then the message would wait or be refused\n", a, primary[a])
 			continue
 		}
 		failures++
-		fmt.Fprintf(w, "  RCPT TO:<%s>: FAILED: %v\n", a, e)
-		explain(w, e, rt, a)
 	}
 	return failures
+}
+
+// beforeRcpt returns the error of a verification that failed before any
+// recipient was asked about: no outcome at all, or the same MAIL FROM
+// refusal for every recipient. Nil otherwise.
+func beforeRcpt(outs []relay.Outcome, err error) *relay.Error {
+	if len(outs) == 0 {
+		if e := relay.AsError(err); err != nil && e.Op != "rcpt" {
+			return e
+		}
+		return nil
+	}
+	for _, o := range outs {
+		if o.Err == nil || o.Err.Op != "mail" {
+			return nil
+		}
+	}
+	return outs[0].Err
 }
 
 func stepName(op string) string {
@@ -172,7 +252,7 @@ func stepName(op string) string {
 
 // explain prints the cause and the fix of a known failure, in Exchange
 // administrator's terms.
-func explain(w io.Writer, e *relay.Error, rt route.Route, rcpt string) {
+func explain(w io.Writer, e *relay.Error, rt route.Route, opts relay.Options, rcpt string) {
 	msg := strings.ToLower(e.Message + " " + e.Error())
 	domain := rcpt[strings.LastIndexByte(rcpt, '@')+1:]
 	var cause, fix string
@@ -180,9 +260,13 @@ func explain(w io.Writer, e *relay.Error, rt route.Route, rcpt string) {
 	case e.Op == "connect" && e.Code == 0:
 		cause = "nothing accepted an SMTP connection at " + rt.Addr() + " (refused, filtered or timed out)"
 		fix = "check the host name and port: the port is the binding of the Exchange receive connector (25 by default); check firewalls between this host and Exchange"
-	case strings.Contains(msg, "does not match the server name"):
-		cause = "the certificate of the receive connector names another host than " + rt.Host
-		fix = "set server_name to the name in the certificate (the receive connector's FQDN setting), or connect by that name"
+	case relay.CertificateMismatch(e) != nil:
+		m := relay.CertificateMismatch(e)
+		cause = fmt.Sprintf("the certificate of the receive connector is for %s, not for %s, the name checked", m.Names(), m.Checked)
+		fix = "set server_name to one of the names in the certificate (the receive connector's FQDN setting), or connect by that name"
+		if opts.ServerName != "" {
+			fix = "server_name is " + opts.ServerName + ": set it to one of the names in the certificate (the receive connector's FQDN setting)"
+		}
 	case strings.Contains(msg, "certificate"):
 		cause = "the receive connector's certificate is not trusted by this host"
 		fix = "give the issuing (internal) CA in ca_file, or assign a certificate from a trusted CA to the receive connector"
@@ -259,7 +343,8 @@ func testNotifyCmd(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			e := relay.AsError(err)
 			fmt.Fprintf(stdout, "route %s (%s): %s FAILED: %v\n", rt.Name, rt.Addr(), stepName(e.Op), e)
-			explain(stdout, e, rt, to)
+			opts, _ := routing.Options(rt.Name)
+			explain(stdout, e, rt, opts, to)
 			last = e
 			continue
 		}
@@ -276,7 +361,8 @@ func testNotifyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		e := relay.AsError(orNoOutcome(err))
 		fmt.Fprintf(stdout, "test notification to %s via route %s (%s): FAILED: %v\n", to, rt.Name, rt.Addr(), e)
-		explain(stdout, e, rt, to)
+		opts, _ := routing.Options(rt.Name)
+		explain(stdout, e, rt, opts, to)
 		return 1
 	}
 	fmt.Fprintf(stdout, "test notification to %s: FAILED: no route could be reached (last error: %v)\n", to, last)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-smtp"
 
 	"github.com/popconnector/popconnector/internal/cli"
 	"github.com/popconnector/popconnector/internal/testenv"
@@ -106,18 +107,63 @@ func TestTestRelayPostfixTLS(t *testing.T) {
 	})
 	t.Run("required but off", func(t *testing.T) {
 		out := runCLI(t, 1, "test-relay", "--config", relayConfig(t, pf.ListenerAddr(t, "require-tls"), "tls: none", "", "sales@corp.example"))
-		wantLines(t, out, "530 5.7.0 Must issue a STARTTLS command first",
+		// The 530 answers MAIL FROM: it is reported on that line, once.
+		wantLines(t, out, "MAIL FROM:<postmaster@corp.example>: FAILED: smtp mail: 530 5.7.0 Must issue a STARTTLS command first",
 			"cause: the receive connector requires TLS before MAIL", "fix:   set tls: starttls for this route")
+		if strings.Contains(out, "RCPT TO:") {
+			t.Errorf("a MAIL FROM refusal is reported on an RCPT TO line:\n%s", out)
+		}
 	})
 	t.Run("certificate names another host", func(t *testing.T) {
 		out := runCLI(t, 1, "test-relay", "--config", relayConfig(t, pf.ListenerAddr(t, "other-name"), ca, "", "sales@corp.example"))
-		wantLines(t, out, "STARTTLS/TLS: FAILED:", "TLS certificate does not match the server name",
-			"cause: the certificate of the receive connector names another host than localhost",
-			"fix:   set server_name to the name in the certificate")
+		wantLines(t, out, "STARTTLS/TLS: FAILED:", "TLS certificate does not match the server name localhost: it is for mail.other.example",
+			"cause: the certificate of the receive connector is for mail.other.example, not for localhost, the name checked",
+			"fix:   set server_name to one of the names in the certificate")
+		if strings.Contains(out, "ServerName") {
+			t.Errorf("the hint names a Go field:\n%s", out)
+		}
 		// The fix the output gives works.
 		out = runCLI(t, 0, "test-relay", "--config", relayConfig(t, pf.ListenerAddr(t, "other-name"), ca+", server_name: mail.other.example", "", "sales@corp.example"))
 		wantLines(t, out, "connect, EHLO: OK (TLS verified", "relay test passed")
 	})
+}
+
+// A contoso route for the accepted domain and a "*" failover route to a
+// server that refuses to relay (a common layout: the failover is an
+// Internet smart host). Delivery uses the first route, so the layout
+// passes; the failover's refusal is shown as a warning naming the first
+// route, not counted.
+func TestTestRelayFailoverRoute(t *testing.T) {
+	pf := exchange.Get(t)
+	refusing := testenv.StartScriptedSMTP(t, testenv.SMTPScript{OnRcpt: func(to string) error {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + ">: Relay access denied"}
+	}})
+	port := func(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+	cfg := writeConfig(t, t.TempDir(), fmt.Sprintf(`postmaster: postmaster@corp.example
+routes:
+  - {name: contoso, host: localhost, port: %s, tls: starttls, ca_file: %s, address_spaces: [corp.example]}
+  - {name: internet, host: 127.0.0.1, port: %s, tls: none, address_spaces: ["*"], cost: 5}
+mailboxes:
+  - {id: sales, server: pop.isp.example, username: sales, password: "env:CLI_TEST_UNUSED", deliver_to: [sales@corp.example]}
+`, port(pf.Addr), pf.CA.CertFile, port(refusing.Addr)))
+	out := runCLI(t, 0, "test-relay", "--config", cfg)
+	wantLines(t, out,
+		"route contoso: localhost:",
+		"RCPT TO:<sales@corp.example>: OK",
+		"route internet: 127.0.0.1:",
+		"RCPT TO:<sales@corp.example> (failover; first route contoso): WARNING, refused: smtp rcpt: 554 5.7.1",
+		"note:  this route is used for sales@corp.example only while route contoso cannot be reached",
+		"relay test passed",
+	)
+	// The same refusal on the first route fails the test.
+	cfg = writeConfig(t, t.TempDir(), fmt.Sprintf(`postmaster: postmaster@corp.example
+routes:
+  - {name: internet, host: 127.0.0.1, port: %s, tls: none, address_spaces: ["*"]}
+mailboxes:
+  - {id: sales, server: pop.isp.example, username: sales, password: "env:CLI_TEST_UNUSED", deliver_to: [sales@corp.example]}
+`, port(refusing.Addr)))
+	out = runCLI(t, 1, "test-relay", "--config", cfg)
+	wantLines(t, out, "RCPT TO:<sales@corp.example>: FAILED: smtp rcpt: 554 5.7.1", "relay test FAILED (1 problem(s))")
 }
 
 // test-notify through Postfix: the test message arrives in the notify

@@ -172,7 +172,8 @@ func describe(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "deadline exceeded"
 	case errors.As(err, &hostErr):
-		return "TLS certificate does not match the server name (set ServerName for endpoints whose certificate names another host)"
+		m := mismatch(hostErr)
+		return fmt.Sprintf("TLS certificate does not match the server name %s: it is for %s (set server_name to one of those names)", m.Checked, m.Names())
 	case errors.As(err, &unknownAuth), errors.As(err, &certErr), errors.As(err, &invalidCert):
 		return "TLS certificate verification failed"
 	case errors.As(err, &recordErr):
@@ -223,4 +224,49 @@ func (s secrets) scrubError(e *Error) *Error {
 		}
 	}
 	return &out
+}
+
+// Mismatch is a server certificate that does not name the host checked.
+type Mismatch struct {
+	// Checked is the name the certificate was checked against: server_name
+	// when set, otherwise the host connected to (possibly an IP address).
+	Checked string
+	// DNSNames and IPs are the names the certificate is valid for.
+	DNSNames []string
+	IPs      []string
+}
+
+// Names lists the certificate's names for a message: at most five, then
+// how many more.
+func (m *Mismatch) Names() string {
+	all := append(append([]string(nil), m.DNSNames...), m.IPs...)
+	if len(all) == 0 {
+		return "no host name"
+	}
+	const show = 5
+	if len(all) > show {
+		return strings.Join(all[:show], ", ") + fmt.Sprintf(" and %d more", len(all)-show)
+	}
+	return strings.Join(all, ", ")
+}
+
+// CertificateMismatch returns the mismatch err holds (a certificate valid
+// for other names than the one checked), or nil.
+func CertificateMismatch(err error) *Mismatch {
+	var hostErr x509.HostnameError
+	if !errors.As(err, &hostErr) {
+		return nil
+	}
+	return mismatch(hostErr)
+}
+
+func mismatch(h x509.HostnameError) *Mismatch {
+	m := &Mismatch{Checked: h.Host}
+	if h.Certificate != nil {
+		m.DNSNames = h.Certificate.DNSNames
+		for _, ip := range h.Certificate.IPAddresses {
+			m.IPs = append(m.IPs, ip.String())
+		}
+	}
+	return m
 }

@@ -85,6 +85,13 @@ func (c *Client) pipelined(t *txn) *Error {
 		dataSent = true
 	}
 	if e := c.readAll(t); e != nil {
+		if t.verify && t.mailErr != nil {
+			// A server that refuses MAIL may refuse the closing RSET too
+			// (Postfix's 530 before STARTTLS): MAIL's reply, not the
+			// RSET's, is what each recipient would get.
+			t.carryUnwritten()
+			t.refuseMail()
+		}
 		return c.lose(t, e)
 	}
 	t.carryUnwritten()

@@ -76,16 +76,20 @@ func DialPOP3OAuth(opts pop3.Options, mech pop3.Mechanism, user string, tokens *
 		}
 		err = tokens.Authenticate(ctx, func(ctx context.Context, token string) error {
 			return c.Login(ctx, mech, user, token)
-		}, func(err error) bool {
-			var e *pop3.Error
-			return errors.As(err, &e) && e.TokenRejected()
-		})
+		}, tokenRejected)
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
 		return popSource{c}, nil
 	}
+}
+
+// tokenRejected reports a sign-in error that a renewed access token may
+// overcome.
+func tokenRejected(err error) bool {
+	var e *pop3.Error
+	return errors.As(err, &e) && e.TokenRejected()
 }
 
 // DialSMTP returns a RelayDialer for the delivery endpoint.

@@ -164,17 +164,9 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 	if err != nil {
 		return connector.Mailbox{}, fmt.Errorf("mailbox %s: server %q: %w", m.ID, m.Server, err)
 	}
-	tlsConf, err := tlsConfig(m.VerifyCertificate, m.CAFile, m.ServerName)
+	opts, err := POP3Options(m)
 	if err != nil {
 		return connector.Mailbox{}, fmt.Errorf("mailbox %s: %w", m.ID, err)
-	}
-	opts := pop3.Options{
-		Addr:               m.Server,
-		TLS:                m.TLS,
-		TLSConfig:          tlsConf,
-		ServerName:         m.ServerName,
-		AllowPlaintextAuth: m.AllowPlaintextAuth,
-		Timeout:            m.Timeout,
 	}
 	dial, err := popDialer(m, opts, secrets, logs)
 	if err != nil {
@@ -212,6 +204,22 @@ func mailboxFor(m config.Mailbox, secrets *config.Secrets, logs *logHolder) (con
 		Dial:          dial,
 		// Resolved by config: the mailbox's own value or the global one.
 		DuplicateWindow: m.DuplicateWindow,
+	}, nil
+}
+
+// POP3Options are the POP3 client settings of mailbox m.
+func POP3Options(m config.Mailbox) (pop3.Options, error) {
+	tlsConf, err := tlsConfig(m.VerifyCertificate, m.CAFile, m.ServerName)
+	if err != nil {
+		return pop3.Options{}, err
+	}
+	return pop3.Options{
+		Addr:               m.Server,
+		TLS:                m.TLS,
+		TLSConfig:          tlsConf,
+		ServerName:         m.ServerName,
+		AllowPlaintextAuth: m.AllowPlaintextAuth,
+		Timeout:            m.Timeout,
 	}, nil
 }
 

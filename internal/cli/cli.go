@@ -1,5 +1,5 @@
 // Package cli is the popconn command line: run, check-config, status,
-// test-relay, test-notify and example-config. It parses flags, sets up logging and hands over to
+// test-relay, test-notify, test-login and example-config. It parses flags, sets up logging and hands over to
 // package app; it holds no pipeline logic.
 //
 // Exit codes: 0 success; 1 a mailbox or the relay failed (mail is safe and
@@ -35,6 +35,8 @@ Usage:
   popconn test-relay [--config FILE]     per route: connect, STARTTLS, EHLO, AUTH, MAIL FROM the postmaster,
                                          RCPT TO every configured Exchange address, RSET, QUIT (no message is sent)
   popconn test-notify [--config FILE]    send a test notification to the postmaster through the configured route
+  popconn test-login [--config FILE] [--mailbox ID]
+                                         per mailbox: connect, TLS, CAPA, sign in, STAT, QUIT (never RETR or DELE)
   popconn example-config                 print a commented example configuration
   popconn version
 
@@ -63,6 +65,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return testRelayCmd(rest, stdout, stderr)
 	case "test-notify":
 		return testNotifyCmd(rest, stdout, stderr)
+	case "test-login":
+		return testLoginCmd(rest, stdout, stderr)
 	case "example-config":
 		stdout.Write(config.Example())
 		return 0
